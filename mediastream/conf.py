@@ -1,0 +1,123 @@
+"""The app's settings: one ``MEDIASTREAM`` dict merged over documented defaults.
+
+This is the only module that reads ``django.conf.settings`` for the app. The
+merged dict is cached and cleared on ``setting_changed`` so ``override_settings``
+works in tests. Access values as ``app_settings.MAX_CONNECTIONS``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+__all__ = ["DEFAULTS", "app_settings"]
+
+KIB = 1024
+MIB = 1024 * KIB
+
+DEFAULTS: dict[str, Any] = {
+    # --- Twilio account and public address -------------------------------------
+    # The https origin Twilio reaches (e.g. "https://voice.example.com"). Webhook
+    # signatures are checked against it and the wss:// stream URL is derived from it.
+    "PUBLIC_BASE_URL": "http://127.0.0.1:8000",
+    "TWILIO_ACCOUNT_SID": "",
+    "TWILIO_AUTH_TOKEN": "",
+    # Signature checks on webhooks and the WebSocket upgrade. Only this setting
+    # switches them off; DEBUG never does.
+    "VALIDATE_SIGNATURES": True,
+    # An identical signed webhook seen again within this window changes nothing.
+    "REPLAY_WINDOW_SECONDS": 600,
+    # Webhook bodies above this are refused with 413 before parsing.
+    "MAX_WEBHOOK_BODY_BYTES": 64 * KIB,
+    # Optional <Say> before <Connect><Stream> in the voice TwiML.
+    "GREETING": "",
+    # Path of the media stream WebSocket (also used to build the TwiML URL).
+    "STREAM_PATH": "/twilio/media-stream/",
+    # --- Connection guards (reference defaults) --------------------------------
+    "MAX_CONNECTIONS": 128,
+    "MAX_PENDING_CONNECTIONS": 32,
+    "MAX_PENDING_CONNECTIONS_PER_IP": 4,
+    "PRE_START_TIMEOUT": 5.0,  # seconds
+    # Peers whose X-Forwarded-For is believed (IPs or CIDR networks).
+    "TRUSTED_PROXIES": [],
+    # Inbound messages over this close the socket before parsing. Run daphne with
+    # --websocket-max-message-size/--websocket-max-frame-size set to match.
+    "MAX_MESSAGE_BYTES": 64 * KIB,
+    # Outbound bytes queued at daphne but not yet confirmed played by Twilio's
+    # mark echoes. Over this the stream is closed (4013 "Backpressure").
+    "MAX_OUTBOUND_BUFFER_BYTES": 1 * MIB,
+    # Streams whose heartbeat is older than this are closed by the reaper.
+    "STREAM_HEARTBEAT_SECONDS": 30,
+    "STALE_STREAM_SECONDS": 120,
+    # Malformed/unknown message log lines per stream (the rest are only counted).
+    "MAX_PROTOCOL_WARNINGS_PER_STREAM": 5,
+    # --- Speech out ------------------------------------------------------------
+    "TTS": {"BACKEND": "mediastream.tts.piper.PiperBackend", "OPTIONS": {}},
+    "TTS_MAX_PENDING": 8,
+    "TTS_SYNTHESIS_TIMEOUT": 8.0,  # seconds
+    "TTS_MAX_CHARS": 320,
+    # Audio kept buffered at Twilio ahead of real time: enough to ride out
+    # scheduling jitter, small enough that barge-in leaves little stale audio.
+    "PLAYBACK_LEAD_SECONDS": 0.3,
+    "PLAYBACK_MARK_GRACE_SECONDS": 2.0,
+    "MAX_IGNORED_MARKS": 64,
+    # --- Speech in -------------------------------------------------------------
+    "TRANSCRIPTION": {"BACKEND": "mediastream.transcription.whisper.WhisperBackend", "OPTIONS": {}},
+    "TRANSCRIPTION_QUEUE_BYTES": 2 * MIB,
+    "VAD": {
+        "ENABLED": True,
+        "THRESHOLD": 0.5,
+        "START_WINDOWS": 2,  # 32 ms windows above THRESHOLD that make a speech start
+        "END_THRESHOLD": 0.35,
+        "END_SILENCE_SECONDS": 0.5,
+    },
+    "BARGE_IN": True,
+    # Caller speech does not interrupt the greeting while it plays.
+    "SUPPRESS_BARGE_IN_DURING_GREETING": False,
+}
+
+
+class AppSettings:
+    """Lazy view of ``settings.MEDIASTREAM`` over :data:`DEFAULTS`."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] | None = None
+
+    def _load(self) -> dict[str, Any]:
+        user = getattr(settings, "MEDIASTREAM", {}) or {}
+        merged = dict(DEFAULTS)
+        for key, value in user.items():
+            if isinstance(DEFAULTS.get(key), dict) and isinstance(value, dict) and key == "VAD":
+                merged[key] = {**DEFAULTS[key], **value}
+            else:
+                merged[key] = value
+        return merged
+
+    def as_dict(self) -> dict[str, Any]:
+        if self._cache is None:
+            self._cache = self._load()
+        return self._cache
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        values = self.as_dict()
+        try:
+            return values[name]
+        except KeyError:
+            raise AttributeError(f"MEDIASTREAM has no setting {name!r}") from None
+
+    def reload(self) -> None:
+        self._cache = None
+
+
+app_settings = AppSettings()
+
+
+@receiver(setting_changed)
+def _reload_on_change(*, setting: str, **kwargs: Any) -> None:
+    if setting == "MEDIASTREAM":
+        app_settings.reload()

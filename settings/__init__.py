@@ -1,0 +1,138 @@
+"""Django project settings, configured from the environment.
+
+Every value has a zero-config default (SQLite, in-memory channel layer) so
+``manage.py runserver`` works on a fresh clone; production sets
+``DATABASE_URL`` and ``REDIS_URL``. See README.md for the full list.
+"""
+
+import logging
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.management.utils import get_random_secret_key
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+logger = logging.getLogger(__name__)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+DEBUG = env_bool("DEBUG", False)
+# Without SECRET_KEY each process invents one: fine for the demo, wrong for
+# several daphne processes (the deploy check below says so).
+SECRET_KEY = os.environ.get("SECRET_KEY") or get_random_secret_key()
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "voicecall",
+    "mediastream",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "settings.urls"
+ASGI_APPLICATION = "settings.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
+        conn_max_age=int(os.environ.get("CONN_MAX_AGE", "0")),
+    )
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                # redis-py 8 defaults socket_timeout to 5 s, which kills
+                # channels-redis' 5 s BZPOPMIN on every idle consumer.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
+                "capacity": 200,
+                "expiry": 60,
+                # Must outlive the longest call, or the call stops hearing commands.
+                "group_expiry": 86400,
+            },
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+
+# Twilio posts form bodies of a few KiB; anything bigger is not Twilio.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024
+
+# One dict for the app; defaults and documentation live in mediastream/conf.py.
+MEDIASTREAM = {
+    "PUBLIC_BASE_URL": os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:8000"),
+    "TWILIO_ACCOUNT_SID": os.environ.get("TWILIO_ACCOUNT_SID", ""),
+    "TWILIO_AUTH_TOKEN": os.environ.get("TWILIO_AUTH_TOKEN", ""),
+    "VALIDATE_SIGNATURES": env_bool("TWILIO_VALIDATE_SIGNATURES", True),
+    "GREETING": os.environ.get("MEDIASTREAM_GREETING", ""),
+    "TRUSTED_PROXIES": env_list("TRUSTED_PROXIES"),
+}
+if os.environ.get("MEDIASTREAM_TTS_BACKEND"):
+    MEDIASTREAM["TTS"] = {"BACKEND": os.environ["MEDIASTREAM_TTS_BACKEND"], "OPTIONS": {}}
+if os.environ.get("MEDIASTREAM_TRANSCRIPTION_BACKEND"):
+    MEDIASTREAM["TRANSCRIPTION"] = {
+        "BACKEND": os.environ["MEDIASTREAM_TRANSCRIPTION_BACKEND"],
+        "OPTIONS": {},
+    }
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {"daphne": {"level": "WARNING"}, "django.channels.server": {"level": "WARNING"}},
+}

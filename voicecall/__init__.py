@@ -1,0 +1,1 @@
+"""Call records and Twilio webhooks."""

@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
+
+
+class VoiceCallConfig(AppConfig):
+    name = "voicecall"
+    verbose_name = _("Voice calls")
+    default_auto_field = "django.db.models.BigAutoField"
