@@ -46,9 +46,10 @@ DEFAULTS: dict[str, Any] = {
     # Inbound messages over this close the socket before parsing. Run daphne with
     # --websocket-max-message-size/--websocket-max-frame-size set to match.
     "MAX_MESSAGE_BYTES": 64 * KIB,
-    # Outbound bytes queued at daphne but not yet confirmed played by Twilio's
-    # mark echoes. Over this the stream is closed (4013 "Backpressure").
-    "MAX_OUTBOUND_BUFFER_BYTES": 1 * MIB,
+    # daphne's send() never blocks, so outbound audio is tracked against Twilio's
+    # mark echoes: a stream whose sent-but-unplayed audio exceeds this many
+    # seconds has stopped draining and is closed (4013 "Backpressure").
+    "MAX_UNCONFIRMED_AUDIO_SECONDS": 15.0,
     # Streams whose heartbeat is older than this are closed by the reaper.
     "STREAM_HEARTBEAT_SECONDS": 30,
     "STALE_STREAM_SECONDS": 120,
@@ -75,6 +76,8 @@ DEFAULTS: dict[str, Any] = {
         "END_SILENCE_SECONDS": 0.5,
     },
     "BARGE_IN": True,
+    # Spoken through TTS when a stream starts (empty: nothing).
+    "STREAM_GREETING": "",
     # Caller speech does not interrupt the greeting while it plays.
     "SUPPRESS_BARGE_IN_DURING_GREETING": False,
 }

@@ -56,6 +56,9 @@ class BaseTranscriptionSession:
 class BaseTranscriptionBackend:
     #: Whether the backend emits its own speech-start events.
     provides_speech_start = False
+    #: Whether final transcripts will come (False for backends that drop audio);
+    #: without them the local VAD alone ends a caller utterance.
+    produces_transcripts = True
 
     def __init__(self, **options) -> None:
         if options:

