@@ -64,6 +64,17 @@ class Announcer:
         """Queue an announcement; never blocks."""
         self._queue.put_nowait(Announcement(event, data or {}, **options))
 
+    async def flush(self, timeout: float = 5.0) -> None:
+        """Wait until everything queued so far has been delivered."""
+        if self._task is None or self._task.done():
+            return
+        barrier = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(barrier)
+        try:
+            await asyncio.wait_for(asyncio.shield(barrier), timeout)
+        except TimeoutError:
+            logger.warning("Stream %s: announcements still pending after %.0fs", self.stream_sid, timeout)
+
     async def close(self, timeout: float = 5.0) -> None:
         """Deliver what is queued (bounded by ``timeout``), then stop."""
         if self._task is None:
@@ -82,6 +93,10 @@ class Announcer:
             item = await self._queue.get()
             if item is None:
                 return
+            if isinstance(item, asyncio.Future):
+                if not item.done():
+                    item.set_result(None)
+                continue
             try:
                 await self._deliver(item)
             except asyncio.CancelledError:

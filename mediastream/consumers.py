@@ -35,6 +35,7 @@ from .closing import CLOSES, Close, CloseCode
 from .conf import app_settings
 from .groups import call_group
 from .playback.player import Outcome, PlaybackItem, PlaybackResult, PlayerConfig, StreamPlayer
+from .reaper import reap_on_startup
 from .protocol import Connected, Dtmf, Mark, Media, RemoteProtocolError, Start, Stop, parse_message
 from .speech_in import SpeechIn
 from .stats import StreamStats
@@ -105,6 +106,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
     # --- connection ------------------------------------------------------------
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
+        reap_on_startup()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self.scope.get("headers", [])}
         client = self.scope.get("client") or [None]
         self.client_ip = resolve_client_ip(client[0], headers.get("x-forwarded-for"), app_settings.TRUSTED_PROXIES)
@@ -338,7 +340,8 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         data = result.as_dict()
         also = None
         if item.text and result.outcome in (Outcome.PLAYED, Outcome.UNCONFIRMED, Outcome.INTERRUPTED):
-            if result.outcome is not Outcome.INTERRUPTED or result.audio_seconds or result.first_audio_ms is not None:
+            # An interrupted item is part of the transcript if any of it reached the caller.
+            if result.outcome is not Outcome.INTERRUPTED or result.audio_seconds:
                 call_id, stream_id = self.admitted.call_id, self.admitted.stream_id
                 interrupted = result.outcome is Outcome.INTERRUPTED
 
@@ -437,6 +440,10 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             self._teardown_done.set()
 
     async def _record_stop(self, code: int | None, reason: str) -> None:
+        # Rows the stream still owes (playback outcomes, transcripts) land before
+        # the row that says it stopped: after that, nothing more is written.
+        if self.announcer is not None:
+            await self.announcer.flush()
         try:
             first = await database_sync_to_async(records.finish_stream)(
                 self.admitted.stream_id, close_code=code, close_reason=reason, stats=self.stats.as_dict()

@@ -57,6 +57,10 @@ class PlaybackItem:
     #: False for items caller speech must not cut off (e.g. a greeting); interrupt() still does.
     interruptible: bool = True
     queued_at: float = field(default_factory=time.monotonic)
+    # Progress, filled in while the item plays.
+    started_at: float | None = None
+    first_audio_at: float | None = None
+    audio_bytes_sent: int = 0
 
 
 @dataclass
@@ -131,6 +135,7 @@ class StreamPlayer:
         on_outbound: Callable[[int], None] = lambda nbytes: None,
         config: PlayerConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.stream_sid = stream_sid
         self._send = send
@@ -140,6 +145,7 @@ class StreamPlayer:
         self._on_outbound = on_outbound
         self.config = config or PlayerConfig()
         self._clock = clock
+        self._sleep = sleep
         self._waiting: deque[PlaybackItem] = deque()
         self._wakeup = asyncio.Event()
         self._current: PlaybackItem | None = None
@@ -250,6 +256,11 @@ class StreamPlayer:
 
     def _resolve(self, item: PlaybackItem, outcome: Outcome, **fields) -> PlaybackResult:
         now = time.monotonic()
+        if item.started_at is not None:
+            fields.setdefault("queued_ms", (item.started_at - item.queued_at) * 1000)
+            fields.setdefault("audio_seconds", item.audio_bytes_sent * FRAME_SECONDS / FRAME_BYTES)
+            if item.first_audio_at is not None:
+                fields.setdefault("first_audio_ms", (item.first_audio_at - item.started_at) * 1000)
         result = PlaybackResult(
             item_id=item.id, outcome=outcome, text=item.text, total_ms=(now - item.queued_at) * 1000, **fields
         )
@@ -291,18 +302,14 @@ class StreamPlayer:
                 self._current_task = None
 
     async def _play(self, item: PlaybackItem) -> dict:
-        started = time.monotonic()
+        item.started_at = time.monotonic()
         self._on_started(item)
-        pacer = _Pacer(self, lead=self.config.lead_seconds)
-        first_audio_ms: float | None = None
-        queued_ms = (started - item.queued_at) * 1000
+        pacer = _Pacer(self, item, lead=self.config.lead_seconds)
         async for mulaw in self._audio_for(item):
-            if first_audio_ms is None and mulaw:
-                first_audio_ms = (time.monotonic() - started) * 1000
             await pacer.feed(mulaw)
         await pacer.finish()
         if pacer.audio_bytes == 0:
-            raise _PlaybackFailed("synthesis produced no audio", queued_ms=queued_ms)
+            raise _PlaybackFailed("synthesis produced no audio")
         audio_seconds = pacer.audio_bytes * FRAME_SECONDS / FRAME_BYTES
         name = f"{item.id}:end"
         future = asyncio.get_running_loop().create_future()
@@ -316,12 +323,7 @@ class StreamPlayer:
             confirmed = False
             self._pending_marks.pop(name, None)
             logger.info("playback mark %s not echoed within %.1fs; continuing", name, timeout)
-        return {
-            "outcome": Outcome.PLAYED if confirmed else Outcome.UNCONFIRMED,
-            "audio_seconds": audio_seconds,
-            "queued_ms": queued_ms,
-            "first_audio_ms": first_audio_ms,
-        }
+        return {"outcome": Outcome.PLAYED if confirmed else Outcome.UNCONFIRMED}
 
     async def _audio_for(self, item: PlaybackItem) -> AsyncIterator[bytes]:
         """Mu-law audio for the item, synthesizing the next piece while this one plays."""
@@ -409,8 +411,9 @@ class _Pacer:
     the consumer see how far Twilio's playback lags what was sent.
     """
 
-    def __init__(self, player: StreamPlayer, *, lead: float) -> None:
+    def __init__(self, player: StreamPlayer, item: PlaybackItem, *, lead: float) -> None:
         self.player = player
+        self.item = item
         self.lead = lead
         self.t0: float | None = None
         self.frames_sent = 0
@@ -443,8 +446,11 @@ class _Pacer:
             self.t0 = now - self.frames_sent * FRAME_SECONDS
         due = self.t0 + self.frames_sent * FRAME_SECONDS - self.lead
         if due > now:
-            await asyncio.sleep(due - now)
+            await player._sleep(due - now)
         await player._send(media_message(player.stream_sid, frame))
+        if self.item.first_audio_at is None:
+            self.item.first_audio_at = time.monotonic()
+        self.item.audio_bytes_sent += len(frame)
         self.frames_sent += 1
         self.audio_bytes += len(frame)
         player.audio_bytes_sent += len(frame)

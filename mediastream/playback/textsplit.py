@@ -8,11 +8,16 @@ played back to back instead. The rules follow the reference telephony chunker:
 2. Otherwise it is cut into sentences after ``. ! ?`` (and CJK ``。！？``) and
    the whitespace that follows them, so every piece starts and ends where a
    speaker pauses anyway. A run of punctuation with no words (a leading
-   ``...``, the dot of ``.NET``) joins the sentence after it.
+   ``...`` or ``?``) joins the sentence after it.
 3. Consecutive sentences are packed into one piece up to ``max_chars``
    (fewer boundaries, smoother prosody).
 4. A sentence longer than ``max_chars`` is cut at the last newline or other
    whitespace that fits, or mid-token when there is none (a long URL).
+
+One deliberate difference from the reference: ``. ! ?`` end a sentence only
+when whitespace or the end of the text follows, so ``3.50``, ``example.com``
+and ``.NET`` are never cut apart (the reference would split "$3." from "50"
+when a piece boundary lands there). CJK terminators need no space.
 
 The split is lossless: ``"".join(split_text(text)) == text`` for any text
 with speech in it. The reference trims the whitespace at piece boundaries;
@@ -30,10 +35,10 @@ __all__ = ["DEFAULT_MAX_CHARS", "split_text"]
 
 DEFAULT_MAX_CHARS = 320
 
-# One sentence: non-terminators, terminators, trailing whitespace; or a final
-# run with no terminator. The leading run is ``*`` so text opening with
-# punctuation is matched too (``+`` would silently drop it).
-_SENTENCE = re.compile(r"[^.!?。！？]*[.!?。！？]+\s*|[^.!?。！？]+\Z")
+# One sentence: the shortest run up to terminators (ASCII ones only before
+# whitespace or the end) plus the whitespace after them; or the final run.
+# Everything is matched, so text opening with punctuation is never dropped.
+_SENTENCE = re.compile(r".*?(?:[.!?]+(?=\s|\Z)|[。！？]+)\s*|.+\Z", re.DOTALL)
 _SPEECH_CHAR = re.compile(r"[^.!?。！？\s]")
 _WHITESPACE_RUN = re.compile(r"\s+")
 

@@ -122,7 +122,7 @@ class WebSocketTranscriptionSession(BaseTranscriptionSession):
         self.policy = policy or ConnectionPolicy()
         cap = self.policy.max_queue_bytes
         if cap is None:
-            from ...conf import app_settings
+            from ..conf import app_settings
 
             cap = app_settings.TRANSCRIPTION_QUEUE_BYTES
         self.max_queue_bytes: int = int(cap)
@@ -223,7 +223,7 @@ class WebSocketTranscriptionSession(BaseTranscriptionSession):
         self._call(self.listener.on_speech_started)
 
     def report_error(self, error: Exception) -> None:
-        logger.warning("%s (stream %s): %s", self.provider, self.stream_sid, error)
+        logger.warning("Transcription error on stream %s: %s", self.stream_sid, error)
         self._call(self.listener.on_error, error)
 
     def _call(self, callback: Callable[..., None], *args: Any) -> None:

@@ -261,7 +261,7 @@ class _Worker:
             raise
         except asyncio.IncompleteReadError:
             await self._stopped()
-            message = self._exit_message("during synthesis")
+            message = self._exit_message()
             if not self._closing:
                 logger.error("%s", message)
             self._fail_all(message)
@@ -286,11 +286,11 @@ class _Worker:
         except TimeoutError:
             pass
 
-    def _exit_message(self, when: str) -> str:
+    def _exit_message(self, when: str = "") -> str:
         code = self.process.returncode
         status = f"exited with code {code}" if code is not None else "closed its output"
         last = self._stderr_tail[-1] if self._stderr_tail else "no error output"
-        return f"Piper TTS worker {status} {when}: {last[:300]}"
+        return f"Piper TTS worker {status}{' ' + when if when else ''}: {last[:300]}"
 
     def _fail_all(self, message: str) -> None:
         self.failure = self.failure or message

@@ -1,0 +1,25 @@
+from django.core.management.base import BaseCommand
+
+from mediastream import records
+from mediastream.conf import app_settings
+
+
+class Command(BaseCommand):
+    help = "Close media streams whose process died (no heartbeat), so no call stays stuck streaming."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--older-than",
+            type=float,
+            default=None,
+            help="Seconds without a heartbeat before a stream counts as stale "
+            "(default: MEDIASTREAM['STALE_STREAM_SECONDS']).",
+        )
+        parser.add_argument(
+            "--local", action="store_true", help="Also close this host's streams whose process no longer exists."
+        )
+
+    def handle(self, *args, older_than=None, local=False, **options):
+        stale_after = app_settings.STALE_STREAM_SECONDS if older_than is None else older_than
+        reaped = records.reap_stale_streams(stale_after=stale_after, server_id=records.SERVER_ID if local else None)
+        self.stdout.write(f"Closed {len(reaped)} stale stream(s)" + (": " + ", ".join(reaped) if reaped else "."))

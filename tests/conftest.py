@@ -1,0 +1,17 @@
+import multiprocessing
+
+import pytest
+
+# A forked daphne child inherits asgiref's executor without its thread and hangs
+# (see channels-daphne-facts.md, Q6); child processes are spawned instead.
+multiprocessing.set_start_method("spawn", force=True)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_channel_layers():
+    """Each test gets new channel layers (no messages leak between tests)."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()

@@ -1,0 +1,89 @@
+"""A real daphne process serving the project, for end-to-end tests and benchmarks."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DAPHNE = Path(sys.executable).with_name("daphne")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"daphne exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"daphne did not listen on {port} within {timeout}s")
+
+
+@contextmanager
+def daphne_server(
+    *,
+    database_url: str,
+    redis_url: str,
+    prefix: str,
+    overrides: dict | None = None,
+    settings_module: str = "tests.settings_live",
+    max_message_size: int = 128 * 1024,
+    log_path: Path | None = None,
+    extra_env: dict | None = None,
+):
+    """Run ``daphne settings.asgi:application`` as production does; yield (port, process)."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": settings_module,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "CHANNEL_LAYER_PREFIX": prefix,
+        "MEDIASTREAM_OVERRIDES": json.dumps(overrides or {}),
+        "PYTHONPATH": str(ROOT),
+        **(extra_env or {}),
+    }
+    log = open(log_path, "wb") if log_path else subprocess.DEVNULL
+    proc = subprocess.Popen(
+        [
+            str(DAPHNE),
+            "-b", "127.0.0.1",
+            "-p", str(port),
+            "--websocket-max-message-size", str(max_message_size),
+            "--websocket-max-frame-size", str(max_message_size),
+            "--application-close-timeout", "10",
+            "settings.asgi:application",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(port, proc)
+        yield port, proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if log is not subprocess.DEVNULL:
+            log.close()

@@ -1,0 +1,184 @@
+"""End to end: a real daphne process, real Redis, PostgreSQL and a real WebSocket client.
+
+The test process plays Twilio (HTTP webhook + media stream) and, as a
+separate process from daphne, makes the call speak through Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import pytest
+from django.conf import settings
+from django.test import override_settings
+from websockets.exceptions import InvalidStatus
+
+from mediastream.api import Outcome, ainterrupt, aspeak
+from mediastream.closing import CLOSES
+from mediastream.simulator import TwilioCall, TwilioStream
+from voicecall.models import CallEvent, MediaStream, TranscriptSegment
+
+from .live import ROOT, daphne_server
+from .streams import wait_for
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
+
+PUBLIC = "https://voice.example.com"
+
+
+@dataclass
+class Live:
+    port: int
+    database_url: str
+    redis_url: str
+    prefix: str
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/twilio/media-stream/"
+
+    def channel_layers(self) -> dict:
+        return {
+            "default": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "CONFIG": {"hosts": [{"address": self.redis_url, "socket_timeout": None}], "prefix": self.prefix},
+            }
+        }
+
+
+def database_url() -> str:
+    db = settings.DATABASES["default"]
+    return f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.fixture(scope="module")
+def live(django_db_setup, django_db_blocker, tmp_path_factory):
+    from tests.settings import TEST_REDIS_URL
+
+    prefix = f"mstest{os.getpid()}"
+    overrides = {
+        # Speech out that returns audio at once: 600 ms of a constant PCM level.
+        "TTS": {"BACKEND": "mediastream.tts.dummy.ConstantBackend", "OPTIONS": {"value": 3000, "sample_rate": 8000, "ms_per_char": 40, "min_ms": 600}},
+    }
+    log = tmp_path_factory.mktemp("daphne") / "daphne.log"
+    with django_db_blocker.unblock():
+        url = database_url()
+    with daphne_server(database_url=url, redis_url=TEST_REDIS_URL, prefix=prefix, overrides=overrides, log_path=log) as (port, proc):
+        yield Live(port=port, database_url=url, redis_url=TEST_REDIS_URL, prefix=prefix)
+    if os.environ.get("SHOW_DAPHNE_LOG"):
+        print(log.read_text())
+
+
+async def open_call(live: Live, **stream_kwargs) -> tuple[TwilioCall, TwilioStream]:
+    call = TwilioCall(server_url=live.http, public_url=PUBLIC, auth_token=settings.MEDIASTREAM["TWILIO_AUTH_TOKEN"])
+    instructions = await call.answer()
+    assert instructions.url == "wss://voice.example.com/twilio/media-stream/"
+    stream = TwilioStream(
+        live.ws,
+        signed_url=instructions.url,
+        auth_token=call.auth_token,
+        call_sid=call.call_sid,
+        parameters=instructions.parameters,
+        **stream_kwargs,
+    )
+    await stream.connect()
+    await stream.start()
+    await wait_for(lambda: MediaStream.objects.filter(stream_sid=stream.stream_sid).exists())
+    return call, stream
+
+
+async def hang_up(stream: TwilioStream) -> MediaStream:
+    """Close the socket and wait until the server has recorded the end of the stream."""
+    await stream.close()
+    return await wait_for(
+        lambda: MediaStream.objects.filter(stream_sid=stream.stream_sid, stopped_at__isnull=False).first()
+    )
+
+
+async def test_unsigned_upgrade_gets_403(live):
+    stream = TwilioStream(live.ws, auth_token="wrong", call_sid="CA" + "0" * 32)
+    with pytest.raises(InvalidStatus) as excinfo:
+        await stream.connect()
+    assert excinfo.value.response.status_code == 403
+
+
+async def test_call_speaks_from_another_process_and_stops(live):
+    call, stream = await open_call(live)
+    await stream.stream_audio(b"\xff" * 1600, realtime=False)
+    with override_settings(CHANNEL_LAYERS=live.channel_layers()):
+        result = await aspeak(call.call_sid, "Hello from another process.", wait=True, timeout=15)
+    assert result.outcome is Outcome.PLAYED, result
+    assert result.first_audio_ms is not None
+    frames = stream.media_frames
+    assert frames and all(len(frame) == 160 for frame in frames)
+    assert len(stream.agent_audio) == len(frames) * 160
+    await stream.send_dtmf("5")
+    await wait_for(lambda: CallEvent.objects.filter(call__call_sid=call.call_sid, type="dtmf").exists())
+    await stream.stop()
+    assert await stream.wait_closed() == 1000
+    row = await wait_for(lambda: MediaStream.objects.filter(stream_sid=stream.stream_sid, stopped_at__isnull=False).first())
+    assert row.close_reason == CLOSES.STOPPED.reason
+    assert row.stats["media_frames"] == 10
+    segment = await TranscriptSegment.objects.aget(call__call_sid=call.call_sid, speaker="agent")
+    assert segment.text == "Hello from another process." and not segment.interrupted
+
+
+async def test_interrupt_from_another_process_clears_and_stops_audio(live):
+    call, stream = await open_call(live)
+    with override_settings(CHANNEL_LAYERS=live.channel_layers()):
+        item_id = await aspeak(call.call_sid, "A long answer that keeps going. " * 8)
+        await stream.next_event("media")
+        assert await ainterrupt(call.call_sid, "operator", wait=True) == 1
+    await stream.next_event("clear")
+    events = [m["event"] for m in stream.received]
+    assert "media" not in events[events.index("clear") :]
+    event = await wait_for(
+        lambda: CallEvent.objects.filter(call__call_sid=call.call_sid, type="playback.finished").first()
+    )
+    assert event.payload["item_id"] == item_id
+    assert event.payload["outcome"] == "interrupted" and event.payload["reason"] == "operator"
+    segment = await wait_for(lambda: TranscriptSegment.objects.filter(call__call_sid=call.call_sid).first())
+    assert segment.interrupted
+    await hang_up(stream)
+
+
+async def test_oversize_frame_is_closed_with_4009(live):
+    call, stream = await open_call(live)
+    await stream.ws.send('{"event":"media","pad":"' + "x" * 70_000 + '"}')
+    assert await stream.wait_closed() == CLOSES.MESSAGE_TOO_BIG.code
+    row = await wait_for(lambda: MediaStream.objects.filter(stream_sid=stream.stream_sid, stopped_at__isnull=False).first())
+    assert row.close_code == CLOSES.MESSAGE_TOO_BIG.code
+
+
+async def test_speak_management_command_from_a_separate_process(live):
+    call, stream = await open_call(live)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings_live",
+        "DATABASE_URL": live.database_url,
+        "REDIS_URL": live.redis_url,
+        "CHANNEL_LAYER_PREFIX": live.prefix,
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "manage.py", "speak", call.call_sid, "Your table is booked.", "--timeout", "15",
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    assert out.decode().startswith("played "), out.decode()
+    assert stream.media_frames
+    await hang_up(stream)
+
+
+async def test_speak_to_a_call_without_stream_says_so(live):
+    with override_settings(CHANNEL_LAYERS=live.channel_layers()):
+        result = await aspeak("CA" + "f" * 32, "anyone there?", wait=True, timeout=5)
+    assert result.outcome is Outcome.NO_STREAM

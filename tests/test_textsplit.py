@@ -1,0 +1,116 @@
+"""mediastream.playback.textsplit: the reference telephony reply chunker, lossless."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from mediastream.playback.textsplit import DEFAULT_MAX_CHARS, split_text
+
+
+def check(text: str, max_chars: int = DEFAULT_MAX_CHARS) -> list[str]:
+    pieces = split_text(text, max_chars)
+    assert "".join(pieces) == text
+    assert all(0 < len(piece) <= max_chars for piece in pieces)
+    return pieces
+
+
+def test_short_text_is_one_piece_unchanged():
+    assert split_text("Short answer.") == ["Short answer."]
+    assert split_text("x" * 320) == ["x" * 320]
+
+
+@pytest.mark.parametrize("text", ["", "   ", "   \n  ", "\t"])
+def test_blank_text_gives_nothing(text):
+    assert split_text(text) == []
+
+
+def test_splits_on_sentences_and_packs_them():
+    text = " ".join(f"This is sentence number {i} with some filler words." for i in range(12))
+    pieces = check(text)
+    assert len(pieces) > 1
+    for piece in pieces:
+        assert piece.rstrip().endswith(".")  # every piece ends where a speaker pauses
+        assert not piece[0].isspace()
+    # Reference pieces are the stripped ones; re-joined with one space they are the text.
+    assert " ".join(piece.strip() for piece in pieces) == text
+
+
+def test_packs_short_sentences_instead_of_one_per_piece():
+    pieces = check(" ".join(["Yes."] * 100))
+    assert len(pieces) < 5
+
+
+def test_packing_is_greedy_up_to_the_limit():
+    sentence = "Abcdefghi. "  # 11 characters
+    pieces = check(sentence * 10, max_chars=33)
+    assert pieces[:3] == [sentence * 3] * 3
+
+
+def test_long_url_is_hard_cut_losslessly():
+    url = "https://example.com/" + "a" * 900
+    pieces = check(url)
+    assert len(pieces) == 3 and len(pieces[0]) == 320
+
+
+def test_dots_inside_tokens_do_not_end_sentences():
+    text = "It costs $3.50 at example.com today. " * 20
+    pieces = check(text, max_chars=100)
+    assert all(piece.endswith("today. ") for piece in pieces)
+
+
+def test_over_long_sentence_breaks_at_whitespace():
+    words = " ".join(f"word{i}" for i in range(200))  # ~1300 characters, no terminator
+    pieces = check(words, max_chars=100)
+    for piece in pieces[:-1]:
+        assert piece.endswith(" ")  # never cut inside a word
+        assert not piece.startswith(" ")
+
+
+def test_over_long_sentence_prefers_newlines():
+    text = ("alpha beta gamma " * 3).strip() + "\n" + "delta epsilon zeta eta theta iota kappa"
+    pieces = check(text + " " + text, max_chars=70)
+    assert pieces[0].endswith("\n")
+
+
+def test_buffered_sentences_are_flushed_before_a_hard_split():
+    text = "Hi there. " + "x" * 50 + " done."
+    pieces = check(text, max_chars=30)
+    assert pieces[0] == "Hi there. "
+
+
+@pytest.mark.parametrize("opening", [".NET handles this one. ", "... so here is the long answer. ", "? Did you mean the other account? "])
+def test_leading_punctuation_stays_with_its_sentence(opening):
+    tail = " ".join(f"Sentence {i} adds a few filler words here." for i in range(12))
+    pieces = check(opening + tail)
+    assert pieces[0].startswith(opening.strip()[:5])
+    assert " ".join(piece.strip() for piece in pieces) == opening + tail
+
+
+def test_trailing_punctuation_only_run_joins_the_last_sentence():
+    text = "One sentence here. " * 30 + "!!!"
+    pieces = check(text)
+    assert pieces[-1].endswith(". !!!")
+
+
+def test_cjk_sentence_punctuation():
+    text = "".join(f"这是第{i}个句子。" for i in range(80))
+    pieces = check(text)
+    assert len(pieces) > 1
+    assert all(piece.endswith("。") for piece in pieces)
+
+
+def test_lossless_and_bounded_on_random_text():
+    rng = random.Random(7)
+    alphabet = ["word", "a", "https://x.io/" + "q" * 40, ".", "!", "?", "。", " ", "  ", "\n", "...", "Hello"]
+    for _ in range(300):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 200)))
+        max_chars = rng.randint(5, 120)
+        if text.strip():
+            check(text, max_chars)
+
+
+def test_max_chars_must_be_positive():
+    with pytest.raises(ValueError):
+        split_text("Hello.", 0)

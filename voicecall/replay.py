@@ -1,0 +1,131 @@
+"""Replay protection for signed webhooks, shared by all processes through the database.
+
+A valid signature proves Twilio sent a request once, not that it is new:
+Twilio retries, and anyone who saw a request can send it again. After the
+signature check, the request gets a key (sha256 of URL, sorted params and
+signature). The first request with a key runs its side effects and stores its
+response in a :class:`~voicecall.models.WebhookReceipt`; the same key within
+``REPLAY_WINDOW_SECONDS`` gets that stored response back and changes nothing.
+
+The key column is unique, so of two identical requests arriving at once in
+different daphne processes only one inserts its receipt; the other waits for
+that transaction and then answers from the receipt.
+
+Stored bodies are encrypted with Fernet (the voice TwiML holds a stream
+token) under a key derived from ``SECRET_KEY``. If ``SECRET_KEY`` changed and
+a body can no longer be decrypted, the replay is answered with empty TwiML,
+which changes nothing on the call either.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+from cryptography.fernet import Fernet, InvalidToken
+from django.db import IntegrityError, transaction
+from django.http import HttpResponse
+from django.utils import timezone
+from django.utils.crypto import salted_hmac
+
+from mediastream.conf import app_settings
+
+from .logsafe import sanitize
+from .models import WebhookReceipt
+from .twiml import TWIML_CONTENT_TYPE, empty_twiml
+
+__all__ = ["PRUNE_EVERY", "replay_key", "handle_once", "prune_expired"]
+
+logger = logging.getLogger(__name__)
+
+#: Expired receipts are deleted when a new receipt's id is a multiple of this.
+PRUNE_EVERY = 64
+
+_KEY_SALT = "voicecall.replay.WebhookReceipt.body"
+
+
+def _canonical_params(params: Mapping[str, Any] | str | None) -> str:
+    """Params as one unambiguous string: sorted, url-encoded (a raw body stays as is)."""
+    if params is None:
+        return ""
+    if isinstance(params, str):
+        return params
+    getlist = getattr(params, "getlist", None)
+    pairs = []
+    for name in params.keys():
+        values = getlist(name) if getlist is not None else [params[name]]
+        pairs.extend((str(name), str(value)) for value in values)
+    return urlencode(sorted(pairs))
+
+
+def replay_key(url: str, params: Mapping[str, Any] | str | None, signature: str) -> str:
+    """sha256 hex of ``url``, the canonical sorted params and the signature, one per line."""
+    material = "\n".join((url, _canonical_params(params), signature or ""))
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+
+def _fernet() -> Fernet:
+    """Fernet for receipt bodies; its key is an HMAC-SHA256 derived from SECRET_KEY."""
+    key = salted_hmac(_KEY_SALT, "fernet-key", algorithm="sha256").digest()
+    return Fernet(base64.urlsafe_b64encode(key))
+
+
+def _window_start(now: datetime | None = None) -> datetime:
+    return (now or timezone.now()) - timedelta(seconds=int(app_settings.REPLAY_WINDOW_SECONDS))
+
+
+def prune_expired(now: datetime | None = None) -> int:
+    """Delete receipts older than the replay window; return how many were deleted."""
+    deleted, _ = WebhookReceipt.objects.filter(created_at__lt=_window_start(now)).delete()
+    return deleted
+
+
+def _store(receipt: WebhookReceipt, response: HttpResponse) -> None:
+    receipt.status_code = response.status_code
+    receipt.content_type = response.get("Content-Type", "")[:100]
+    receipt.body = _fernet().encrypt(bytes(response.content)).decode("ascii")
+    receipt.save(update_fields=["status_code", "content_type", "body"])
+
+
+def _replayed(receipt: WebhookReceipt) -> HttpResponse:
+    """The stored response of ``receipt``, or empty TwiML if it cannot be decrypted."""
+    try:
+        body = _fernet().decrypt(receipt.body.encode("ascii"))
+    except (InvalidToken, ValueError):
+        logger.warning(
+            "Cannot decrypt the stored response for replayed webhook %s (SECRET_KEY changed?); "
+            "answering with empty TwiML",
+            sanitize(receipt.path),
+        )
+        return HttpResponse(empty_twiml(), content_type=TWIML_CONTENT_TYPE, status=receipt.status_code)
+    return HttpResponse(body, content_type=receipt.content_type or None, status=receipt.status_code)
+
+
+def handle_once(
+    key: str, path: str, handler: Callable[[], HttpResponse]
+) -> tuple[HttpResponse, bool]:
+    """Run ``handler`` once per ``key`` within the replay window; return ``(response, replayed)``.
+
+    ``handler`` runs inside the same database transaction as the receipt
+    insert: if it raises, the receipt is rolled back too and a retry is
+    processed normally.
+    """
+    with transaction.atomic():
+        WebhookReceipt.objects.filter(key=key, created_at__lt=_window_start()).delete()
+        try:
+            with transaction.atomic():
+                receipt = WebhookReceipt.objects.create(key=key, path=path[:200])
+        except IntegrityError:
+            existing = WebhookReceipt.objects.get(key=key)
+            logger.info("Replayed webhook %s answered from its receipt", sanitize(path))
+            return _replayed(existing), True
+        response = handler()
+        _store(receipt, response)
+        if receipt.pk % PRUNE_EVERY == 0:
+            prune_expired()
+    return response, False

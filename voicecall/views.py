@@ -1,0 +1,176 @@
+"""Twilio's HTTP webhooks: the voice URL, call status and stream status callbacks.
+
+Every webhook goes through the same gate, in this order: POST only (405),
+body size before parsing (413), Twilio signature against the public URL
+(403), then replay protection; only a new, signed request reaches the
+handler. Each refusal is one sanitised log line and writes nothing.
+CSRF does not apply: the signature authenticates the request.
+
+Decisions: a status callback for an unknown CallSid creates the call (Twilio
+is the source of truth and the request is signed); a stream status callback
+for an unknown call is only logged, since streams exist only for calls our
+voice webhook answered. Neither ever answers 500 for an unknown call.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from functools import partial, wraps
+from typing import Any
+
+from django.core.exceptions import RequestDataTooBig
+from django.db import transaction
+from django.dispatch import Signal
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.urls import reverse
+from django.utils.cache import add_never_cache_headers
+from django.utils.log import log_response
+from django.views.decorators.csrf import csrf_exempt
+
+from mediastream.conf import app_settings
+
+from . import records
+from .logsafe import sanitize
+from .models import Call
+from .replay import handle_once, replay_key
+from .signals import call_started, call_status_changed
+from .twilio_auth import SIGNATURE_HEADER, public_url_for, request_public_url, validate_http_request
+from .twiml import TWIML_CONTENT_TYPE, connect_stream_twiml, empty_twiml, hangup_twiml
+
+__all__ = ["twilio_webhook", "voice", "call_status", "stream_status", "stream_status_callback_url"]
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[HttpRequest], HttpResponse]
+
+
+def _refuse(request: HttpRequest, response: HttpResponse, reason: str) -> HttpResponse:
+    """Log one line for a refused request (instead of django.request's) and return ``response``."""
+    log_response(
+        "Refused Twilio webhook %s %s (%s): %s",
+        sanitize(request.method, 10),
+        sanitize(request.path),
+        response.status_code,
+        sanitize(reason, 200),
+        response=response,
+        request=request,
+        logger=logger,
+        level="warning",
+    )
+    return response
+
+
+def _body_too_big(request: HttpRequest) -> bool:
+    """True if the declared or actual body is over MAX_WEBHOOK_BODY_BYTES."""
+    limit = int(app_settings.MAX_WEBHOOK_BODY_BYTES)
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > limit:
+        return True
+    try:
+        return len(request.body) > limit
+    except RequestDataTooBig:  # over DATA_UPLOAD_MAX_MEMORY_SIZE
+        return True
+
+
+def _twiml(body: str, status: int = 200) -> HttpResponse:
+    return HttpResponse(body, content_type=TWIML_CONTENT_TYPE, status=status)
+
+
+def _signal_on_commit(signal: Signal, **kwargs: Any) -> None:
+    """Send ``signal`` once the webhook's transaction commits; receiver errors are logged."""
+    transaction.on_commit(partial(signal.send, sender=Call, **kwargs), robust=True)
+
+
+def _status_signal(change: records.StatusChange | None, call: Call, created: bool) -> None:
+    if change is not None and change.changed:
+        previous = None if created else change.previous_status
+        _signal_on_commit(call_status_changed, call=call, status=change.status, previous_status=previous)
+
+
+def twilio_webhook(handler: Handler) -> Handler:
+    """Wrap ``handler`` in the method, size, signature and replay gate."""
+
+    @csrf_exempt
+    @wraps(handler)
+    def view(request: HttpRequest) -> HttpResponse:
+        if request.method != "POST":
+            return _refuse(request, HttpResponseNotAllowed(["POST"]), "method not allowed")
+        if _body_too_big(request):
+            response = HttpResponse("Payload Too Large", status=413, content_type="text/plain")
+            return _refuse(request, response, "body over MAX_WEBHOOK_BODY_BYTES")
+        check = validate_http_request(request)
+        if not check.ok:
+            response = HttpResponse("Forbidden", status=403, content_type="text/plain")
+            return _refuse(request, response, check.reason)
+        params = request.POST or request.body.decode("utf-8", errors="replace")
+        key = replay_key(request_public_url(request), params, request.headers.get(SIGNATURE_HEADER, ""))
+        response, _replayed = handle_once(key, request.path, lambda: handler(request))
+        add_never_cache_headers(response)  # the voice TwiML carries a stream token
+        return response
+
+    return view
+
+
+def _call_sid(request: HttpRequest) -> str:
+    return records.clean_param(request.POST.get("CallSid"), 64)
+
+
+def _missing_call_sid(request: HttpRequest) -> HttpResponse:
+    response = HttpResponse("Missing CallSid", status=400, content_type="text/plain")
+    return _refuse(request, response, "no CallSid")
+
+
+def stream_status_callback_url() -> str:
+    """Public https URL of the stream status webhook, with its trailing slash."""
+    return public_url_for(reverse("voicecall:stream-status").rstrip("/") + "/")
+
+
+@twilio_webhook
+def voice(request: HttpRequest) -> HttpResponse:
+    """Voice URL: record the call, answer ``<Connect><Stream>`` with a fresh token (or hang up)."""
+    call_sid = _call_sid(request)
+    if not call_sid:
+        return _missing_call_sid(request)
+    outcome = records.record_voice_webhook(call_sid, request.POST)
+    _status_signal(outcome.change, outcome.call, outcome.created)
+    if outcome.token is None:
+        logger.info("Voice webhook for ended call %s: hanging up", sanitize(call_sid))
+        return _twiml(hangup_twiml())
+    _signal_on_commit(call_started, call=outcome.call)
+    twiml = connect_stream_twiml(
+        outcome.token,
+        status_callback=stream_status_callback_url(),
+        greeting=str(app_settings.GREETING or ""),
+    )
+    return _twiml(twiml)
+
+
+@twilio_webhook
+def call_status(request: HttpRequest) -> HttpResponse:
+    """Call status callback: apply the status in SequenceNumber order; always empty TwiML."""
+    call_sid = _call_sid(request)
+    if not call_sid:
+        return _missing_call_sid(request)
+    outcome = records.record_call_status(call_sid, request.POST)
+    _status_signal(outcome.change, outcome.call, outcome.created)
+    return _twiml(empty_twiml())
+
+
+@twilio_webhook
+def stream_status(request: HttpRequest) -> HttpResponse:
+    """Stream status callback: record ``stream.started/stopped/error``; unknown calls are logged."""
+    call_sid = _call_sid(request)
+    if not call_sid:
+        return _missing_call_sid(request)
+    event = records.record_stream_status(call_sid, request.POST)
+    if event is None:
+        logger.warning(
+            "Stream status %s for unknown call %s ignored",
+            sanitize(request.POST.get("StreamEvent", ""), 40),
+            sanitize(call_sid),
+        )
+    return _twiml(empty_twiml())
