@@ -5,6 +5,7 @@ neither cookies nor Origin; it is authenticated by X-Twilio-Signature and the
 per-call stream token instead.
 """
 
+import logging
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings")
@@ -13,9 +14,17 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 
 django_asgi_app = get_asgi_application()
 
+from django.conf import settings  # noqa: E402
+
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from mediastream.routing import websocket_urlpatterns  # noqa: E402
+
+if not settings.REDIS_URL:
+    logging.getLogger("mediastream").warning(
+        "REDIS_URL is not set: using the in-memory channel layer, so other processes "
+        "(manage.py speak, workers, other daphne processes) cannot reach calls served here."
+    )
 
 application = ProtocolTypeRouter(
     {

@@ -1,0 +1,51 @@
+"""Connection caps and client IP resolution (pure, no sockets)."""
+
+from mediastream.admission import Admission, AdmissionRegistry, resolve_client_ip
+
+
+def test_total_cap():
+    reg = AdmissionRegistry()
+    assert reg.open_connection("a", 2) is Admission.OK
+    assert reg.open_connection("b", 2) is Admission.OK
+    assert reg.open_connection("c", 2) is Admission.TOO_MANY_CONNECTIONS
+    reg.release("a")
+    assert reg.open_connection("c", 2) is Admission.OK
+
+
+def test_pending_caps_global_and_per_ip_and_release_is_idempotent():
+    reg = AdmissionRegistry()
+    assert reg.add_pending("a", "1.1.1.1", max_pending=3, max_per_ip=2) is Admission.OK
+    assert reg.add_pending("b", "1.1.1.1", max_pending=3, max_per_ip=2) is Admission.OK
+    assert reg.add_pending("c", "1.1.1.1", max_pending=3, max_per_ip=2) is Admission.TOO_MANY_PENDING
+    assert reg.add_pending("d", "2.2.2.2", max_pending=3, max_per_ip=2) is Admission.OK
+    assert reg.add_pending("e", "3.3.3.3", max_pending=3, max_per_ip=2) is Admission.TOO_MANY_PENDING
+    reg.promote("a")  # an accepted start frees the pending slot
+    reg.release("a")
+    reg.release("a")
+    assert reg.pending_count == 2
+    assert reg.add_pending("c", "1.1.1.1", max_pending=3, max_per_ip=2) is Admission.OK
+    for conn in "bcd":
+        reg.release(conn)
+    assert reg.pending_count == 0 and not reg.pending_per_ip
+
+
+def test_peer_is_the_client_without_trusted_proxies():
+    assert resolve_client_ip("198.51.100.1", "192.0.2.1", []) == "198.51.100.1"
+    assert resolve_client_ip(None, None, []) == "unknown"
+
+
+def test_spoofed_header_from_untrusted_peer_is_ignored():
+    assert resolve_client_ip("198.51.100.1", "192.0.2.1", ["10.0.0.1"]) == "198.51.100.1"
+
+
+def test_chain_is_walked_right_to_left_to_the_first_untrusted_hop():
+    trusted = ["10.0.0.0/8", "172.16.0.1"]
+    assert resolve_client_ip("10.0.0.2", "203.0.113.9, 192.0.2.1, 172.16.0.1, 10.0.0.7", trusted) == "192.0.2.1"
+
+
+def test_ipv4_mapped_peer_matches_ipv4_proxy():
+    assert resolve_client_ip("::ffff:10.0.0.1", "192.0.2.5", ["10.0.0.1"]) == "192.0.2.5"
+
+
+def test_garbage_in_the_chain_stops_the_walk():
+    assert resolve_client_ip("10.0.0.1", "192.0.2.5, not-an-ip", ["10.0.0.1"]) == "10.0.0.1"

@@ -1,0 +1,351 @@
+"""Transcription backends: OpenAI Realtime and Deepgram against fake vendors, Whisper for real."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import time
+
+import pytest
+
+from mediastream.backends import InvalidBackendError, load_backend
+from mediastream.transcription.deepgram import DeepgramBackend
+from mediastream.transcription.discard import DiscardBackend
+from mediastream.transcription.locmem import LocmemBackend
+from mediastream.transcription.openai import OpenAIRealtimeBackend
+from mediastream.transcription.websocket import SessionState, TranscriptionError
+from mediastream.transcription.whisper import WhisperBackend
+from tests import audio_fixtures as af
+from tests.vendors_stt.deepgram import FakeDeepgram
+from tests.vendors_stt.listener import RecordingListener
+from tests.vendors_stt.openai_realtime import FakeOpenAIRealtime
+
+FAST = {"CONNECT_TIMEOUT": 2.0, "CLOSE_TIMEOUT": 1.0, "RECONNECT_DELAY": 0.02}
+
+
+def session_for(backend, rec: RecordingListener):
+    return backend.create_session(stream_sid="MZ1", call_sid="CA1", listener=rec.listener)
+
+
+# --- OpenAI Realtime ------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_openai_configures_a_pcmu_transcription_session_and_streams_base64_audio():
+    rec = RecordingListener()
+    async with FakeOpenAIRealtime() as server:
+        backend = OpenAIRealtimeBackend(
+            API_KEY="sk-test", URL=server.url, LANGUAGE="en", PROMPT="Restaurant bookings", **FAST
+        )
+        assert backend.provides_speech_start
+        session = session_for(backend, rec)
+        session.send_audio(b"\xff" * 160)  # before ready: queued
+        await session.connect()
+        conn = server.connection
+        assert conn.path == "/v1/realtime" and conn.query == {"intent": "transcription"}
+        assert conn.headers["authorization"] == "Bearer sk-test"
+        assert conn.json[0] == {
+            "type": "session.update",
+            "session": {
+                "type": "transcription",
+                "audio": {
+                    "input": {
+                        "format": {"type": "audio/pcmu"},
+                        "transcription": {
+                            "model": "gpt-4o-transcribe",
+                            "language": "en",
+                            "prompt": "Restaurant bookings",
+                        },
+                        "turn_detection": {
+                            "type": "server_vad",
+                            "threshold": 0.5,
+                            "prefix_padding_ms": 300,
+                            "silence_duration_ms": 800,
+                        },
+                    }
+                },
+            },
+        }
+        session.send_audio(bytes(range(256)))
+        await server.wait_for(lambda: len(FakeOpenAIRealtime.audio(conn)) == 160 + 256)
+        assert FakeOpenAIRealtime.audio(conn) == b"\xff" * 160 + bytes(range(256))
+        append = conn.of_type("input_audio_buffer.append")[1]
+        assert set(append) == {"type", "audio"} and base64.b64decode(append["audio"]) == bytes(range(256))
+        await session.close()
+        assert session.state is SessionState.CLOSED
+
+
+@pytest.mark.asyncio
+async def test_openai_events_map_to_listener_callbacks():
+    rec = RecordingListener()
+    async with FakeOpenAIRealtime() as server:
+        session = session_for(OpenAIRealtimeBackend(API_KEY="k", URL=server.url, **FAST), rec)
+        await session.connect()
+        await server.speech_started("item_1", audio_start_ms=120)
+        await server.delta("hel")
+        await server.delta("lo")
+        await server.speech_stopped("item_1", audio_end_ms=900)
+        await server.completed("hello there")
+        await rec.wait_count("final")
+        assert rec.events == [
+            ("speech_started", None),
+            ("partial", "hel"),
+            ("partial", "hello"),
+            ("final", ("hello there", 120, 900)),
+        ]
+        # The next item starts from empty partial text.
+        await server.delta("again", item_id="item_2")
+        await server.send(FakeOpenAIRealtime.error_event("Input audio buffer is empty", "buffer_empty"))
+        await rec.wait_count("error")
+        assert rec.partials[-1] == "again"
+        assert str(rec.errors[0]) == (
+            "OpenAI Realtime error: Input audio buffer is empty (invalid_request_error, buffer_empty)"
+        )
+        await session.close()
+
+
+@pytest.mark.asyncio
+async def test_openai_session_rejected_before_ready_fails_connect():
+    rec = RecordingListener()
+    async with FakeOpenAIRealtime(reject_with="Invalid model") as server:
+        session = session_for(OpenAIRealtimeBackend(API_KEY="k", URL=server.url, **FAST), rec)
+        with pytest.raises(TranscriptionError, match=r"^OpenAI Realtime error: Invalid model"):
+            await session.connect()
+        await session.close()
+
+
+@pytest.mark.asyncio
+async def test_openai_without_an_api_key_opens_nothing(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    rec = RecordingListener()
+    async with FakeOpenAIRealtime() as server:
+        session = session_for(OpenAIRealtimeBackend(URL=server.url, **FAST), rec)
+        with pytest.raises(TranscriptionError, match="OPENAI_API_KEY"):
+            await session.connect()
+        assert server.attempts == []
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
+        session = session_for(OpenAIRealtimeBackend(URL=server.url, **FAST), rec)
+        await session.connect()
+        assert server.connection.headers["authorization"] == "Bearer sk-from-env"
+        await session.close()
+
+
+# --- Deepgram ---------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_deepgram_query_auth_and_binary_audio():
+    rec = RecordingListener()
+    async with FakeDeepgram() as server:
+        backend = DeepgramBackend(API_KEY="dg-test", URL=server.url, **FAST)
+        session = session_for(backend, rec)
+        await session.connect()  # ready on open
+        conn = server.connection
+        assert conn.path == "/v1/listen"
+        assert conn.query == {
+            "encoding": "mulaw",
+            "sample_rate": "8000",
+            "channels": "1",
+            "interim_results": "true",
+            "vad_events": "true",
+            "endpointing": "800",
+            "model": "nova-3",
+            "language": "en",
+            "utterance_end_ms": "1000",
+        }
+        assert conn.headers["authorization"] == "Token dg-test"
+        for frame in af.frames(bytes(range(256)) * 2):
+            session.send_audio(frame)
+        await server.wait_for(lambda: len(FakeDeepgram.audio(conn)) == 512)
+        assert FakeDeepgram.audio(conn) == bytes(range(256)) * 2
+        assert [len(b) for b in conn.binary] == [160, 160, 160, 32]
+        await session.close()
+        assert conn.of_type("CloseStream") == [{"type": "CloseStream"}]
+        assert session.state is SessionState.CLOSED
+
+
+@pytest.mark.asyncio
+async def test_deepgram_results_map_to_partials_finals_and_speech_start():
+    rec = RecordingListener()
+    async with FakeDeepgram() as server:
+        session = session_for(DeepgramBackend(API_KEY="k", URL=server.url, **FAST), rec)
+        await session.connect()
+        await server.speech_started(timestamp=0.5)
+        await server.results("book a", start=0.5, duration=0.6)
+        await server.results("book a table", is_final=True, start=0.5, duration=1.0)
+        await server.results("for two", start=1.5, duration=0.5)
+        await server.results("for two people", is_final=True, speech_final=True, start=1.5, duration=0.9)
+        await rec.wait_count("final")
+        assert rec.events == [
+            ("speech_started", None),
+            ("partial", "book a"),
+            ("partial", "book a table"),
+            ("partial", "book a table for two"),
+            ("final", ("book a table for two people", 500, 2400)),
+        ]
+        # A segment finalised without speech_final is flushed by UtteranceEnd.
+        await server.results("thanks", is_final=True, start=3.0, duration=0.4)
+        await server.results("", is_final=True, start=3.4, duration=0.5)  # silence: nothing
+        await server.utterance_end(last_word_end=3.4)
+        await rec.wait_count("final", 2)
+        assert rec.finals[-1] == ("thanks", 3000, 3400)
+        await server.send({"type": "Error", "description": "bad audio", "err_code": "DATA-0000"})
+        (error,) = await rec.wait_count("error")
+        assert str(error) == "Deepgram error: bad audio (DATA-0000)"
+        await session.close()
+
+
+@pytest.mark.asyncio
+async def test_deepgram_close_stream_flushes_results_before_close_returns():
+    rec = RecordingListener()
+
+    class Flushing(FakeDeepgram):
+        async def on_message(self, conn, message):
+            if message == '{"type":"CloseStream"}':
+                await self.results("goodbye", is_final=True, speech_final=True, start=0, duration=0.5)
+            await super().on_message(conn, message)
+
+    async with Flushing() as server:
+        session = session_for(DeepgramBackend(API_KEY="k", URL=server.url, **FAST), rec)
+        await session.connect()
+        await session.close()
+        assert rec.finals == [("goodbye", 0, 500)]
+
+
+@pytest.mark.asyncio
+async def test_deepgram_sends_keepalive_while_no_audio_flows():
+    rec = RecordingListener()
+    async with FakeDeepgram() as server:
+        session = session_for(DeepgramBackend(API_KEY="k", URL=server.url, **FAST), rec)
+        session.keepalive_interval = 0.05
+        await session.connect()
+        conn = server.connection
+        await server.wait_for(lambda: len(conn.of_type("KeepAlive")) >= 2)
+        assert conn.of_type("KeepAlive")[0] == {"type": "KeepAlive"}
+        await session.close()
+
+
+@pytest.mark.asyncio
+async def test_deepgram_http_401_fails_connect():
+    rec = RecordingListener()
+    async with FakeDeepgram(refuse_status=401) as server:
+        session = session_for(DeepgramBackend(API_KEY="bad", URL=server.url, **FAST), rec)
+        with pytest.raises(TranscriptionError, match="^Deepgram refused the connection: HTTP 401$"):
+            await session.connect()
+
+
+# --- Discard and locmem ----------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_discard_accepts_and_drops_audio():
+    rec = RecordingListener()
+    backend = DiscardBackend()
+    assert not backend.provides_speech_start
+    session = session_for(backend, rec)
+    await session.connect()
+    session.send_audio(b"\xff" * 160)
+    await session.close()
+    await session.close()
+    session.send_audio(b"\xff" * 160)
+    assert session.received_bytes == 160 and rec.events == []
+
+
+@pytest.mark.asyncio
+async def test_locmem_records_audio_and_lets_tests_speak():
+    rec = RecordingListener()
+    backend = LocmemBackend(HOLD_CONNECT=True)
+    session = session_for(backend, rec)
+    assert backend.sessions == [session]
+    connecting = asyncio.create_task(session.connect())
+    await session.wait_connect_called()
+    session.send_audio(b"hello")
+    assert not connecting.done()
+    session.release_connect()
+    await connecting
+    assert await session.wait_for_audio(5) == b"hello"
+    session.emit_speech_started()
+    session.emit_partial("hel")
+    session.emit_final("hello", 0, 500)
+    assert rec.events == [("speech_started", None), ("partial", "hel"), ("final", ("hello", 0, 500))]
+    await session.close()
+    assert session.close_calls == 1 and session.closed
+    failing = session_for(LocmemBackend(FAIL_CONNECT="no provider"), rec)
+    with pytest.raises(ConnectionError, match="no provider"):
+        await failing.connect()
+
+
+def test_backends_load_from_settings_and_reject_unknown_options():
+    backend = load_backend(
+        "TRANSCRIPTION",
+        {"BACKEND": "mediastream.transcription.deepgram.DeepgramBackend", "OPTIONS": {"MODEL": "nova-2"}},
+    )
+    assert backend.config["model"] == "nova-2"
+    with pytest.raises(InvalidBackendError, match="OpenAIRealtimeBackend"):
+        load_backend(
+            "TRANSCRIPTION",
+            {"BACKEND": "mediastream.transcription.openai.OpenAIRealtimeBackend", "OPTIONS": {"VOICE": "x"}},
+        )
+
+
+# --- Whisper (the real tiny.en model, no mocks) ------------------------------------------
+
+SENTENCE = "Please book a table for two people tomorrow."
+
+
+def words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+@pytest.mark.asyncio
+async def test_whisper_transcribes_a_spoken_sentence():
+    clip = af.speech_clip(SENTENCE)
+    rec = RecordingListener()
+    backend = WhisperBackend()
+    session = session_for(backend, rec)
+    await session.connect()
+    frames = clip.frames()
+    for frame in frames:
+        session.send_audio(frame)
+        await asyncio.sleep(0)  # let call_soon callbacks run, as a consumer's loop would
+    fed_at = time.perf_counter()  # the VAD's end decision happened inside this feed
+    (final,) = await rec.wait_count("final", timeout=20)
+    latency = time.perf_counter() - fed_at
+    text, start_ms, end_ms = final
+    assert {"book", "table", "tomorrow"} <= words(text), text
+    assert words(text) & {"two", "2"}, text
+    assert rec.events[0] == ("speech_started", None) and rec.speech_starts == 1
+    assert abs(start_ms - clip.onset_ms) <= 100 and abs(end_ms - clip.end_ms) <= 200
+    print(f"whisper final {latency * 1000:.0f} ms after the end of the feed: {text!r}")
+    await session.close()
+    assert rec.errors == []
+
+
+@pytest.mark.asyncio
+async def test_whisper_close_transcribes_an_unfinished_utterance():
+    clip = af.speech_clip(SENTENCE, tail_ms=0)
+    rec = RecordingListener()
+    session = session_for(WhisperBackend(), rec)
+    await session.connect()
+    for frame in clip.frames():
+        session.send_audio(frame)
+    await session.close()  # the caller hung up mid-utterance: still transcribed
+    assert len(rec.finals) == 1 and "table" in words(rec.finals[0][0])
+    session.send_audio(clip.mulaw)  # after close: ignored
+    await session.close()
+    assert len(rec.finals) == 1
+
+
+@pytest.mark.asyncio
+async def test_whisper_caps_long_utterances():
+    clip = af.speech_clip(SENTENCE, lead_ms=200, tail_ms=1000)
+    rec = RecordingListener()
+    session = session_for(WhisperBackend(MAX_UTTERANCE_SECONDS=1.0), rec)
+    await session.connect()
+    for frame in clip.frames():
+        session.send_audio(frame)
+    await rec.wait_count("final", 2, timeout=20)
+    await session.close()
+    assert rec.speech_starts == 1  # one utterance, transcribed in pieces
+    assert rec.finals[0][2] - rec.finals[0][1] == pytest.approx(1000, abs=300)
