@@ -26,6 +26,13 @@ Cost matters (hundreds of streams per process), so:
   process** into one session and each stream keeps only its 1 KiB of state;
   outputs are identical to ``SileroVAD`` (max difference 1e-7). Without
   ``onnxruntime`` each detector falls back to its own ``SileroVAD(8000)``.
+  The first detector pays ~0.1 s for the load; call :func:`preload` at startup
+  (or in a thread) to keep that off the event loop.
+
+Measured on a 2-vCPU box: 2.0 ms CPU per second of audio when the model runs on
+every window, 0.2 ms on digital silence (gated), about 1 ms on calls with
+normal pauses; a speech start is reported 44–86 ms (median 74 ms) after the
+onset of Piper-spoken test sentences.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ __all__ = [
     "WINDOW_MS",
     "WINDOW_SAMPLES",
     "SpeechDetector",
+    "preload",
     "SpeechEnded",
     "SpeechStarted",
     "VadEvent",
@@ -174,6 +182,11 @@ class _LiteScorer:
 
     def reset(self) -> None:
         self._vad.reset()
+
+
+def preload() -> bool:
+    """Load the process-wide VAD model now; False when onnxruntime is missing (per-stream fallback)."""
+    return _SharedModel.session() is not None
 
 
 def _make_scorer(engine: Engine) -> _SharedScorer | _LiteScorer:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from django.test import override_settings
 
-from mediastream.vad import WINDOW_MS, SpeechDetector, SpeechEnded, SpeechStarted
+from mediastream.vad import WINDOW_MS, SpeechDetector, SpeechEnded, SpeechStarted, preload
 from tests import audio_fixtures as af
 
 SENTENCE = "Please book a table for two people tomorrow."
@@ -101,7 +101,12 @@ def test_options_come_from_settings_and_can_be_overridden():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"threshold": 0}, {"threshold": 0.5, "end_threshold": 0.6}, {"start_windows": 0}, {"end_silence_seconds": 0}],
+    [
+        {"threshold": 0},
+        {"threshold": 0.5, "end_threshold": 0.6},
+        {"start_windows": 0},
+        {"end_silence_seconds": 0},
+    ],
 )
 def test_bad_options_are_rejected(kwargs):
     with pytest.raises(ValueError, match="MEDIASTREAM"):
@@ -119,3 +124,8 @@ def test_finish_closes_an_open_utterance():
     assert detector.finish() == []
     detector.reset()
     assert detector.offset_ms == 0 and not detector.speaking
+
+
+def test_preload_loads_the_shared_model_once():
+    assert preload() is True  # onnxruntime is installed in the test environment
+    assert preload() is True

@@ -17,7 +17,9 @@ from mediastream.transcription.websocket import (
 from tests.vendors_stt import FakeVendorServer, VendorConnection
 from tests.vendors_stt.listener import RecordingListener
 
-FAST = ConnectionPolicy(connect_timeout=2.0, close_timeout=1.0, reconnect_delay=0.02, max_reconnect_attempts=3)
+FAST = ConnectionPolicy(
+    connect_timeout=2.0, close_timeout=1.0, reconnect_delay=0.02, max_reconnect_attempts=3
+)
 
 
 class HandshakeServer(FakeVendorServer):
@@ -385,3 +387,17 @@ async def test_closing_during_url_resolution_never_opens_a_socket():
         with pytest.raises(TranscriptionError, match="closed while connecting"):
             await connecting
         assert server.attempts == []
+
+
+@pytest.mark.asyncio
+async def test_closing_during_the_reconnect_backoff_stops_reconnecting():
+    rec = RecordingListener()
+    policy = ConnectionPolicy(connect_timeout=2.0, close_timeout=1.0, reconnect_delay=30.0)
+    async with HandshakeServer() as server:
+        session = await connected(server, rec, policy=policy)
+        await server.drop()
+        await asyncio.wait_for(session.lost.wait(), 2)
+        session.send_audio(b"gap")
+        await asyncio.wait_for(session.close(), 2)  # does not wait out the 30 s backoff
+        assert session.state is SessionState.CLOSED
+        assert len(server.attempts) == 1 and rec.errors == []

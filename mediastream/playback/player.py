@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from ..protocol import clear_message, mark_message, media_message
-from ..tts.base import AudioChunk, BaseTTSBackend, TTSError
+from ..tts.base import BaseTTSBackend, TTSError
 from .audio import FRAME_BYTES, FRAME_SECONDS, MulawConverter
 from .textsplit import split_text
 

@@ -154,7 +154,8 @@ def _ms(seconds: Any) -> int | None:
 
 
 class DeepgramBackend(WebSocketTranscriptionBackend):
-    """``MEDIASTREAM["TRANSCRIPTION"] = {"BACKEND": "mediastream.transcription.deepgram.DeepgramBackend"}``.
+    """Deepgram streaming; select it with ``MEDIASTREAM["TRANSCRIPTION"]["BACKEND"] =
+    "mediastream.transcription.deepgram.DeepgramBackend"``.
 
     ``API_KEY=None`` reads ``DEEPGRAM_API_KEY`` when a session connects.
     ``UTTERANCE_END_MS=None`` turns off ``UtteranceEnd`` (finals then come only

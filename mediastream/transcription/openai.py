@@ -158,7 +158,8 @@ class OpenAIRealtimeSession(WebSocketTranscriptionSession):
 
 
 class OpenAIRealtimeBackend(WebSocketTranscriptionBackend):
-    """``MEDIASTREAM["TRANSCRIPTION"] = {"BACKEND": "mediastream.transcription.openai.OpenAIRealtimeBackend"}``.
+    """OpenAI Realtime transcription; select it with ``MEDIASTREAM["TRANSCRIPTION"]["BACKEND"] =
+    "mediastream.transcription.openai.OpenAIRealtimeBackend"``.
 
     ``API_KEY=None`` reads ``OPENAI_API_KEY`` when a session connects.
     Connection options (``CONNECT_TIMEOUT`` ...) are those of

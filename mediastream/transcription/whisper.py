@@ -113,7 +113,8 @@ def _engine(key: _EngineKey) -> _Engine:
 
 
 class WhisperBackend(BaseTranscriptionBackend):
-    """``MEDIASTREAM["TRANSCRIPTION"] = {"BACKEND": "mediastream.transcription.whisper.WhisperBackend"}``."""
+    """The offline default: ``MEDIASTREAM["TRANSCRIPTION"]["BACKEND"] =
+    "mediastream.transcription.whisper.WhisperBackend"``."""
 
     provides_speech_start = True
 

@@ -133,7 +133,9 @@ class FakeVendorServer:
                 waiter.set_result(None)
 
     # --- acting as the vendor -----------------------------------------------------
-    async def send(self, message: dict[str, Any] | str | bytes, connection: VendorConnection | None = None) -> None:
+    async def send(
+        self, message: dict[str, Any] | str | bytes, connection: VendorConnection | None = None
+    ) -> None:
         """Send a message (dicts as JSON text) on ``connection`` (default: the latest)."""
         conn = connection or self.connection
         data = json.dumps(message) if isinstance(message, dict) else message
@@ -145,7 +147,9 @@ class FakeVendorServer:
         conn.ws.transport.abort()
         await self.wait_for(lambda: conn.closed)
 
-    async def close(self, code: int = 1000, reason: str = "", connection: VendorConnection | None = None) -> None:
+    async def close(
+        self, code: int = 1000, reason: str = "", connection: VendorConnection | None = None
+    ) -> None:
         """Close the connection cleanly with ``code``."""
         conn = connection or self.connection
         await conn.ws.close(code, reason)

@@ -53,7 +53,11 @@ class FakeOpenAIRealtime(FakeVendorServer):
 
     async def speech_started(self, item_id: str = "item_1", audio_start_ms: int = 0) -> None:
         await self.send(
-            {"type": "input_audio_buffer.speech_started", "item_id": item_id, "audio_start_ms": audio_start_ms}
+            {
+                "type": "input_audio_buffer.speech_started",
+                "item_id": item_id,
+                "audio_start_ms": audio_start_ms,
+            }
         )
 
     async def speech_stopped(self, item_id: str = "item_1", audio_end_ms: int = 0) -> None:
