@@ -154,7 +154,7 @@ class SpeechIn:
             )
 
         self._announce(
-            "transcript.final", {"text": text, "start_ms": start_ms, "end_ms": end_ms}, record=False, also=store
+            "transcript.final", {"text": text, "start_ms": start_ms, "end_ms": end_ms}, also=store
         )
         self._on_transcript(text, start_ms, end_ms)
 

@@ -94,7 +94,11 @@ VadEvent = SpeechStarted | SpeechEnded
 
 
 class _Scorer(Protocol):
+    """Scores 32 ms windows of one stream (the model may be shared; the state is not)."""
+
     def score(self, window: np.ndarray) -> float: ...
+
+    def skip(self, window: np.ndarray) -> None: ...
 
     def reset(self) -> None: ...
 
@@ -189,7 +193,7 @@ def preload() -> bool:
     return _SharedModel.session() is not None
 
 
-def _make_scorer(engine: Engine) -> _SharedScorer | _LiteScorer:
+def _make_scorer(engine: Engine) -> _Scorer:
     if engine not in ("auto", "shared", "lite"):
         raise ValueError(f"engine must be 'auto', 'shared' or 'lite', not {engine!r}")
     if engine != "lite":
@@ -246,7 +250,7 @@ class SpeechDetector:
         self.end_windows = max(1, math.ceil(end_silence_seconds * 1000 / WINDOW_MS - 1e-9))
         # Mean square of float samples in [-1, 1]; None disables the gate.
         self._gate = None if energy_gate_dbfs is None else 10 ** (energy_gate_dbfs / 10)
-        self._scorer = _make_scorer(engine)
+        self._scorer: _Scorer = _make_scorer(engine)
         self._window = np.zeros(WINDOW_SAMPLES, dtype=np.float32)
         self._filled = 0
         self._reset_counters()

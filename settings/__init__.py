@@ -61,6 +61,9 @@ INSTALLED_APPS = [
     "voicecall",
     "mediastream",
 ]
+if env_bool("DEMO_ECHO_BOT", False):
+    # The worked example from the README: greets callers and repeats what it hears.
+    INSTALLED_APPS.append("examples.echobot")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

@@ -198,7 +198,9 @@ def riff(*chunks: tuple[bytes, bytes]) -> bytes:
     return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
-def fmt(tag: int, channels: int, rate: int, bits: int, *, width: int | None = None, extra: bytes | None = None) -> bytes:
+def fmt(
+    tag: int, channels: int, rate: int, bits: int, *, width: int | None = None, extra: bytes | None = None
+) -> bytes:
     width = width or bits // 8
     block = channels * width
     body = struct.pack("<HHIIHH", tag, channels, rate, rate * block, block, bits)
@@ -261,7 +263,11 @@ def test_stereo_is_downmixed():
 @pytest.mark.parametrize("dtype, bits", [("<f4", 32), ("<f8", 64)])
 def test_read_ieee_float(dtype, bits):
     floats = (SAMPLES.astype(np.float64) / 32767).clip(-1, 1).astype(dtype)
-    data = riff((b"fmt ", fmt(3, 1, 24000, bits, extra=b"")), (b"fact", struct.pack("<I", 8)), (b"data", floats.tobytes()))
+    data = riff(
+        (b"fmt ", fmt(3, 1, 24000, bits, extra=b"")),
+        (b"fact", struct.pack("<I", 8)),
+        (b"data", floats.tobytes()),
+    )
     samples, rate = read_wav(data)
     assert rate == 24000
     assert np.array_equal(samples, np.maximum(SAMPLES, -32767))  # -1.0 is -32767
@@ -269,7 +275,11 @@ def test_read_ieee_float(dtype, bits):
 
 def test_read_sox_style_mulaw_with_58_byte_header():
     mulaw = ulaw_encode(SAMPLES)
-    data = riff((b"fmt ", fmt(7, 1, 8000, 8, extra=b"")), (b"fact", struct.pack("<I", len(mulaw))), (b"data", mulaw))
+    data = riff(
+        (b"fmt ", fmt(7, 1, 8000, 8, extra=b"")),
+        (b"fact", struct.pack("<I", len(mulaw))),
+        (b"data", mulaw),
+    )
     assert data.index(b"data") + 8 == 58
     samples, rate = read_wav(data)
     assert rate == 8000 and np.array_equal(samples, ulaw_decode(mulaw))
@@ -338,7 +348,8 @@ def test_to_mulaw_accepts_wav_raw_mulaw_and_chunks():
     wav_bytes = stdlib_wav(np.full(800, 1000, "<i2").tobytes(), width=2, rate=8000)
     assert to_mulaw(wav_bytes) == b"\xce" * 800
     assert to_mulaw(AudioChunk(np.full(2400, 1000, "<i2").tobytes(), "pcm_s16le", 24000)) == b"\xce" * 800
-    assert to_mulaw(np.full(160, 1000, "<i2").tobytes(), encoding="pcm_s16le", sample_rate=8000) == b"\xce" * 160
+    raw_pcm = np.full(160, 1000, "<i2").tobytes()
+    assert to_mulaw(raw_pcm, encoding="pcm_s16le", sample_rate=8000) == b"\xce" * 160
 
 
 def test_write_wav_round_trip(tmp_path):

@@ -80,7 +80,10 @@ def test_buffered_sentences_are_flushed_before_a_hard_split():
     assert pieces[0] == "Hi there. "
 
 
-@pytest.mark.parametrize("opening", [".NET handles this one. ", "... so here is the long answer. ", "? Did you mean the other account? "])
+@pytest.mark.parametrize(
+    "opening",
+    [".NET handles this one. ", "... so here is the long answer. ", "? Did you mean the other account? "],
+)
 def test_leading_punctuation_stays_with_its_sentence(opening):
     tail = " ".join(f"Sentence {i} adds a few filler words here." for i in range(12))
     pieces = check(opening + tail)

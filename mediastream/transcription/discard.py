@@ -37,6 +37,7 @@ class DiscardBackend(BaseTranscriptionBackend):
     """Makes :class:`DiscardSession` objects; takes no options."""
 
     provides_speech_start = False
+    produces_transcripts = False
 
     def create_session(
         self, *, stream_sid: str, call_sid: str, listener: TranscriptionListener

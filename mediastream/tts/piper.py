@@ -2,7 +2,7 @@
 
 piper-tts is GPL-3.0, so it never runs inside the Django process: the
 backend starts :mod:`mediastream.tts.piper_worker` as a separate program on
-first use (the voice model loads once, ~2.5 s) and keeps it for the life of
+first use (the voice model loads once, in 1-3 s) and keeps it for the life of
 the process. Requests from every call go through that one worker, which
 synthesizes them in arrival order and answers one PCM chunk per sentence.
 
@@ -185,14 +185,17 @@ class _Worker:
             async with asyncio.timeout(timeout):
                 kind, _, payload = await worker._read_frame()
             if kind != b"R":
-                raise TTSError(f"Piper TTS worker sent {kind!r} before it was ready")
+                raise ValueError(f"frame {kind!r} before the ready frame")
             worker.sample_rate = int(json.loads(payload)["sample_rate"])
         except TimeoutError:
             worker.kill()
             raise TTSError(f"Piper TTS worker did not load the voice within {timeout:g}s") from None
-        except (asyncio.IncompleteReadError, ValueError, KeyError) as exc:
+        except asyncio.IncompleteReadError as exc:
             await worker._stopped()
             raise TTSError(worker._exit_message("while loading the voice")) from exc
+        except (ValueError, KeyError, TypeError) as exc:
+            worker.kill()
+            raise TTSError(f"Piper TTS worker protocol error at start-up: {exc}") from exc
         worker._reader_task = asyncio.create_task(worker._route_frames(), name="piper-worker-frames")
         logger.info(
             "Piper TTS worker %s ready in %.1fs (%s, %d Hz)",

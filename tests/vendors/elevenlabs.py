@@ -20,11 +20,15 @@ from .server import FakeVendorServer, tone_pcm
 
 __all__ = ["FakeElevenLabsTTS"]
 
-_PCM_RATES = {"pcm_8000": 8000, "pcm_16000": 16000, "pcm_22050": 22050, "pcm_24000": 24000, "pcm_44100": 44100}
+_PCM_RATES = {f"pcm_{rate}": rate for rate in (8000, 16000, 22050, 24000, 44100)}
 
 
 def _detail(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"detail": {"status": code, "message": message}}, status=status)
+
+
+def _invalid(loc: list[str], msg: str, type_: str) -> web.Response:
+    return web.json_response({"detail": [{"loc": loc, "msg": msg, "type": type_}]}, status=422)
 
 
 class FakeElevenLabsTTS(FakeVendorServer):
@@ -64,13 +68,9 @@ class FakeElevenLabsTTS(FakeVendorServer):
         try:
             body = json.loads(await request.read())
         except ValueError:
-            return web.json_response(
-                {"detail": [{"loc": ["body"], "msg": "JSON decode error", "type": "json_invalid"}]}, status=422
-            )
+            return _invalid(["body"], "JSON decode error", "json_invalid")
         if not isinstance(body, dict) or not body.get("text"):
-            return web.json_response(
-                {"detail": [{"loc": ["body", "text"], "msg": "Field required", "type": "missing"}]}, status=422
-            )
+            return _invalid(["body", "text"], "Field required", "missing")
         output_format = request.query.get("output_format", "mp3_44100_128")
         text = body["text"]
         if output_format == "ulaw_8000":

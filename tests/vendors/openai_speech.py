@@ -68,7 +68,9 @@ class FakeOpenAISpeech(FakeVendorServer):
                 return _error(400, f"Missing required parameter: '{field}'.", param=field,
                               code="missing_required_parameter")  # fmt: skip
         if len(body["input"]) > 4096:
-            return _error(400, "Input is longer than 4096 characters.", param="input", code="string_above_max_length")
+            return _error(
+                400, "Input is longer than 4096 characters.", param="input", code="string_above_max_length"
+            )
         response_format = body.get("response_format", "mp3")
         if response_format not in _FORMATS:
             return _error(400, f"Invalid value: '{response_format}'.", param="response_format")

@@ -29,7 +29,9 @@ class RecordedRequest:
         return json.loads(self.body) if self.body else None
 
 
-def tone_pcm(text: str, *, sample_rate: int = 24000, ms_per_char: float = 40.0, frequency: float = 440.0) -> bytes:
+def tone_pcm(
+    text: str, *, sample_rate: int = 24000, ms_per_char: float = 40.0, frequency: float = 440.0
+) -> bytes:
     """PCM16 LE of a sine whose length follows the text: recognisable, cheap audio."""
     n = max(1, int(sample_rate * ms_per_char * max(len(text), 1) / 1000))
     t = np.arange(n) / sample_rate

@@ -1,0 +1,86 @@
+"""ASGI entry point for benchmarks: ``daphne bench.asgi:application``.
+
+Like ``settings.asgi`` (Django for HTTP, the media stream route for
+WebSockets) but the route serves :class:`bench.consumer.BenchConsumer`, and
+a few loopback-only HTTP endpoints expose the bench figures:
+
+* ``GET /bench/stats``  - lag and handler-time percentiles since the last reset,
+  plus how many consumers are streaming;
+* ``GET /bench/reset``  - start a new measurement window;
+* ``GET /bench/profile/start`` and ``GET /bench/profile/stop?out=PATH`` -
+  cProfile of the event-loop thread (the thread these handlers run in) between
+  the two calls, written to ``PATH`` as pstats data.
+
+Never deploy this module: the endpoints have no authentication.
+"""
+
+import json
+import os
+import re
+from urllib.parse import parse_qs
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
+
+from django.core.asgi import get_asgi_application  # noqa: E402
+
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.urls import re_path  # noqa: E402
+
+from mediastream.conf import app_settings  # noqa: E402
+
+from .consumer import RECORDER, BenchConsumer, server_snapshot  # noqa: E402
+
+_profiler = None
+
+
+def _bench_command(path: str, query: dict) -> tuple[int, dict]:
+    global _profiler
+    if path == "/bench/stats":
+        return 200, {"pid": os.getpid(), **RECORDER.summary(), **server_snapshot()}
+    if path == "/bench/reset":
+        RECORDER.reset()
+        return 200, {"pid": os.getpid(), "reset": True, **server_snapshot()}
+    if path == "/bench/profile/start":
+        import cProfile
+
+        _profiler = cProfile.Profile()
+        _profiler.enable()
+        return 200, {"profiling": True}
+    if path == "/bench/profile/stop":
+        if _profiler is None:
+            return 409, {"error": "not profiling"}
+        _profiler.disable()
+        out = (query.get("out") or [""])[0]
+        if out:
+            _profiler.dump_stats(out)
+        _profiler = None
+        return 200, {"profiling": False, "out": out}
+    return 404, {"error": "unknown bench endpoint"}
+
+
+async def http_app(scope, receive, send):
+    if scope["type"] == "http" and scope["path"].startswith("/bench/"):
+        status, data = _bench_command(scope["path"], parse_qs(scope.get("query_string", b"").decode()))
+        body = json.dumps(data).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+        return
+    await django_asgi_app(scope, receive, send)
+
+
+_path = re.escape(app_settings.STREAM_PATH.strip("/"))
+
+application = ProtocolTypeRouter(
+    {
+        "http": http_app,
+        "websocket": URLRouter([re_path(rf"^{_path}/?$", BenchConsumer.as_asgi())]),
+    }
+)

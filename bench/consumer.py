@@ -1,0 +1,142 @@
+"""The bench consumer: ``MediaStreamConsumer`` plus per-frame lag and handler-time recording.
+
+The bench client appends ``"benchSentNs":<time.monotonic_ns()>`` as the last
+field of each media message, taken just before the frame is written to its
+socket. The real parser ignores unknown top-level fields, so the app sees an
+ordinary Twilio media message. Here, before the real handler runs:
+
+* **lag** = handler start - client send, i.e. kernel loopback + daphne's
+  reactor + autobahn + daphne's per-connection queue + waiting for the
+  event loop (``CLOCK_MONOTONIC`` is one clock for all processes on Linux);
+* **handler time** = how long ``MediaStreamConsumer.websocket_receive`` ran
+  for that frame (parse, stats, VAD, transcription feed).
+
+Both go into fixed-bin histograms (Python lists: an increment costs ~30 ns),
+read and reset through ``bench.asgi``'s ``/bench/...`` endpoints.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+
+from mediastream.consumers import MediaStreamConsumer, State
+
+__all__ = ["BenchConsumer", "RECORDER", "CONSUMERS", "Recorder", "server_snapshot"]
+
+_STAMP = '"benchSentNs":'
+_STAMP_LEN = len(_STAMP)
+
+#: Lag histogram: 10 us bins up to 5 s (last bin = overflow).
+LAG_BIN_NS = 10_000
+LAG_BINS = 500_000
+#: Handler histogram: 1 us bins up to 200 ms.
+HANDLER_BIN_NS = 1_000
+HANDLER_BINS = 200_000
+
+
+def _percentiles(hist: list[int], bin_ns: int, qs=(50, 90, 99, 99.9)) -> dict:
+    total = sum(hist)
+    out = {"count": total}
+    if not total:
+        for q in qs:
+            out[f"p{q:g}"] = None
+        return out
+    targets = sorted((q, max(1, int(round(total * q / 100.0)))) for q in qs)
+    running = 0
+    ti = 0
+    for index, n in enumerate(hist):
+        if not n:
+            continue
+        running += n
+        while ti < len(targets) and running >= targets[ti][1]:
+            # Middle of the bin, in milliseconds.
+            out[f"p{targets[ti][0]:g}"] = (index + 0.5) * bin_ns / 1e6
+            ti += 1
+        if ti == len(targets):
+            break
+    return out
+
+
+class Recorder:
+    """Process-wide histograms of frame lag and handler time."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.lag = [0] * (LAG_BINS + 1)
+        self.handler = [0] * (HANDLER_BINS + 1)
+        self.lag_max_ns = 0
+        self.handler_max_ns = 0
+        self.handler_total_ns = 0
+        self.since_ns = time.monotonic_ns()
+
+    def frame(self, lag_ns: int, handler_ns: int) -> None:
+        if lag_ns < 0:
+            lag_ns = 0
+        i = lag_ns // LAG_BIN_NS
+        self.lag[i if i < LAG_BINS else LAG_BINS] += 1
+        if lag_ns > self.lag_max_ns:
+            self.lag_max_ns = lag_ns
+        j = handler_ns // HANDLER_BIN_NS
+        self.handler[j if j < HANDLER_BINS else HANDLER_BINS] += 1
+        if handler_ns > self.handler_max_ns:
+            self.handler_max_ns = handler_ns
+        self.handler_total_ns += handler_ns
+
+    def summary(self) -> dict:
+        lag = _percentiles(self.lag, LAG_BIN_NS)
+        lag["max"] = self.lag_max_ns / 1e6
+        lag["over_20ms"] = sum(self.lag[20_000_000 // LAG_BIN_NS :])
+        handler = _percentiles(self.handler, HANDLER_BIN_NS)
+        handler["max"] = self.handler_max_ns / 1e6
+        handler["mean"] = (self.handler_total_ns / handler["count"] / 1e6) if handler["count"] else None
+        return {"lag_ms": lag, "handler_ms": handler, "window_s": (time.monotonic_ns() - self.since_ns) / 1e9}
+
+
+RECORDER = Recorder()
+#: Every live bench consumer in this process (for the streaming count and app-side counters).
+CONSUMERS: weakref.WeakSet = weakref.WeakSet()
+
+
+def server_snapshot() -> dict:
+    streaming = 0
+    media_frames = 0
+    before_start = 0
+    for consumer in list(CONSUMERS):
+        if getattr(consumer, "state", None) is State.STREAMING:
+            streaming += 1
+        stats = getattr(consumer, "stats", None)
+        if stats is not None:
+            media_frames += stats.media_frames
+            before_start += stats.media_before_start
+    return {
+        "consumers": len(CONSUMERS),
+        "streaming": streaming,
+        "app_media_frames": media_frames,
+        "app_media_before_start": before_start,
+    }
+
+
+class BenchConsumer(MediaStreamConsumer):
+    """The real consumer, timed. Only ``websocket_receive`` is wrapped."""
+
+    async def websocket_connect(self, message):
+        CONSUMERS.add(self)
+        await super().websocket_connect(message)
+
+    async def websocket_receive(self, message):
+        start = time.monotonic_ns()
+        text = message.get("text")
+        sent = 0
+        if text is not None and text[-1:] == "}":
+            j = text.find(_STAMP, max(0, len(text) - 48))
+            if j != -1:
+                try:
+                    sent = int(text[j + _STAMP_LEN : -1])
+                except ValueError:
+                    sent = 0
+        await super().websocket_receive(message)
+        if sent:
+            RECORDER.frame(start - sent, time.monotonic_ns() - start)

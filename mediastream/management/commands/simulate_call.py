@@ -1,0 +1,161 @@
+"""Play Twilio's part of a call against a running server: no Twilio account needed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from channels.db import database_sync_to_async
+from django.core.management.base import BaseCommand, CommandError
+
+from mediastream.conf import app_settings
+from mediastream.playback.audio import FRAME_BYTES, MulawConverter, mulaw_to_wav_bytes, wav_to_mulaw
+from mediastream.simulator import TwilioCall, TwilioStream, stream_urls
+from mediastream.tts import get_tts_backend
+from voicecall.models import CallEvent
+
+QUIET_EVENTS = {"transcript.partial"}
+
+
+class Command(BaseCommand):
+    help = (
+        "Simulate an inbound Twilio call: signed voice webhook, signed media stream, caller audio "
+        "from a WAV or spoken text at real-time pace, marks echoed like Twilio, events printed as they happen."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--server", default="http://127.0.0.1:8000", help="Where the server listens.")
+        source = parser.add_mutually_exclusive_group()
+        source.add_argument("--wav", help="Caller audio: a WAV file in any common format.")
+        source.add_argument("--say", help="Caller audio: this text, spoken by the configured TTS backend.")
+        parser.add_argument("--dtmf", default="", help="Digits to press after the audio, e.g. 12#.")
+        parser.add_argument(
+            "--listen", type=float, default=6.0,
+            help="Seconds of caller silence to keep streaming after the audio (the agent answers meanwhile).",
+        )
+        parser.add_argument("--out", default="agent.wav", help="Write what the agent said (as played) to this WAV.")
+        parser.add_argument("--from-number", default="+15005550006")
+        parser.add_argument("--to-number", default="+14155551212")
+
+    def handle(self, *args, **options):
+        token = app_settings.TWILIO_AUTH_TOKEN
+        if not token and app_settings.VALIDATE_SIGNATURES:
+            raise CommandError("TWILIO_AUTH_TOKEN is not set: the server refuses unsigned calls (bin/run sets one up).")
+        caller_audio = self._caller_audio(options)
+        try:
+            asyncio.run(self._run(token, caller_audio, options))
+        except (ConnectionError, OSError) as exc:
+            raise CommandError(f"Could not reach the server at {options['server']}: {exc}") from exc
+
+    def _caller_audio(self, options) -> bytes:
+        if options.get("wav"):
+            try:
+                return wav_to_mulaw(options["wav"])
+            except (OSError, ValueError) as exc:
+                raise CommandError(f"Cannot read {options['wav']}: {exc}") from exc
+        if options.get("say"):
+            return asyncio.run(_synthesize(options["say"]))
+        return b""
+
+    async def _run(self, token: str, caller_audio: bytes, options) -> None:
+        call = TwilioCall(
+            server_url=options["server"],
+            public_url=app_settings.PUBLIC_BASE_URL,
+            auth_token=token,
+            from_number=options["from_number"],
+            to_number=options["to_number"],
+        )
+        started = time.monotonic()
+
+        def say(line: str) -> None:
+            self.stdout.write(f"[{time.monotonic() - started:6.2f}s] {line}")
+
+        instructions = await call.answer()
+        say(f"call {call.call_sid}: TwiML asks for a stream at {instructions.url}")
+        connect_url, signed_url = stream_urls(app_settings.PUBLIC_BASE_URL, options["server"], instructions.url)
+        stream = TwilioStream(
+            connect_url, signed_url=signed_url, auth_token=token, call_sid=call.call_sid,
+            account_sid=call.account_sid, parameters=instructions.parameters,
+        )
+        media_seen = [0]
+
+        def on_message(message: dict, at: float) -> None:
+            event = message.get("event")
+            if event == "media":
+                if media_seen[0] == 0:
+                    say("agent audio starts")
+                media_seen[0] += 1
+            elif event == "clear":
+                say("agent audio cleared (barge-in)")
+                media_seen[0] = 0
+
+        stream.on_message = on_message
+        await stream.connect()
+        await stream.start()
+        say(f"stream {stream.stream_sid} started")
+        printer = asyncio.create_task(self._print_events(call.call_sid, say))
+        try:
+            if caller_audio:
+                say(f"caller speaks {len(caller_audio) / 8000:.1f}s of audio")
+                await stream.stream_audio(caller_audio)
+            for digit in options["dtmf"]:
+                await stream.send_dtmf(digit)
+            await stream.stream_audio(b"\xff" * int(options["listen"] * 8000))
+            await stream.stop()
+            code = await stream.wait_closed(10)
+            say(f"stream closed ({code})")
+            await call.status("completed", CallDuration=str(int(time.monotonic() - started)))
+            await asyncio.sleep(0.5)  # let the last events land before the final print
+        finally:
+            printer.cancel()
+            await asyncio.gather(printer, return_exceptions=True)
+            await stream.close()
+        await self._print_new_events(call.call_sid, say, final=True)
+        audio = stream.agent_audio
+        Path(options["out"]).write_bytes(mulaw_to_wav_bytes(audio))
+        say(f"wrote {len(audio) / 8000:.1f}s of agent audio to {options['out']}")
+
+    _seen: set[int]
+
+    async def _print_events(self, call_sid: str, say) -> None:
+        self._seen = set()
+        while True:
+            await self._print_new_events(call_sid, say)
+            await asyncio.sleep(0.2)
+
+    async def _print_new_events(self, call_sid: str, say, final: bool = False) -> None:
+        events = await database_sync_to_async(list)(
+            CallEvent.objects.filter(call__call_sid=call_sid).exclude(pk__in=self._seen).order_by("pk")
+        )
+        for event in events:
+            self._seen.add(event.pk)
+            if event.type in QUEUE_NOISE:
+                continue
+            say(f"{event.type}: {_describe(event.payload)}")
+
+
+QUEUE_NOISE = {"call.voice", "call.status", "playback.queued"} | QUIET_EVENTS
+
+
+def _describe(payload: dict) -> str:
+    for key in ("text", "digit", "error", "reason"):
+        if payload.get(key):
+            detail = f"{payload[key]!r}"
+            if "outcome" in payload:
+                detail = f"{payload['outcome']} {detail}"
+            return detail
+    return ", ".join(f"{k}={v}" for k, v in payload.items() if v not in (None, "", [], {}))[:160]
+
+
+async def _synthesize(text: str) -> bytes:
+    converter = MulawConverter()
+    out = bytearray()
+    async for chunk in get_tts_backend().synthesize(text):
+        out += converter.feed(chunk)
+    out += converter.flush()
+    await get_tts_backend().aclose()
+    if not out:
+        raise CommandError("The TTS backend produced no audio for --say.")
+    pad = (-len(out)) % FRAME_BYTES
+    return bytes(out) + b"\xff" * pad
