@@ -35,7 +35,7 @@ from .closing import CLOSES, Close, CloseCode
 from .conf import app_settings
 from .groups import call_group
 from .playback.player import Outcome, PlaybackItem, PlaybackResult, PlayerConfig, StreamPlayer
-from .reaper import reap_on_startup
+from .startup import on_first_connection
 from .protocol import Connected, Dtmf, Mark, Media, RemoteProtocolError, Start, Stop, parse_message
 from .speech_in import SpeechIn
 from .stats import StreamStats
@@ -106,7 +106,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
     # --- connection ------------------------------------------------------------
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
-        reap_on_startup()
+        on_first_connection()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self.scope.get("headers", [])}
         client = self.scope.get("client") or [None]
         self.client_ip = resolve_client_ip(client[0], headers.get("x-forwarded-for"), app_settings.TRUSTED_PROXIES)

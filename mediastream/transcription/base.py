@@ -64,6 +64,9 @@ class BaseTranscriptionBackend:
         if options:
             raise TypeError(f"{type(self).__name__} takes no options, got {sorted(options)}")
 
+    async def warm_up(self) -> None:
+        """Load models ahead of the first call (optional)."""
+
     def create_session(
         self, *, stream_sid: str, call_sid: str, listener: TranscriptionListener
     ) -> BaseTranscriptionSession:

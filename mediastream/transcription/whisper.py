@@ -149,6 +149,9 @@ class WhisperBackend(BaseTranscriptionBackend):
         self.pre_roll_ms = PRE_ROLL_MS
         self.tail_ms = TAIL_MS
 
+    async def warm_up(self) -> None:
+        await self.load()
+
     async def load(self) -> None:
         """Load the model (once per process) without blocking the event loop."""
         if self.key not in _engines:

@@ -36,5 +36,8 @@ class BaseTTSBackend:
             "subclasses of BaseTTSBackend must provide a synthesize() method"
         )
 
+    async def warm_up(self) -> None:
+        """Load models or start workers ahead of the first call (optional)."""
+
     async def aclose(self) -> None:
         """Release processes or connections held by the backend."""

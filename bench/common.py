@@ -1,0 +1,275 @@
+"""Shared plumbing for the benchmarks: a throwaway database, a daphne process, /proc readings.
+
+Nothing here imports Django, so the orchestrating processes stay light.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+DAPHNE = Path(sys.executable).with_name("daphne")
+
+PG_ADMIN_DSN = os.environ.get("BENCH_PG_ADMIN_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
+PG_URL_BASE = os.environ.get("BENCH_PG_URL_BASE", "postgres://postgres@127.0.0.1:5432/")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+#: What the simulated Twilio signs and the server checks (passed to daphne as overrides).
+PUBLIC_BASE_URL = "https://voice.example.com"
+AUTH_TOKEN = "bench-auth-token-0123456789"
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def raise_nofile() -> None:
+    """Hundreds of sockets per process: lift the soft fd limit to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def run_id() -> str:
+    return f"{os.getpid()}x{secrets.token_hex(3)}"
+
+
+# --- PostgreSQL ------------------------------------------------------------------
+
+
+def create_database(name: str) -> str:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return PG_URL_BASE + name
+
+
+def drop_database(name: str) -> None:
+    import psycopg
+
+    try:
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    except Exception as exc:  # cleanup must not hide the results
+        log(f"could not drop database {name}: {exc}")
+
+
+def base_env(database_url: str, prefix: str, overrides: dict | None = None) -> dict:
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "bench.settings",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": REDIS_URL,
+        "CHANNEL_LAYER_PREFIX": prefix,
+        "MEDIASTREAM_OVERRIDES": json.dumps(overrides or {}),
+        "PYTHONPATH": str(ROOT),
+        "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+    }
+
+
+def migrate(database_url: str, prefix: str) -> None:
+    subprocess.run(
+        [PYTHON, "manage.py", "migrate", "--noinput", "-v", "0"],
+        cwd=ROOT,
+        env=base_env(database_url, prefix),
+        check=True,
+        timeout=300,
+    )
+
+
+@contextmanager
+def bench_database(prefix: str):
+    """A fresh, migrated database named after the run; dropped afterwards."""
+    name = f"bench_mediastream_{prefix}".lower()
+    url = create_database(name)
+    try:
+        migrate(url, prefix)
+        yield url
+    finally:
+        drop_database(name)
+
+
+# --- Redis -----------------------------------------------------------------------
+
+
+def redis_cleanup(prefix: str) -> int:
+    """Delete every key of the run's channel-layer prefix; returns how many."""
+    try:
+        import redis
+
+        client = redis.Redis.from_url(REDIS_URL)
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        for i in range(0, len(keys), 500):
+            client.delete(*keys[i : i + 500])
+        client.close()
+        return len(keys)
+    except Exception as exc:
+        log(f"could not clean Redis keys {prefix}*: {exc}")
+        return 0
+
+
+# --- daphne ----------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"daphne exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"daphne did not listen on {port} within {timeout}s")
+
+
+def bench_overrides(**extra) -> dict:
+    """MEDIASTREAM overrides every bench daphne gets: own token, limits out of the way."""
+    return {
+        "PUBLIC_BASE_URL": PUBLIC_BASE_URL,
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "VALIDATE_SIGNATURES": True,
+        "MAX_CONNECTIONS": 5000,
+        "MAX_PENDING_CONNECTIONS": 5000,
+        "MAX_PENDING_CONNECTIONS_PER_IP": 5000,
+        "PRE_START_TIMEOUT": 30.0,
+        "TRANSCRIPTION": {"BACKEND": "mediastream.transcription.discard.DiscardBackend", "OPTIONS": {}},
+        **extra,
+    }
+
+
+class Daphne:
+    """``daphne bench.asgi:application`` in a child process, on a free loopback port."""
+
+    def __init__(self, *, database_url: str, prefix: str, overrides: dict, log_path: Path, app: str = "bench.asgi:application"):
+        self.port = free_port()
+        self.log_path = log_path
+        env = base_env(database_url, prefix, overrides)
+        raise_nofile()
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(
+            [
+                str(DAPHNE),
+                "-b", "127.0.0.1",
+                "-p", str(self.port),
+                "--websocket-max-message-size", str(128 * 1024),
+                "--websocket-max-frame-size", str(128 * 1024),
+                "--application-close-timeout", "10",
+                app,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            wait_for_port(self.port, self.proc)
+        except Exception:
+            self.stop()
+            raise
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def get(self, path: str, timeout: float = 10.0) -> dict:
+        with urllib.request.urlopen(self.http + path, timeout=timeout) as response:
+            return json.loads(response.read())
+
+    def stop(self) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def log_counts(self) -> dict:
+        text = self.log_path.read_text("utf-8", "replace") if self.log_path.exists() else ""
+        return {
+            "warnings": text.count(" WARNING "),
+            "errors": text.count(" ERROR ") + text.count("Traceback"),
+        }
+
+
+# --- /proc -----------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # After the ")" the fields start at #3 (state): utime is #14, stime #15.
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def thread_count(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return 0
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children (e.g. the Piper worker under daphne)."""
+    out = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                out.extend(int(p) for p in f.read().split())
+    except OSError:
+        pass
+    return out
+
+
+def fmt(value, spec: str = ".1f", none: str = "-") -> str:
+    if value is None:
+        return none
+    return format(value, spec)
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    line = "  ".join(h.rjust(w) for h, w in zip(headers, widths))
+    sep = "  ".join("-" * w for w in widths)
+    body = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
+    return "\n".join([line, sep, *body])

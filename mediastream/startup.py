@@ -1,0 +1,65 @@
+"""Work a process does once, when it serves its first media stream.
+
+* Reap streams left open by a process that died: a killed daphne never runs
+  its teardown, so its streams would look live forever (``manage.py
+  reap_streams`` does the same from cron or by hand).
+* Warm up the speech backends (start the TTS worker, load the STT and VAD
+  models) so the first caller does not wait for them.
+
+Both run in the background; a failure is logged and the call goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from channels.db import database_sync_to_async
+
+from . import records
+from .conf import app_settings
+
+__all__ = ["on_first_connection"]
+
+logger = logging.getLogger(__name__)
+
+# Once per process: the set holds strong references to the startup tasks.
+_tasks: set[asyncio.Task] = set()
+_started = False
+
+
+def on_first_connection() -> None:
+    """Start the once-per-process work in the background, the first time only."""
+    global _started
+    if _started:
+        return
+    _started = True
+    for coro, name in ((_reap(), "reaper"), (_warm_up(), "warm-up")):
+        task = asyncio.create_task(coro, name=f"mediastream-startup-{name}")
+        _tasks.add(task)
+        task.add_done_callback(_tasks.discard)
+
+
+async def _reap() -> None:
+    try:
+        await database_sync_to_async(records.reap_stale_streams)(
+            stale_after=app_settings.STALE_STREAM_SECONDS, server_id=records.SERVER_ID
+        )
+    except Exception:
+        logger.exception("Startup reap of stale media streams failed")
+
+
+async def _warm_up() -> None:
+    from .transcription import get_transcription_backend
+    from .tts import get_tts_backend
+    from .vad import preload
+
+    for name, warm in (
+        ("VAD", lambda: asyncio.to_thread(preload)),
+        ("transcription", lambda: get_transcription_backend().warm_up()),
+        ("TTS", lambda: get_tts_backend().warm_up()),
+    ):
+        try:
+            await warm()
+        except Exception:
+            logger.exception("Warming up the %s backend failed; it will be retried on first use", name)
