@@ -139,7 +139,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
 
     def _on_start_timeout(self) -> None:
         if self.state is State.AWAITING_START:
-            self._spawn(self._close_with(CLOSES.START_TIMEOUT), "start-timeout")
+            self._close_soon(CLOSES.START_TIMEOUT)
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         code = message.get("code")
@@ -208,15 +208,25 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         self.call_sid = msg.call_sid
         params = dict(msg.custom_parameters)
         token = params.pop("token", None)
-        outcome = await database_sync_to_async(records.admit_stream)(
-            call_sid=msg.call_sid,
-            stream_sid=msg.stream_sid,
-            token=token,
-            tracks=list(msg.tracks),
-            media_format=msg.media_format,
-            custom_parameters=params,
-            stale_after=app_settings.STALE_STREAM_SECONDS,
+        admission = asyncio.ensure_future(
+            database_sync_to_async(records.admit_stream)(
+                call_sid=msg.call_sid,
+                stream_sid=msg.stream_sid,
+                token=token,
+                tracks=list(msg.tracks),
+                media_format=msg.media_format,
+                custom_parameters=params,
+                stale_after=app_settings.STALE_STREAM_SECONDS,
+            )
         )
+        try:
+            outcome = await asyncio.shield(admission)
+        except asyncio.CancelledError:
+            # Shutting down mid-admission: let it finish so teardown can close the row it wrote.
+            outcome = await admission
+            if isinstance(outcome, records.Admitted):
+                self.admitted = outcome
+            raise
         if isinstance(outcome, Close):
             await self._reject_start(outcome, msg)
             return
@@ -365,7 +375,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
                 self.stream_sid,
                 player.unconfirmed_audio_bytes / 8000,
             )
-            self._spawn(self._close_with(CLOSES.BACKPRESSURE), "backpressure")
+            self._close_soon(CLOSES.BACKPRESSURE)
 
     @property
     def _max_unconfirmed_bytes(self) -> int:
@@ -377,9 +387,10 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
 
     # --- closing and teardown --------------------------------------------------
 
-    async def _close_with(self, close: Close) -> None:
+    def _begin_close(self, close: Close) -> bool:
+        """Mark the stream as closing, once; from then on nothing more is sent."""
         if self._closing is not None:
-            return
+            return False
         self._closing = close
         log = logger.info if close.code == CloseCode.NORMAL else logger.warning
         log(
@@ -389,7 +400,16 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             close.code,
             close.reason,
         )
-        await self.close(code=int(close.code), reason=close.reason)
+        return True
+
+    async def _close_with(self, close: Close) -> None:
+        if self._begin_close(close):
+            await self.close(code=int(close.code), reason=close.reason)
+
+    def _close_soon(self, close: Close) -> None:
+        """Close from a timer or the send path, without awaiting."""
+        if self._begin_close(close):
+            self._spawn(self.close(code=int(close.code), reason=close.reason), "close")
 
     async def _heartbeat(self) -> None:
         interval = app_settings.STREAM_HEARTBEAT_SECONDS

@@ -18,7 +18,12 @@ from django.conf import settings  # noqa: E402
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from mediastream import daphne_shutdown  # noqa: E402
 from mediastream.routing import websocket_urlpatterns  # noqa: E402
+
+# daphne 4.2 skips cancelling applications on shutdown when any connection is
+# listed without one; this makes live streams tear down (see the module).
+daphne_shutdown.install()
 
 if not settings.REDIS_URL:
     logging.getLogger("mediastream").warning(

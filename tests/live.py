@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,17 +22,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+def wait_until_listening(log_path: Path, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Wait for daphne's "Listening on" log line.
+
+    Not a probe connection: daphne 4.2 keeps a bare TCP connection listed
+    without an application for up to a second, and a shutdown in that window
+    cancels no application (kill_all_applications raises KeyError).
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"daphne exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"daphne did not listen on {port} within {timeout}s")
+            raise RuntimeError(f"daphne exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
+        if b"Listening on TCP address" in log_path.read_bytes():
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"daphne did not start listening within {timeout}s")
 
 
 @contextmanager
@@ -56,9 +61,13 @@ def daphne_server(
         "CHANNEL_LAYER_PREFIX": prefix,
         "MEDIASTREAM_OVERRIDES": json.dumps(overrides or {}),
         "PYTHONPATH": str(ROOT),
+        "DAPHNE_LOG_LEVEL": "INFO",
         **(extra_env or {}),
     }
-    log = open(log_path, "wb") if log_path else subprocess.DEVNULL
+    if log_path is None:
+        log_dir = tempfile.TemporaryDirectory(prefix="daphne-")
+        log_path = Path(log_dir.name) / "daphne.log"
+    log = open(log_path, "wb")
     proc = subprocess.Popen(
         [
             str(DAPHNE),
@@ -75,7 +84,7 @@ def daphne_server(
         stderr=subprocess.STDOUT,
     )
     try:
-        wait_for_port(port, proc)
+        wait_until_listening(log_path, proc)
         yield port, proc
     finally:
         if proc.poll() is None:
@@ -85,5 +94,4 @@ def daphne_server(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if log is not subprocess.DEVNULL:
-            log.close()
+        log.close()

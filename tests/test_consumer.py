@@ -362,3 +362,24 @@ async def test_crashing_handler_leaves_no_task_and_closes_the_stream(monkeypatch
     stream = await MediaStream.objects.aget(stream_sid=stream_sid)
     assert stream.stopped_at is not None
     assert stream.close_reason == "consumer crashed"
+
+
+async def test_stream_that_stops_draining_is_closed_for_backpressure():
+    # Twilio confirms played audio with mark echoes; this client never echoes.
+    tts = {"BACKEND": "mediastream.tts.dummy.ConstantBackend", "OPTIONS": {"value": 100, "sample_rate": 8000, "duration_ms": 3000}}
+    with ms(TTS=tts, MAX_UNCONFIRMED_AUDIO_SECONDS=0.5, PLAYBACK_LEAD_SECONDS=10.0):
+        async with live_stream() as (comm, call, stream_sid):
+            from mediastream.api import aspeak
+
+            await aspeak(call.call_sid, "a long reply nobody hears")
+            frames = 0
+            while True:
+                output = await comm.receive_output(3)
+                if output["type"] == "websocket.close":
+                    break
+                frames += json.loads(output["text"])["event"] == "media"
+            assert output["code"] == CLOSES.BACKPRESSURE.code
+            assert output["reason"] == CLOSES.BACKPRESSURE.reason
+            assert 25 <= frames <= 27  # 0.5 s of audio, then nothing more
+        stream = await MediaStream.objects.aget(stream_sid=stream_sid)
+        assert stream.close_code == CLOSES.BACKPRESSURE.code

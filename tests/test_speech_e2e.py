@@ -1,0 +1,460 @@
+"""Speech in, end to end: a real daphne process, real Redis and PostgreSQL, real audio.
+
+The test process plays Twilio with :mod:`mediastream.simulator` and streams
+speech made by Piper (:mod:`tests.audio_fixtures`, in a child process) at
+real-time pace. Each backend configuration gets its own daphne process:
+
+* the embedded default (Whisper tiny.en + local VAD): a transcript is stored
+  once, and speaking over the agent barges in (``clear``, item interrupted);
+* OpenAI Realtime pointed at a closed port: the call goes on without it;
+* Deepgram pointed at a fake vendor server in this process (loopback): the
+  session reconnects after the vendor drops it and transcripts keep coming;
+* the discard backend with a greeting that caller speech may not interrupt.
+
+Waiting is always on something happening (a message on the socket, a row in
+the database, a connection at the fake vendor), never on a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.test import override_settings
+
+from mediastream.api import Outcome, aspeak
+from mediastream.simulator import TwilioCall, TwilioStream
+from voicecall.models import CallEvent, MediaStream, TranscriptSegment
+
+from .audio_fixtures import SpeechClip, speech_clip
+from .live import daphne_server, free_port
+from .streams import wait_for
+from .vendors_stt.deepgram import FakeDeepgram
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
+
+PUBLIC = "https://voice.example.com"
+FRAME_MS = 20
+
+#: Speech out that returns audio at once: a constant PCM level, 40 ms of audio per character.
+CONSTANT_TTS = {
+    "BACKEND": "mediastream.tts.dummy.ConstantBackend",
+    "OPTIONS": {"value": 3000, "sample_rate": 8000, "ms_per_char": 40, "min_ms": 600},
+}
+WHISPER = {"BACKEND": "mediastream.transcription.whisper.WhisperBackend", "OPTIONS": {}}
+DISCARD = {"BACKEND": "mediastream.transcription.discard.DiscardBackend", "OPTIONS": {}}
+
+#: About ten seconds of agent speech: long enough to be talked over.
+LONG_ANSWER = "A long answer that keeps going and going. " * 6
+
+BOOKING = "Please book a table for two at seven tonight."
+INTERRUPTION = "Wait, stop."
+
+
+# --- a daphne process per backend configuration -------------------------------------------------
+
+
+@dataclass
+class Live:
+    port: int
+    redis_url: str
+    prefix: str
+    log: Path
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/twilio/media-stream/"
+
+    def channel_layers(self) -> dict:
+        return {
+            "default": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "CONFIG": {"hosts": [{"address": self.redis_url, "socket_timeout": None}], "prefix": self.prefix},
+            }
+        }
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def _database_url() -> str:
+    db = settings.DATABASES["default"]
+    return f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def _prefix(tag: str) -> str:
+    return f"msspeech{os.getpid()}{tag}"
+
+
+def _show_log(live: Live) -> None:
+    if os.environ.get("SHOW_DAPHNE_LOG"):
+        print(live.log.read_text(errors="replace"))
+
+
+@asynccontextmanager
+async def daphne(tag: str, overrides: dict, tmp_path: Path):
+    """A daphne process started from inside a test (when its settings depend on the test's state)."""
+    from tests.settings import TEST_REDIS_URL
+
+    log = tmp_path / f"daphne-{tag}.log"
+    server = daphne_server(
+        database_url=_database_url(), redis_url=TEST_REDIS_URL, prefix=_prefix(tag), overrides=overrides, log_path=log
+    )
+    port, _proc = await asyncio.to_thread(server.__enter__)
+    live = Live(port=port, redis_url=TEST_REDIS_URL, prefix=_prefix(tag), log=log)
+    try:
+        yield live
+    finally:
+        await asyncio.to_thread(server.__exit__, None, None, None)
+        _show_log(live)
+
+
+@pytest.fixture(scope="module")
+def whisper_live(django_db_setup, django_db_blocker, tmp_path_factory):
+    """The embedded default: Whisper tiny.en transcripts, local VAD barge-in."""
+    from tests.settings import TEST_REDIS_URL
+
+    log = tmp_path_factory.mktemp("daphne-whisper") / "daphne.log"
+    with django_db_blocker.unblock():
+        url = _database_url()
+    overrides = {"TTS": CONSTANT_TTS, "TRANSCRIPTION": WHISPER}
+    with daphne_server(database_url=url, redis_url=TEST_REDIS_URL, prefix=_prefix("w"), overrides=overrides, log_path=log) as (
+        port,
+        _proc,
+    ):
+        live = Live(port=port, redis_url=TEST_REDIS_URL, prefix=_prefix("w"), log=log)
+        yield live
+    _show_log(live)
+
+
+# --- Twilio's side -----------------------------------------------------------------------------
+
+
+@dataclass
+class Tap:
+    """Everything the server sent on one stream, with receive times, and waits on it."""
+
+    stream: TwilioStream
+    log: list[tuple[float, dict]] = field(default_factory=list)
+    _waiters: list = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.stream.on_message = self._on_message
+
+    def _on_message(self, message: dict, at: float) -> None:
+        self.log.append((at, message))
+        for check, future in self._waiters:
+            if not future.done() and check():
+                future.set_result(None)
+
+    def find(self, kind: str, since: int = 0) -> int | None:
+        """Index of the first ``kind`` message at or after ``since``."""
+        for index in range(since, len(self.log)):
+            if self.log[index][1].get("event") == kind:
+                return index
+        return None
+
+    async def wait(self, kind: str, since: int = 0, timeout: float = 10.0) -> int:
+        """Index of the first ``kind`` message at or after ``since``, once it has arrived."""
+
+        def check() -> bool:
+            return self.find(kind, since) is not None
+
+        if not check():
+            future = asyncio.get_running_loop().create_future()
+            self._waiters.append((check, future))
+            try:
+                await asyncio.wait_for(future, timeout)
+            finally:
+                self._waiters = [w for w in self._waiters if w[1] is not future]
+        return self.find(kind, since)
+
+    def kinds(self, since: int = 0) -> list[str]:
+        return [message.get("event") for _, message in self.log[since:]]
+
+
+async def open_call(live: Live) -> tuple[TwilioCall, TwilioStream, Tap]:
+    """Answer a call through the signed webhook and open its media stream (the server has admitted it)."""
+    call = TwilioCall(server_url=live.http, public_url=PUBLIC, auth_token=settings.MEDIASTREAM["TWILIO_AUTH_TOKEN"])
+    instructions = await call.answer()
+    stream = TwilioStream(
+        live.ws,
+        signed_url=instructions.url,
+        auth_token=call.auth_token,
+        call_sid=call.call_sid,
+        parameters=instructions.parameters,
+    )
+    tap = Tap(stream)  # before connect: the greeting may start as soon as the stream is admitted
+    await stream.connect()
+    await stream.start()
+    await wait_for(lambda: MediaStream.objects.filter(stream_sid=stream.stream_sid).exists(), timeout=10)
+    return call, stream, tap
+
+
+async def hang_up(stream: TwilioStream) -> MediaStream:
+    """Close the socket; wait until the server recorded the end (every row the stream owed is written by then)."""
+    await stream.close()
+    return await wait_for(
+        lambda: MediaStream.objects.filter(stream_sid=stream.stream_sid, stopped_at__isnull=False).first(), timeout=15
+    )
+
+
+@dataclass
+class Speaking:
+    """A clip being streamed at real-time pace, and when its speech onset went out."""
+
+    clip: SpeechClip
+    task: asyncio.Task
+    onset_sent: list[float]
+
+    @property
+    def onset_at(self) -> float:
+        assert self.onset_sent, "the onset frame was never sent"
+        return self.onset_sent[0]
+
+
+def speak_into(stream: TwilioStream, clip: SpeechClip) -> Speaking:
+    """Start streaming ``clip``; the frame holding the speech onset is timed (perf_counter)."""
+    onset_frame = clip.onset_ms // FRAME_MS
+    sent: list[float] = []
+
+    def on_frame(index: int, at: float) -> None:
+        if index == onset_frame:
+            sent.append(at)
+
+    task = asyncio.create_task(stream.stream_audio(clip.mulaw, realtime=True, on_frame=on_frame))
+    return Speaking(clip, task, sent)
+
+
+def events(call_sid: str, kind: str) -> list[CallEvent]:
+    return list(CallEvent.objects.filter(call__call_sid=call_sid, type=kind).order_by("id"))
+
+
+def segments(call_sid: str, **filters) -> list[TranscriptSegment]:
+    return list(TranscriptSegment.objects.filter(call__call_sid=call_sid, **filters).order_by("id"))
+
+
+# The ORM from async code goes through database_sync_to_async (which closes the thread's
+# connection when done), never the async ORM: its connection would outlive the test
+# database and break its teardown ("being accessed by other users").
+_events = database_sync_to_async(events)
+_segments = database_sync_to_async(segments)
+
+
+def words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9']+", text.lower()))
+
+
+async def barge_in(live: Live, call: TwilioCall, stream: TwilioStream, tap: Tap, label: str) -> str:
+    """Speak over a long agent item; check clear, silence after it and the recorded outcome. Returns the item id."""
+    clip = speech_clip(INTERRUPTION)
+    since = len(tap.log)
+    with override_settings(CHANNEL_LAYERS=live.channel_layers()):
+        item_id = await aspeak(call.call_sid, LONG_ANSWER)
+    first_media = await tap.wait("media", since, timeout=10)
+    speaking = speak_into(stream, clip)
+    cleared = await tap.wait("clear", first_media, timeout=10)
+    latency_ms = (tap.log[cleared][0] - speaking.onset_at) * 1000
+    print(f"\n[{label}] barge-in: speech onset frame sent -> clear received: {latency_ms:.0f} ms")
+    await speaking.task
+    # Nothing of the interrupted item after the clear (no other item was queued).
+    assert "media" not in tap.kinds(cleared), tap.kinds(cleared)
+    finished = await wait_for(
+        lambda: next((e for e in events(call.call_sid, "playback.finished") if e.payload["item_id"] == item_id), None),
+        timeout=10,
+    )
+    assert finished.payload["outcome"] == "interrupted", finished.payload
+    assert finished.payload["reason"] == "barge-in", finished.payload
+    assert finished.payload["audio_seconds"] > 0
+    # The clear answered this speech: the VAD's start was recorded, after the agent began.
+    assert any(e.payload.get("source") == "vad" for e in await _events(call.call_sid, "speech.started"))
+    return item_id
+
+
+# --- 1. Whisper: speech becomes one stored transcript ------------------------------------------------
+
+
+async def test_whisper_transcribes_piper_speech_once(whisper_live):
+    clip = speech_clip(BOOKING)
+    call, stream, tap = await open_call(whisper_live)
+    speaking = speak_into(stream, clip)
+    await speaking.task
+    segment = await wait_for(
+        lambda: TranscriptSegment.objects.filter(call__call_sid=call.call_sid, speaker="caller").first(), timeout=20
+    )
+    heard = words(segment.text)
+    assert {"book", "table"} <= heard, segment.text
+    assert heard & {"two", "2"} and heard & {"seven", "7"}, segment.text
+    # Offsets into the stream, around where the speech lies in the clip (VAD windows: 32 ms).
+    assert segment.start_ms is not None and segment.end_ms is not None, segment
+    assert abs(segment.start_ms - clip.onset_ms) <= 200, (segment.start_ms, clip.onset_ms)
+    assert abs(segment.end_ms - clip.end_ms) <= 600, (segment.end_ms, clip.end_ms)
+    assert segment.start_ms < segment.end_ms <= clip.duration_ms
+    assert segment.is_final and not segment.interrupted
+
+    await hang_up(stream)  # close() flushes the session: any late final would be stored by now
+    assert len(await _segments(call.call_sid)) == 1
+    finals = await _events(call.call_sid, "transcript.final")
+    assert len(finals) == 1 and finals[0].payload["text"] == segment.text, [f.payload for f in finals]
+    assert finals[0].payload["start_ms"] == segment.start_ms and finals[0].payload["end_ms"] == segment.end_ms
+    starts = await _events(call.call_sid, "speech.started")
+    assert len(starts) == 1, [s.payload for s in starts]
+    assert starts[0].payload["source"] == "vad"
+    assert abs(starts[0].payload["offset_ms"] - clip.onset_ms) <= 200, starts[0].payload
+    assert not await _events(call.call_sid, "transcription.failed")
+
+
+# --- 2. Whisper: speaking over the agent barges in -----------------------------------------------------
+
+
+async def test_speech_during_playback_barges_in(whisper_live):
+    call, stream, tap = await open_call(whisper_live)
+    item_id = await barge_in(whisper_live, call, stream, tap, "whisper + VAD")
+    agent = await wait_for(
+        lambda: TranscriptSegment.objects.filter(call__call_sid=call.call_sid, speaker="agent").first(), timeout=10
+    )
+    assert agent.interrupted and agent.text == LONG_ANSWER
+    assert stream.clears == 1
+    await hang_up(stream)
+    finished = [e for e in await _events(call.call_sid, "playback.finished") if e.payload["item_id"] == item_id]
+    assert len(finished) == 1
+
+
+# --- 3. Transcription down: the call goes on ------------------------------------------------------------
+
+
+async def test_transcription_backend_down_call_goes_on(tmp_path):
+    closed = free_port()  # bound and released: nothing listens there
+    overrides = {
+        "TTS": CONSTANT_TTS,
+        "TRANSCRIPTION": {
+            "BACKEND": "mediastream.transcription.openai.OpenAIRealtimeBackend",
+            "OPTIONS": {
+                "API_KEY": "sk-test-not-a-key",
+                "URL": f"ws://127.0.0.1:{closed}/v1/realtime?intent=transcription",
+                "CONNECT_TIMEOUT": 3.0,
+            },
+        },
+    }
+    async with daphne("o", overrides, tmp_path) as live:
+        call, stream, tap = await open_call(live)  # admitted although the vendor is unreachable
+        failed = await wait_for(
+            lambda: CallEvent.objects.filter(call__call_sid=call.call_sid, type="transcription.failed").first(),
+            timeout=10,
+        )
+        assert failed.payload["backend"] == "OpenAIRealtimeBackend", failed.payload
+        assert "OpenAI Realtime" in failed.payload["error"], failed.payload
+        await stream.stream_audio(b"\xff" * 1600, realtime=False)  # inbound audio is still taken
+        with override_settings(CHANNEL_LAYERS=live.channel_layers()):
+            result = await aspeak(call.call_sid, "Still here, without transcripts.", wait=True, timeout=15)
+        assert result.outcome is Outcome.PLAYED, result
+        assert stream.media_frames and stream.close_code is None
+        row = await hang_up(stream)
+        assert row.stats["media_frames"] == 10
+        assert not await _events(call.call_sid, "transcription.ready")
+
+
+# --- 4. Deepgram: the vendor drops, the session reconnects ------------------------------------------------
+
+
+async def test_deepgram_reconnects_after_vendor_drop(tmp_path):
+    before = b"\xfe" * 1600  # 200 ms of near-silence (the VAD gate skips it), recognisable at the vendor
+    after = b"\x7e" * 1600
+    async with FakeDeepgram() as fake:
+        overrides = {
+            "TTS": CONSTANT_TTS,
+            "TRANSCRIPTION": {
+                "BACKEND": "mediastream.transcription.deepgram.DeepgramBackend",
+                "OPTIONS": {
+                    "API_KEY": "dg-test-key",
+                    "URL": fake.url,
+                    "RECONNECT_DELAY": 0.05,
+                    "CONNECT_TIMEOUT": 5.0,
+                    "CLOSE_TIMEOUT": 2.0,
+                },
+            },
+        }
+        async with daphne("d", overrides, tmp_path) as live:
+            call, stream, tap = await open_call(live)
+            first = await fake.wait_connections(1, timeout=10)
+            assert first.headers["authorization"] == "Token dg-test-key"
+            assert first.query["encoding"] == "mulaw" and first.query["sample_rate"] == "8000"
+            await wait_for(
+                lambda: CallEvent.objects.filter(call__call_sid=call.call_sid, type="transcription.ready").exists()
+            )
+            await stream.stream_audio(before, realtime=False)
+            await fake.wait_for(lambda: len(FakeDeepgram.audio(first)) >= len(before), timeout=5)
+            assert FakeDeepgram.audio(first) == before
+
+            await fake.drop(first)
+            await stream.stream_audio(after, realtime=False)  # sent while the session is down or reopening
+            second = await fake.wait_connections(2, timeout=10)
+            assert second is not first and second.headers["authorization"] == "Token dg-test-key"
+            await fake.wait_for(lambda: len(FakeDeepgram.audio(second)) >= len(after), timeout=5)
+            assert FakeDeepgram.audio(second) == after, "audio after the drop must go to the new connection"
+
+            # Deepgram times results from the start of *its* connection: 0.1 s + 1.2 s into the second one.
+            await fake.results("book a table for two", is_final=True, speech_final=True, start=0.1, duration=1.2)
+            segment = await wait_for(
+                lambda: TranscriptSegment.objects.filter(call__call_sid=call.call_sid, speaker="caller").first(),
+                timeout=10,
+            )
+            assert segment.text == "book a table for two"
+            offset = len(before) // 8  # stream time of the first byte the second connection got
+            assert (segment.start_ms, segment.end_ms) == (offset + 100, offset + 1300)
+            await hang_up(stream)
+            assert len(fake.connections) == 2
+            assert second.of_type("CloseStream"), "the session closes the live connection cleanly"
+            assert len(await _segments(call.call_sid)) == 1
+            assert not await _events(call.call_sid, "transcription.failed")
+
+
+# --- 5. Greeting: caller speech may not cut it off, later items can be ------------------------------------
+
+
+GREETING = "Thanks for calling the Riverside Bistro. Please hold on while I check the bookings for this evening."
+
+
+async def test_greeting_is_not_barged_in_but_later_items_are(tmp_path):
+    overrides = {
+        "TTS": CONSTANT_TTS,  # the greeting: about four seconds
+        "TRANSCRIPTION": DISCARD,  # local VAD only
+        "STREAM_GREETING": GREETING,
+        "SUPPRESS_BARGE_IN_DURING_GREETING": True,
+    }
+    clip = speech_clip(INTERRUPTION)
+    assert len(GREETING) * 40 > clip.end_ms + 1500
+    async with daphne("g", overrides, tmp_path) as live:
+        call, stream, tap = await open_call(live)
+        await tap.wait("media", timeout=10)  # the greeting is playing
+        speaking = speak_into(stream, clip)
+        await speaking.task
+        started = await wait_for(lambda: events(call.call_sid, "speech.started"), timeout=10)
+        greeting = await wait_for(
+            lambda: next((e for e in events(call.call_sid, "playback.finished") if e.payload["text"] == GREETING), None),
+            timeout=15,
+        )
+        assert greeting.payload["outcome"] == "played", greeting.payload
+        assert started[0].id < greeting.id, "the caller spoke while the greeting played"
+        assert stream.clears == 0 and "clear" not in tap.kinds()
+
+        await barge_in(live, call, stream, tap, "greeting config, discard + VAD")
+        assert stream.clears == 1
+        await hang_up(stream)
+        agent = await _segments(call.call_sid, speaker="agent")
+        assert [(s.text, s.interrupted) for s in agent] == [(GREETING, False), (LONG_ANSWER, True)]
