@@ -181,10 +181,13 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         elif type(msg) is Start:
             await self._on_start(msg)
         elif type(msg) is Mark:
+            self.stats.sequence(msg.sequence_number)
             self._on_mark(msg)
         elif type(msg) is Dtmf:
+            self.stats.sequence(msg.sequence_number)
             self._on_dtmf(msg)
         elif type(msg) is Stop:
+            self.stats.sequence(msg.sequence_number)
             await self._on_stop(msg)
         elif type(msg) is Connected:
             self.stats.connected = True
@@ -275,7 +278,6 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             backend=get_transcription_backend(),
             announce=self.announcer.announce,
             on_speech_started=self._on_speech_started,
-            on_transcript=self._on_transcript,
             call_id=admitted.call_id,
             stream_id=admitted.stream_id,
         )
@@ -314,9 +316,6 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         if self.player.busy and not self.player.interruptible:
             return
         self._spawn(self.player.interrupt("barge-in"), "barge-in")
-
-    def _on_transcript(self, text: str, start_ms: int | None, end_ms: int | None) -> None:
-        pass  # stored and announced by SpeechIn; the hook is here for subclasses
 
     # --- speech out (channel-layer commands, see mediastream.api) ---------------
 

@@ -40,7 +40,6 @@ class SpeechIn:
         backend: BaseTranscriptionBackend,
         announce: Callable[..., None],
         on_speech_started: Callable[[int | None, str], None],
-        on_transcript: Callable[[str, int | None, int | None], None],
         call_id: int,
         stream_id: int,
     ) -> None:
@@ -48,7 +47,6 @@ class SpeechIn:
         self.stream_sid = stream_sid
         self._announce = announce
         self._on_speech_started = on_speech_started
-        self._on_transcript = on_transcript
         self._call_id = call_id
         self._stream_id = stream_id
         # With the discard backend no final ever comes: the VAD alone ends an utterance.
@@ -156,7 +154,6 @@ class SpeechIn:
         self._announce(
             "transcript.final", {"text": text, "start_ms": start_ms, "end_ms": end_ms}, also=store
         )
-        self._on_transcript(text, start_ms, end_ms)
 
     def _error(self, exc: Exception) -> None:
         error = sanitize(f"{type(exc).__name__}: {exc}", 200)
