@@ -163,6 +163,8 @@ class DeepgramBackend(WebSocketTranscriptionBackend):
     :class:`~mediastream.transcription.websocket.WebSocketTranscriptionBackend`.
     """
 
+    session_class = DeepgramSession
+
     provides_speech_start = True
 
     def __init__(
@@ -186,13 +188,3 @@ class DeepgramBackend(WebSocketTranscriptionBackend):
             "utterance_end_ms": UTTERANCE_END_MS,
         }
 
-    def create_session(
-        self, *, stream_sid: str, call_sid: str, listener: TranscriptionListener
-    ) -> DeepgramSession:
-        return DeepgramSession(
-            stream_sid=stream_sid,
-            call_sid=call_sid,
-            listener=listener,
-            config=self.config,
-            policy=self.policy,
-        )

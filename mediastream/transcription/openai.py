@@ -166,6 +166,8 @@ class OpenAIRealtimeBackend(WebSocketTranscriptionBackend):
     :class:`~mediastream.transcription.websocket.WebSocketTranscriptionBackend`.
     """
 
+    session_class = OpenAIRealtimeSession
+
     provides_speech_start = True
 
     def __init__(
@@ -193,13 +195,3 @@ class OpenAIRealtimeBackend(WebSocketTranscriptionBackend):
             "silence_duration_ms": SILENCE_DURATION_MS,
         }
 
-    def create_session(
-        self, *, stream_sid: str, call_sid: str, listener: TranscriptionListener
-    ) -> OpenAIRealtimeSession:
-        return OpenAIRealtimeSession(
-            stream_sid=stream_sid,
-            call_sid=call_sid,
-            listener=listener,
-            config=self.config,
-            policy=self.policy,
-        )

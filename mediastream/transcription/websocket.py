@@ -558,9 +558,13 @@ def _close_info(ws: ClientConnection) -> str:
 
 
 class WebSocketTranscriptionBackend(BaseTranscriptionBackend):
-    """Options every WebSocket vendor backend shares (seconds)."""
+    """Options every WebSocket vendor backend shares (seconds).
+
+    Subclasses set ``session_class`` and put their vendor options in ``self.config``.
+    """
 
     provides_speech_start = True
+    session_class: type[WebSocketTranscriptionSession]
 
     def __init__(
         self,
@@ -578,4 +582,11 @@ class WebSocketTranscriptionBackend(BaseTranscriptionBackend):
             max_reconnect_attempts=MAX_RECONNECT_ATTEMPTS,
             reconnect_delay=RECONNECT_DELAY,
             max_queue_bytes=QUEUE_BYTES,
+        )
+
+    def create_session(
+        self, *, stream_sid: str, call_sid: str, listener: TranscriptionListener
+    ) -> WebSocketTranscriptionSession:
+        return self.session_class(
+            stream_sid=stream_sid, call_sid=call_sid, listener=listener, config=self.config, policy=self.policy
         )

@@ -15,29 +15,27 @@ voice; not supported by ``tts-1``), ``SPEED`` (0.25–4.0), ``TIMEOUT``
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import os
-import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 from django.core.exceptions import ImproperlyConfigured
 
-from .base import AudioChunk, BaseTTSBackend, TTSError
+from .base import AudioChunk
+from .http import HTTPTTSBackend
 
 __all__ = ["OpenAIBackend"]
 
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 24000  # what OpenAI's "pcm" format is
-_MAX_ERROR_CHARS = 200
 
 
-class OpenAIBackend(BaseTTSBackend):
+class OpenAIBackend(HTTPTTSBackend):
     """Streaming OpenAI TTS over HTTPS, with one pooled client per event loop."""
+
+    vendor = "OpenAI TTS"
 
     def __init__(
         self,
@@ -50,21 +48,18 @@ class OpenAIBackend(BaseTTSBackend):
         SPEED: float | None = None,
         TIMEOUT: float = 30.0,
     ) -> None:
-        super().__init__()
-        self.api_key = API_KEY or os.environ.get("OPENAI_API_KEY", "")
-        if not self.api_key:
+        api_key = API_KEY or os.environ.get("OPENAI_API_KEY", "")
+        if not api_key:
             raise ImproperlyConfigured(
                 "OpenAIBackend needs an API key: set "
                 'MEDIASTREAM["TTS"]["OPTIONS"]["API_KEY"] or the OPENAI_API_KEY environment variable.'
             )
+        super().__init__(api_key=api_key, timeout=TIMEOUT)
         self.url = BASE_URL.rstrip("/") + "/audio/speech"
         self.model = MODEL
         self.voice = VOICE
         self.instructions = INSTRUCTIONS
         self.speed = SPEED
-        self.timeout = TIMEOUT
-        self._client: httpx.AsyncClient | None = None
-        self._client_loop: asyncio.AbstractEventLoop | None = None
 
     def request_body(self, text: str) -> dict[str, Any]:
         """The JSON body of one speech request."""
@@ -83,64 +78,19 @@ class OpenAIBackend(BaseTTSBackend):
     async def synthesize(self, text: str) -> AsyncIterator[AudioChunk]:
         if not text.strip():
             return
+        odd = b""  # network chunks may split a 16-bit sample
         headers = {"Authorization": f"Bearer {self.api_key}"}
-        odd = b""
-        try:
-            async with self._http().stream(
-                "POST", self.url, json=self.request_body(text), headers=headers
-            ) as response:
-                if response.status_code >= 400:
-                    raise TTSError(
-                        f"OpenAI TTS returned HTTP {response.status_code}: "
-                        f"{self._error_message(await response.aread(), response)}"
-                    )
-                async for data in response.aiter_bytes():
-                    if odd:
-                        data = odd + data
-                    cut = len(data) & ~1
-                    odd = data[cut:]
-                    if cut:
-                        yield AudioChunk(data[:cut], "pcm_s16le", SAMPLE_RATE)
-        except httpx.TimeoutException as exc:
-            raise TTSError(f"OpenAI TTS timed out ({type(exc).__name__}, limit {self.timeout:g}s)") from None
-        except httpx.HTTPError as exc:
-            raise TTSError(
-                f"OpenAI TTS request failed: {type(exc).__name__}: {self._clean(str(exc))}"
-            ) from None
+        async for data in self.stream(self.url, json_body=self.request_body(text), headers=headers):
+            data = odd + data
+            cut = len(data) & ~1
+            odd = data[cut:]
+            if cut:
+                yield AudioChunk(data[:cut], "pcm_s16le", SAMPLE_RATE)
 
-    async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None and self._client_loop is asyncio.get_running_loop():
-            await client.aclose()
-
-    def _http(self) -> httpx.AsyncClient:
-        # Connections belong to the loop that opened them; a new loop gets a new pool.
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._client_loop is not loop:
-            self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout))
-            self._client_loop = loop
-        return self._client
-
-    def _error_message(self, raw: bytes, response: httpx.Response) -> str:
-        """The vendor's own words (``{"error": {"message": ...}}``), cleaned and cut short."""
-        message = ""
-        try:
-            error = json.loads(raw).get("error")
-            if isinstance(error, dict):
-                message = str(error.get("message") or error.get("code") or "")
-            elif error:
-                message = str(error)
-        except (ValueError, AttributeError):
-            message = raw.decode("utf-8", "replace")
-        return self._clean(message) or response.reason_phrase or "no error message"
-
-    def _clean(self, text: str) -> str:
-        return _sanitize(text, self.api_key)
-
-
-def _sanitize(text: str, secret: str) -> str:
-    """One short printable line, with our own key blanked out should the vendor echo it."""
-    if secret:
-        text = text.replace(secret, "***")
-    text = re.sub(r"\s+", " ", re.sub(r"[\x00-\x1f\x7f]", " ", text)).strip()
-    return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 1] + "…"
+    def error_detail(self, raw: bytes) -> str:
+        """OpenAI answers ``{"error": {"message": ..., "code": ...}}``."""
+        body = self.json_body(raw)
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict):
+            return str(error.get("message") or error.get("code") or "")
+        return str(error) if error else raw.decode("utf-8", "replace")
