@@ -38,7 +38,7 @@ _profiler = None
 def _bench_command(path: str, query: dict) -> tuple[int, dict]:
     global _profiler
     if path == "/bench/stats":
-        return 200, {"pid": os.getpid(), **RECORDER.summary(), **server_snapshot()}
+        return 200, {"pid": os.getpid(), **RECORDER.summary("objects" in query), **server_snapshot()}
     if path == "/bench/reset":
         RECORDER.reset()
         return 200, {"pid": os.getpid(), "reset": True, **server_snapshot()}

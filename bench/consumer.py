@@ -17,6 +17,7 @@ read and reset through ``bench.asgi``'s ``/bench/...`` endpoints.
 
 from __future__ import annotations
 
+import gc
 import time
 import weakref
 
@@ -33,6 +34,8 @@ LAG_BINS = 500_000
 #: Handler histogram: 1 us bins up to 200 ms.
 HANDLER_BIN_NS = 1_000
 HANDLER_BINS = 200_000
+SERIES_BUCKET_NS = 100_000_000
+SERIES_BUCKETS = 600
 
 
 def _percentiles(hist: list[int], bin_ns: int, qs=(50, 90, 99, 99.9)) -> dict:
@@ -71,10 +74,32 @@ class Recorder:
         self.handler_max_ns = 0
         self.handler_total_ns = 0
         self.since_ns = time.monotonic_ns()
+        #: Max lag per 100 ms of the window (first SERIES_BUCKETS buckets): shows stalls.
+        self.series_max = [0] * SERIES_BUCKETS
+        #: Garbage-collector pauses per generation: [count, total ns, max ns].
+        self.gc = {0: [0, 0, 0], 1: [0, 0, 0], 2: [0, 0, 0]}
+        self._gc_start = 0
 
-    def frame(self, lag_ns: int, handler_ns: int) -> None:
+    def gc_callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._gc_start = time.perf_counter_ns()
+            return
+        if not self._gc_start:
+            return
+        took = time.perf_counter_ns() - self._gc_start
+        self._gc_start = 0
+        entry = self.gc[info["generation"]]
+        entry[0] += 1
+        entry[1] += took
+        if took > entry[2]:
+            entry[2] = took
+
+    def frame(self, lag_ns: int, handler_ns: int, now_ns: int) -> None:
         if lag_ns < 0:
             lag_ns = 0
+        k = (now_ns - self.since_ns) // SERIES_BUCKET_NS
+        if k < SERIES_BUCKETS and lag_ns > self.series_max[k]:
+            self.series_max[k] = lag_ns
         i = lag_ns // LAG_BIN_NS
         self.lag[i if i < LAG_BINS else LAG_BINS] += 1
         if lag_ns > self.lag_max_ns:
@@ -85,17 +110,32 @@ class Recorder:
             self.handler_max_ns = handler_ns
         self.handler_total_ns += handler_ns
 
-    def summary(self) -> dict:
+    def summary(self, want_objects: bool = False) -> dict:
         lag = _percentiles(self.lag, LAG_BIN_NS)
         lag["max"] = self.lag_max_ns / 1e6
         lag["over_20ms"] = sum(self.lag[20_000_000 // LAG_BIN_NS :])
         handler = _percentiles(self.handler, HANDLER_BIN_NS)
         handler["max"] = self.handler_max_ns / 1e6
         handler["mean"] = (self.handler_total_ns / handler["count"] / 1e6) if handler["count"] else None
-        return {"lag_ms": lag, "handler_ms": handler, "window_s": (time.monotonic_ns() - self.since_ns) / 1e9}
+        elapsed = time.monotonic_ns() - self.since_ns
+        used = min(SERIES_BUCKETS, int(elapsed // SERIES_BUCKET_NS) + 1)
+        series = [round(v / 1e6, 2) for v in self.series_max[:used]]
+        gc_pauses = {
+            f"gen{g}": {"count": c, "total_ms": round(t / 1e6, 2), "max_ms": round(m / 1e6, 2)}
+            for g, (c, t, m) in self.gc.items()
+        }
+        return {
+            "lag_ms": lag,
+            "handler_ms": handler,
+            "window_s": elapsed / 1e9,
+            "lag_max_per_100ms": series,
+            "gc": gc_pauses,
+            "gc_objects": len(gc.get_objects()) if want_objects else None,
+        }
 
 
 RECORDER = Recorder()
+gc.callbacks.append(RECORDER.gc_callback)
 #: Every live bench consumer in this process (for the streaming count and app-side counters).
 CONSUMERS: weakref.WeakSet = weakref.WeakSet()
 
@@ -139,4 +179,4 @@ class BenchConsumer(MediaStreamConsumer):
                     sent = 0
         await super().websocket_receive(message)
         if sent:
-            RECORDER.frame(start - sent, time.monotonic_ns() - start)
+            RECORDER.frame(start - sent, time.monotonic_ns() - start, start)

@@ -64,13 +64,6 @@ class Call(models.Model):
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
 
-    @property
-    def group_name(self) -> str:
-        """Channel-layer group of the consumer that owns this call's stream."""
-        from mediastream.groups import call_group
-
-        return call_group(self.call_sid)
-
 
 class MediaStream(models.Model):
     stream_sid = models.CharField(_("stream SID"), max_length=64, unique=True)
