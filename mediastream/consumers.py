@@ -233,11 +233,13 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         if isinstance(outcome, Close):
             await self._reject_start(outcome, msg)
             return
+        self.admitted = outcome  # from here on, teardown closes the row
         if self._closing is not None:  # closed (timeout) while the database answered
-            self.admitted = outcome
             return
-        self._admit(outcome, msg)
+        # Join the command group before anyone hears about the stream, so a
+        # speak() sent in reaction to stream_started cannot miss it.
         await self.channel_layer.group_add(call_group(self.call_sid), self.channel_name)
+        self._admit(outcome, msg)
 
     async def _reject_start(self, close: Close, msg: Start) -> None:
         logger.warning(
@@ -311,11 +313,16 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
     # --- speech in -------------------------------------------------------------
 
     def _on_speech_started(self, offset_ms: int | None, source: str) -> None:
-        if not app_settings.BARGE_IN or self.player is None:
+        player = self.player
+        if not app_settings.BARGE_IN or player is None:
             return
-        if self.player.busy and not self.player.interruptible:
+        # Barge-in only when the caller talks over the agent: something is queued,
+        # playing, or still buffered at Twilio (sent but not confirmed by a mark).
+        if not (player.busy or player.unconfirmed_audio_bytes):
             return
-        self._spawn(self.player.interrupt("barge-in"), "barge-in")
+        if player.busy and not player.interruptible:
+            return
+        self._spawn(player.interrupt("barge-in"), "barge-in")
 
     # --- speech out (channel-layer commands, see mediastream.api) ---------------
 

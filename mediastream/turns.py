@@ -24,7 +24,9 @@ The rule (the reference's, extended with the local VAD):
    VAD's end-of-speech silence and spoke again) and the start fires again. This
    keeps barge-in working after a cough or noise the backend never finalises.
    Backend starts and partials never reopen a quiet utterance (they lag the VAD
-   and usually belong to the words the VAD already saw).
+   and usually belong to the words the VAD already saw). The final of the
+   superseded utterance is still owed: when it arrives it is matched to that
+   utterance, and neither fires nor closes the one open now.
 5. With ``finals_expected=False`` (no transcription, e.g. the discard backend),
    the VAD speech end closes the utterance.
 """
@@ -43,6 +45,9 @@ class CallerTurns:
         self.utterances = 0
         self._open = False
         self._quiet = False
+        # Earlier utterances the VAD saw end whose transcripts have not come yet:
+        # their finals must not close (or re-fire) the utterance open now.
+        self._finals_owed = 0
 
     @property
     def in_utterance(self) -> bool:
@@ -60,7 +65,8 @@ class CallerTurns:
     def on_vad_start(self) -> bool:
         """The local VAD heard speech begin."""
         if self._open and self._quiet:
-            self._open = False  # the previous utterance never got its final
+            self._open = False  # the previous utterance's final is still on its way
+            self._finals_owed += 1
         return self._start()
 
     def on_vad_end(self) -> None:
@@ -84,6 +90,9 @@ class CallerTurns:
 
     def on_final(self, text: str) -> bool:
         """A final transcript arrived; it ends the utterance. True: fire the start before it."""
+        if self._finals_owed:
+            self._finals_owed -= 1  # it belongs to an utterance that already ended
+            return False
         fired = self._start() if text.strip() else False
         self._open = False
         self._quiet = False

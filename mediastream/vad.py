@@ -65,6 +65,8 @@ WINDOW_SAMPLES = 256  # Silero v5 at 8 kHz
 WINDOW_MS = WINDOW_SAMPLES * 1000 // SAMPLE_RATE  # 32
 #: Windows quieter than this (RMS, dB relative to full scale) skip the model.
 ENERGY_GATE_DBFS = -60.0
+#: Quiet windows (below the gate, not speaking) after which the model state is reset: 256 ms.
+GATED_WINDOWS_BEFORE_RESET = 8
 _CONTEXT_SAMPLES = 32  # Silero's streaming model also sees the previous 4 ms
 
 Engine = Literal["auto", "shared", "lite"]
@@ -259,6 +261,8 @@ class SpeechDetector:
         self._windows_done = 0
         self._speaking = False
         self._run = 0  # consecutive loud windows (before a start) / quiet windows (after)
+        self._gated_run = 0  # consecutive windows below the energy gate
+        self._model_fresh = True  # the model has seen nothing since its last reset
         #: Windows seen and windows the model actually ran on (the rest were gated).
         self.windows = 0
         self.model_windows = 0
@@ -314,7 +318,16 @@ class SpeechDetector:
         if self._gate is not None and float(np.dot(window, window)) < self._gate * WINDOW_SAMPLES:
             self._scorer.skip(window)
             p = 0.0
+            self._gated_run += 1
+            if self._gated_run >= GATED_WINDOWS_BEFORE_RESET and not self._speaking and not self._model_fresh:
+                self._model_fresh = True
+                # Skipped windows never reach the model, so its recurrent state still
+                # holds the last speech; after a quiet stretch start it afresh, or the
+                # next faint noise is scored as the speech continuing.
+                self._scorer.reset()
         else:
+            self._gated_run = 0
+            self._model_fresh = False
             self.model_windows += 1
             p = self._scorer.score(window)
         self.last_probability = p

@@ -81,3 +81,17 @@ def test_empty_transcripts_neither_open_nor_fire():
     assert turns.on_final("") is False  # closes the open utterance silently
     assert not turns.in_utterance
     assert turns.on_partial("next") is True
+
+
+def test_a_late_final_belongs_to_the_utterance_it_transcribes():
+    # The caller pauses between two sentences; the first transcript arrives after
+    # the second sentence began. Neither transcript is a new utterance.
+    turns = CallerTurns(finals_expected=True)
+    assert turns.on_vad_start() is True
+    turns.on_vad_end()
+    assert turns.on_vad_start() is True  # the second sentence
+    assert turns.on_final("first sentence") is False
+    assert turns.in_utterance  # the second is still open
+    assert turns.on_final("second sentence") is False
+    assert turns.utterances == 2
+    assert turns.on_vad_start() is True  # and a third one fires again

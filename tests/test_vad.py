@@ -129,3 +129,13 @@ def test_finish_closes_an_open_utterance():
 def test_preload_loads_the_shared_model_once():
     assert preload() is True  # onnxruntime is installed in the test environment
     assert preload() is True
+
+
+def test_faint_noise_after_speech_and_digital_silence_is_not_speech():
+    # Gated (silent) windows never reach the model; its state must not stay "mid-speech".
+    detector = SpeechDetector()
+    clip = af.speech_clip("Wait, stop.", lead_ms=200, tail_ms=800)
+    events = detector.feed(clip.mulaw + af.silence(2000))
+    assert [type(e) for e in events] == [SpeechStarted, SpeechEnded]
+    later = detector.feed(af.silence(500) + af.white_noise(1500, dbfs=-50))
+    assert later == []
