@@ -30,7 +30,12 @@ from django.urls import re_path  # noqa: E402
 
 from mediastream.conf import app_settings  # noqa: E402
 
-from .consumer import RECORDER, BenchConsumer, server_snapshot  # noqa: E402
+from .consumer import PROBE, RECORDER, BenchConsumer, server_snapshot  # noqa: E402
+
+if os.environ.get("BENCH_DISPATCH") == "pump":  # what-if experiment, see bench/dispatch.py
+    from .dispatch import install
+
+    install()
 
 _profiler = None
 
@@ -38,9 +43,10 @@ _profiler = None
 def _bench_command(path: str, query: dict) -> tuple[int, dict]:
     global _profiler
     if path == "/bench/stats":
-        return 200, {"pid": os.getpid(), **RECORDER.summary("objects" in query), **server_snapshot()}
+        return 200, {"pid": os.getpid(), **RECORDER.summary("objects" in query), **PROBE.summary(), **server_snapshot()}
     if path == "/bench/reset":
         RECORDER.reset()
+        PROBE.reset()
         return 200, {"pid": os.getpid(), "reset": True, **server_snapshot()}
     if path == "/bench/profile/start":
         import cProfile

@@ -81,6 +81,7 @@ def base_env(database_url: str, prefix: str, overrides: dict | None = None) -> d
         "MEDIASTREAM_OVERRIDES": json.dumps(overrides or {}),
         "PYTHONPATH": str(ROOT),
         "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+        "BENCH_DISPATCH": os.environ.get("BENCH_DISPATCH", ""),
     }
 
 
@@ -138,7 +139,7 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> N
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"daphne exited with {proc.returncode}")
+            raise RuntimeError(f"server exited with {proc.returncode}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
@@ -163,16 +164,31 @@ def bench_overrides(**extra) -> dict:
 
 
 class Daphne:
-    """``daphne bench.asgi:application`` in a child process, on a free loopback port."""
+    """The ASGI server in a child process on a free loopback port: ``daphne bench.asgi:application``.
 
-    def __init__(self, *, database_url: str, prefix: str, overrides: dict, log_path: Path, app: str = "bench.asgi:application"):
+    ``server="uvicorn"`` / ``"uvicorn-uvloop"`` run the same app under uvicorn
+    instead (a what-if for comparison; ``uvicorn_bin`` must point at a uvicorn
+    that can import the project, e.g. from a side virtualenv).
+    """
+
+    def __init__(
+        self,
+        *,
+        database_url: str,
+        prefix: str,
+        overrides: dict,
+        log_path: Path,
+        app: str = "bench.asgi:application",
+        server: str = "daphne",
+        uvicorn_bin: str = "uvicorn",
+    ):
         self.port = free_port()
         self.log_path = log_path
+        self.server = server
         env = base_env(database_url, prefix, overrides)
         raise_nofile()
-        self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen(
-            [
+        if server == "daphne":
+            cmd = [
                 str(DAPHNE),
                 "-b", "127.0.0.1",
                 "-p", str(self.port),
@@ -180,12 +196,22 @@ class Daphne:
                 "--websocket-max-frame-size", str(128 * 1024),
                 "--application-close-timeout", "10",
                 app,
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            ]  # fmt: skip
+        elif server in ("uvicorn", "uvicorn-uvloop"):
+            cmd = [
+                uvicorn_bin, app,
+                "--host", "127.0.0.1",
+                "--port", str(self.port),
+                "--ws", "websockets-sansio",
+                "--ws-max-size", str(128 * 1024),
+                "--loop", "uvloop" if server == "uvicorn-uvloop" else "asyncio",
+                "--lifespan", "off",
+                "--no-access-log",
+            ]  # fmt: skip
+        else:
+            raise ValueError(f"unknown server {server!r}")
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         try:
             wait_for_port(self.port, self.proc)
         except Exception:
@@ -203,6 +229,20 @@ class Daphne:
     def get(self, path: str, timeout: float = 10.0) -> dict:
         with urllib.request.urlopen(self.http + path, timeout=timeout) as response:
             return json.loads(response.read())
+
+    def drain(self, timeout: float = 30.0) -> int:
+        """Wait until every consumer has finished its teardown; returns how many had not."""
+        deadline = time.monotonic() + timeout
+        active = -1
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                active = self.get("/bench/stats", timeout=10)["active"]
+            except Exception:
+                return -1
+            if active == 0:
+                return 0
+            time.sleep(0.1)
+        return active
 
     def stop(self) -> int | None:
         if self.proc.poll() is None:
@@ -226,9 +266,10 @@ class Daphne:
 # --- /proc -----------------------------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
+def cpu_seconds(pid: int, tid: int | None = None) -> float:
+    """utime + stime of a process (all its threads), or of one thread, in seconds."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
+    with open(path) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     # After the ")" the fields start at #3 (state): utime is #14, stime #15.
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
@@ -250,6 +291,25 @@ def machine_cpu() -> tuple[float, float]:
     idle = values[3] + values[4]  # idle + iowait
     total = sum(values[:8])
     return total - idle, total
+
+
+def fault_counts(pid: int) -> tuple[int, int]:
+    """(minor, major) page faults of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[7]), int(fields[9])
+
+
+def ctx_switches(pid: int) -> tuple[int, int]:
+    """(voluntary, involuntary) context switches of the main thread."""
+    vol = invol = 0
+    with open(f"/proc/{pid}/task/{pid}/status") as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches:"):
+                vol = int(line.split()[1])
+            elif line.startswith("nonvoluntary_ctxt_switches:"):
+                invol = int(line.split()[1])
+    return vol, invol
 
 
 def rss_bytes(pid: int) -> int:

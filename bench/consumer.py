@@ -23,7 +23,7 @@ import weakref
 
 from mediastream.consumers import MediaStreamConsumer, State
 
-__all__ = ["BenchConsumer", "RECORDER", "CONSUMERS", "Recorder", "server_snapshot"]
+__all__ = ["BenchConsumer", "RECORDER", "PROBE", "CONSUMERS", "Recorder", "server_snapshot"]
 
 _STAMP = '"benchSentNs":'
 _STAMP_LEN = len(_STAMP)
@@ -144,9 +144,13 @@ def server_snapshot() -> dict:
     streaming = 0
     media_frames = 0
     before_start = 0
+    active = 0
     for consumer in list(CONSUMERS):
         if getattr(consumer, "state", None) is State.STREAMING:
             streaming += 1
+        done = getattr(consumer, "_teardown_done", None)
+        if done is not None and not done.is_set():
+            active += 1
         stats = getattr(consumer, "stats", None)
         if stats is not None:
             media_frames += stats.media_frames
@@ -154,9 +158,50 @@ def server_snapshot() -> dict:
     return {
         "consumers": len(CONSUMERS),
         "streaming": streaming,
+        "active": active,  # not yet torn down (teardown writes the stream's last rows)
         "app_media_frames": media_frames,
         "app_media_before_start": before_start,
     }
+
+
+class LoopProbe:
+    """Sleeps 5 ms at a time and records how late it wakes: event-loop stalls, whatever their cause."""
+
+    INTERVAL = 0.005
+    STALL_MS = 15.0
+
+    def __init__(self) -> None:
+        self.task = None
+        self.reset()
+
+    def reset(self) -> None:
+        self.since = time.monotonic()
+        self.stalls: list[tuple[float, float]] = []  # (seconds into the window, ms late)
+        self.max_ms = 0.0
+
+    def ensure_started(self) -> None:
+        if self.task is None:
+            import asyncio
+
+            self.task = asyncio.get_running_loop().create_task(self._run(), name="bench-loop-probe")
+
+    async def _run(self) -> None:
+        import asyncio
+
+        while True:
+            t = time.monotonic()
+            await asyncio.sleep(self.INTERVAL)
+            late = (time.monotonic() - t - self.INTERVAL) * 1000
+            if late > self.max_ms:
+                self.max_ms = late
+            if late > self.STALL_MS and len(self.stalls) < 2000:
+                self.stalls.append((round(t - self.since, 3), round(late, 1)))
+
+    def summary(self) -> dict:
+        return {"probe_max_ms": round(self.max_ms, 1), "stalls": self.stalls[:200], "stall_count": len(self.stalls)}
+
+
+PROBE = LoopProbe()
 
 
 class BenchConsumer(MediaStreamConsumer):
@@ -164,6 +209,7 @@ class BenchConsumer(MediaStreamConsumer):
 
     async def websocket_connect(self, message):
         CONSUMERS.add(self)
+        PROBE.ensure_started()
         await super().websocket_connect(message)
 
     async def websocket_receive(self, message):

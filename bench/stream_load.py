@@ -43,6 +43,8 @@ from bench.common import (  # noqa: E402
     bench_database,
     bench_overrides,
     cpu_seconds,
+    ctx_switches,
+    fault_counts,
     fmt,
     log,
     machine_cpu,
@@ -127,10 +129,38 @@ def pyspy_window(pyspy: str, pid: int, seconds: float, out: Path) -> str:
     return summarize_collapsed(out)
 
 
+#: Where a py-spy sample of daphne falls: the first category whose test matches its stack.
+CATEGORIES = [
+    ("other threads (DB executor, ...)", lambda st, leaf: "Thread.run (" in st or "_worker (concurrent" in st),
+    ("event loop: select() (waiting for sockets)", lambda st, leaf: leaf.startswith("EpollSelector.select (")),
+    ("app: MediaStreamConsumer.websocket_receive", lambda st, leaf: "MediaStreamConsumer.websocket_receive (" in st),
+    ("bench: BenchConsumer timing wrapper", lambda st, leaf: "BenchConsumer.websocket_receive (" in st),
+    ("daphne/Twisted/autobahn: read + ws frame + queue put",
+     lambda st, leaf: any(m in st for m in ("_readOrWrite (", "callWithLogger (", "callWithContext (", "autobahn/"))),
+    ("channels_redis / redis-py", lambda st, leaf: "channels_redis/" in st or "/redis/" in st),
+    ("channels: await_many_dispatch (per-message task + asyncio.wait)",
+     lambda st, leaf: any(m in st for m in (
+         "await_many_dispatch (", "_wait (asyncio/tasks", "wait (asyncio/tasks", "_on_completion", "wait.<locals>",
+         "Queue.get (asyncio/queues", "ProtocolTypeRouter.__call__", "URLRouter.__call__", "as_asgi.<locals>",
+     ))),  # fmt: skip
+    ("app: other (announcer, player, heartbeat)", lambda st, leaf: "mediastream/" in st),
+    ("event loop: other (scheduling, timers)", lambda st, leaf: True),
+]
+
+
+def categorize(stack: str) -> str:
+    leaf = stack.rsplit(";", 1)[-1]
+    for name, test in CATEGORIES:
+        if test(stack, leaf):
+            return name
+    return "other"
+
+
 def summarize_collapsed(path: Path, top: int = 25) -> str:
-    """Self and inclusive sample shares per function from py-spy's collapsed stacks."""
+    """Shares per component, and self/inclusive shares per function, from py-spy's collapsed stacks."""
     own: dict[str, int] = {}
     incl: dict[str, int] = {}
+    cats: dict[str, int] = {}
     total = 0
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
@@ -142,9 +172,14 @@ def summarize_collapsed(path: Path, top: int = 25) -> str:
         own[frames[-1]] = own.get(frames[-1], 0) + n
         for f in set(frames):
             incl[f] = incl.get(f, 0) + n
+        cat = categorize(stack)
+        cats[cat] = cats.get(cat, 0) + n
     if not total:
         return "(no samples)"
-    lines = [f"py-spy: {total} samples of the daphne main thread(s)", "", "self %   function"]
+    lines = [f"py-spy: {total} samples of daphne (all threads)", "", "share %  component"]
+    for name, n in sorted(cats.items(), key=lambda kv: -kv[1]):
+        lines.append(f"{100 * n / total:6.1f}   {name}")
+    lines += ["", "self %   function"]
     for name, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
         lines.append(f"{100 * n / total:6.1f}   {name}")
     lines += ["", "incl %   function"]
@@ -186,7 +221,14 @@ def run_mode(mode: str, args, database_url: str, prefix: str, workdir: Path) -> 
         # One heartbeat write per stream per 30 s is the production default; keep it.
     )
     log(f"mode {mode}: starting daphne")
-    daphne = Daphne(database_url=database_url, prefix=prefix, overrides=overrides, log_path=workdir / f"daphne-{mode}.log")
+    daphne = Daphne(
+        database_url=database_url,
+        prefix=prefix,
+        overrides=overrides,
+        log_path=workdir / f"{args.server}-{mode}.log",
+        server=args.server,
+        uvicorn_bin=args.uvicorn,
+    )
     workers: list[Worker] = []
     rows: list[dict] = []
     profile_text = ""
@@ -227,7 +269,10 @@ def run_mode(mode: str, args, database_url: str, prefix: str, workdir: Path) -> 
                 log(f"  {snap['streaming']} streaming after {time.monotonic() - t_open:.1f}s")
             time.sleep(args.settle)
             cpu0 = cpu_seconds(daphne.pid)
+            loop0 = cpu_seconds(daphne.pid, daphne.pid)
             wait0 = runqueue_wait_seconds(daphne.pid)
+            faults0 = fault_counts(daphne.pid)
+            ctx0 = ctx_switches(daphne.pid)
             busy0, total0 = machine_cpu()
             t0 = time.monotonic()
             daphne.get("/bench/reset", timeout=30)
@@ -239,7 +284,10 @@ def run_mode(mode: str, args, database_url: str, prefix: str, workdir: Path) -> 
             server = daphne.get("/bench/stats", timeout=30)
             t1 = time.monotonic()
             cpu1 = cpu_seconds(daphne.pid)
+            loop1 = cpu_seconds(daphne.pid, daphne.pid)
             wait1 = runqueue_wait_seconds(daphne.pid)
+            faults1 = fault_counts(daphne.pid)
+            ctx1 = ctx_switches(daphne.pid)
             busy1, total1 = machine_cpu()
             gen = [w.ask({"cmd": "stats"}, 30) for w in workers]
             rss = rss_bytes(daphne.pid)
@@ -258,6 +306,7 @@ def run_mode(mode: str, args, database_url: str, prefix: str, workdir: Path) -> 
                 "handler_p99": server["handler_ms"]["p99"],
                 "handler_mean": server["handler_ms"]["mean"],
                 "cpu_pct": 100 * (cpu1 - cpu0) / wall,
+                "loop_cpu_pct": 100 * (loop1 - loop0) / wall,
                 "cpu_ms_per_stream_s": 1000 * (cpu1 - cpu0) / (streams * wall) if streams else None,
                 "rss_mib": rss / MIB,
                 "rss_per_stream_mib": (rss - base_rss) / MIB / streams if streams else None,
@@ -277,13 +326,18 @@ def run_mode(mode: str, args, database_url: str, prefix: str, workdir: Path) -> 
                 "before_start": server["app_media_before_start"],
                 "lag_max_per_100ms": server["lag_max_per_100ms"],
                 "gc": server["gc"],
+                "minor_faults": faults1[0] - faults0[0],
+                "major_faults": faults1[1] - faults0[1],
+                "involuntary_ctx": ctx1[1] - ctx0[1],
+                "probe_max_ms": server["probe_max_ms"],
+                "loop_stalls": server["stalls"],
                 "stall_buckets": sum(1 for v in server["lag_max_per_100ms"] if v > TARGET_P99_MS),
             }
             prev_rss = rss
             rows.append(row)
             log(
                 f"  N={n}: lag p50 {fmt(row['lag_p50'], '.2f')} p99 {fmt(row['lag_p99'], '.2f')} ms, "
-                f"daphne CPU {row['cpu_pct']:.0f}% (waited for a CPU {row['runqueue_wait_pct']:.0f}%), "
+                f"daphne CPU {row['cpu_pct']:.0f}% (event-loop thread {row['loop_cpu_pct']:.0f}%, waited for a CPU {row['runqueue_wait_pct']:.0f}%), "
                 f"machine busy {row['machine_busy_pct']:.0f}% of {os.cpu_count()} CPUs, gen CPU {row['gen_cpu_pct']:.0f}%, "
                 f"sent {row['sent']} handled {row['handled']}, closed {row['closed']}, gc {server['gc']}"
             )
@@ -303,6 +357,9 @@ def run_mode(mode: str, args, database_url: str, prefix: str, workdir: Path) -> 
                 log(f"  generator {w.pid}: {result}")
             except Exception as exc:
                 log(f"  generator {w.pid} did not stop cleanly: {exc}")
+        left = daphne.drain()
+        if left:
+            log(f"  {left} consumers still tearing down when daphne is stopped")
     finally:
         for w in workers:
             w.kill()
@@ -323,36 +380,54 @@ def _merge(dicts: list[dict]) -> dict:
     return out
 
 
+def _us(ms) -> str:
+    return "-" if ms is None else f"{ms * 1000:.0f}us"
+
+
 def print_report(rows: list[dict], args) -> None:
     print()
-    print(f"stream_load: {args.seconds:g}s window per step, {args.workers} load-generator process(es), "
-          f"{os.cpu_count()} CPUs, target p99 lag < {TARGET_P99_MS:g} ms at >= 300 streams")  # fmt: skip
+    print(f"stream_load ({args.server}{', pump dispatch' if args.dispatch == 'pump' else ''}): {args.seconds:g}s window per step, "
+          f"{args.workers} load-generator process(es), {os.cpu_count()} CPUs, "
+          f"target p99 lag < {TARGET_P99_MS:g} ms at >= 300 streams")  # fmt: skip
     for mode in dict.fromkeys(r["mode"] for r in rows):
         mrows = [r for r in rows if r["mode"] == mode]
         print()
         print(f"== {mode} (VAD {'on' if MODES[mode]['vad'] else 'off'}, caller sends {MODES[mode]['audio']}) ==")
-        headers = ["N", "lag p50", "p99", "p99.9", "max", ">20ms", "handler p50", "p99", "CPU %", "CPU ms/stream-s",
-                   "RSS MiB", "MiB/stream", "sent", "handled", "gen CPU %", "gen late p99", "closed"]  # fmt: skip
+        headers = ["N", "lag p50 ms", "p99", "p99.9", "max", "frames >20ms", "100ms slots >20ms",
+                   "handler p50", "p99", "sent", "handled", "closed"]  # fmt: skip
         body = []
         for r in mrows:
             body.append([
                 str(r["streaming"]),
                 fmt(r["lag_p50"], ".2f"), fmt(r["lag_p99"], ".2f"), fmt(r["lag_p999"], ".2f"), fmt(r["lag_max"], ".1f"),
-                str(r["over_20ms"]),
-                fmt(r["handler_p50"] * 1000 if r["handler_p50"] is not None else None, ".0f") + "us",
-                fmt(r["handler_p99"] * 1000 if r["handler_p99"] is not None else None, ".0f") + "us",
-                fmt(r["cpu_pct"], ".0f"), fmt(r["cpu_ms_per_stream_s"], ".2f"),
-                fmt(r["rss_mib"], ".0f"), fmt(r["rss_per_stream_mib"], ".2f"),
+                str(r["over_20ms"]), str(r["stall_buckets"]),
+                _us(r["handler_p50"]), _us(r["handler_p99"]),
                 str(r["sent"]), str(r["handled"]),
-                fmt(r["gen_cpu_pct"], ".0f"), fmt(r["gen_late_p99"], ".1f") + "ms",
                 str(r["closed"]) + (f" {r['close_codes']}" if r["close_codes"] else ""),
             ])  # fmt: skip
         print(table(headers, body))
+        print()
+        headers = ["N", "CPU %", "loop thread %", "CPU ms/stream-s", "RSS MiB", "MiB/stream", "marginal MiB/stream",
+                   "waited for CPU %", "machine busy %", "others %", "gen CPU %", "gen late p99", "gc0/1/2 runs", "gc max ms"]  # fmt: skip
+        body = []
+        for r in mrows:
+            gc = r["gc"]
+            body.append([
+                str(r["streaming"]),
+                fmt(r["cpu_pct"], ".0f"), fmt(r["loop_cpu_pct"], ".0f"), fmt(r["cpu_ms_per_stream_s"], ".2f"),
+                fmt(r["rss_mib"], ".0f"), fmt(r["rss_per_stream_mib"], ".3f"), fmt(r["rss_marginal_mib"], ".3f"),
+                fmt(r["runqueue_wait_pct"], ".0f"), fmt(r["machine_busy_pct"], ".0f"),
+                fmt(r["machine_busy_pct"] * (os.cpu_count() or 1) - r["cpu_pct"] - r["gen_cpu_pct"], ".0f"),
+                fmt(r["gen_cpu_pct"], ".0f"), fmt(r["gen_late_p99"], ".1f") + "ms",
+                "/".join(str(gc[f"gen{g}"]["count"]) for g in range(3)),
+                fmt(max(gc[f"gen{g}"]["max_ms"] for g in range(3)), ".1f"),
+            ])  # fmt: skip
+        print(table(headers, body))
         ok = [r["streaming"] for r in mrows if r["lag_p99"] is not None and r["lag_p99"] < TARGET_P99_MS and not r["closed"]]
-        verdict = f"largest N with p99 < {TARGET_P99_MS:g} ms: {max(ok) if ok else 'none'}"
         met = any(r["streaming"] >= 300 and r["lag_p99"] is not None and r["lag_p99"] < TARGET_P99_MS for r in mrows)
-        print(f"{verdict}; target (>= 300 streams) {'MET' if met else 'NOT MET'}; "
-              f"daphne log: {mrows[0]['log_warnings']} warnings, {mrows[0]['log_errors']} errors")  # fmt: skip
+        print(f"largest N with p99 < {TARGET_P99_MS:g} ms: {max(ok) if ok else 'none'}; "
+              f"target (>= 300 streams) {'MET' if met else 'NOT MET'}; "
+              f"server log: {mrows[0]['log_warnings']} warnings, {mrows[0]['log_errors']} errors")  # fmt: skip
 
 
 def main() -> None:
@@ -366,6 +441,11 @@ def main() -> None:
                         help="after the last step, profile daphne for --profile-seconds (not during measurement)")
     parser.add_argument("--profile-seconds", type=float, default=10.0)
     parser.add_argument("--py-spy", default=shutil.which("py-spy") or "py-spy", help="py-spy executable")
+    parser.add_argument("--server", choices=["daphne", "uvicorn", "uvicorn-uvloop"], default="daphne",
+                        help="ASGI server for the app (default daphne; uvicorn variants are a what-if comparison)")
+    parser.add_argument("--uvicorn", default=shutil.which("uvicorn") or "uvicorn", help="uvicorn executable for --server uvicorn*")
+    parser.add_argument("--dispatch", choices=["channels", "pump"], default="channels",
+                        help="pump: replace channels' await_many_dispatch in the server (what-if, bench/dispatch.py)")
     parser.add_argument("--json", help="also write the rows to this JSON file")
     parser.add_argument("--keep-logs", action="store_true", help="keep daphne logs and profiles (printed path)")
     args = parser.parse_args()
@@ -377,6 +457,7 @@ def main() -> None:
     if args.profile == "pyspy" and not shutil.which(args.py_spy) and not os.path.exists(args.py_spy):
         parser.error("py-spy not found (pass --py-spy PATH or use --profile cprofile)")
     raise_nofile()
+    os.environ["BENCH_DISPATCH"] = "pump" if args.dispatch == "pump" else ""
     prefix = f"benchload{run_id()}"
     workdir = Path(tempfile.mkdtemp(prefix="bench-stream-load-"))
     rows: list[dict] = []
