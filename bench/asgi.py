@@ -21,16 +21,16 @@ from urllib.parse import parse_qs
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
 
-from django.core.asgi import get_asgi_application  # noqa: E402
+from django.core.asgi import get_asgi_application
 
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from django.urls import re_path  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter
+from django.urls import re_path
 
-from mediastream.conf import app_settings  # noqa: E402
+from mediastream.conf import app_settings
 
-from .consumer import PROBE, RECORDER, BenchConsumer, server_snapshot  # noqa: E402
+from .consumer import PROBE, RECORDER, BenchConsumer, server_snapshot
 
 if os.environ.get("BENCH_DISPATCH") == "pump":  # what-if experiment, see bench/dispatch.py
     from .dispatch import install

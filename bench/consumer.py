@@ -23,7 +23,7 @@ import weakref
 
 from mediastream.consumers import MediaStreamConsumer, State
 
-__all__ = ["BenchConsumer", "RECORDER", "PROBE", "CONSUMERS", "Recorder", "server_snapshot"]
+__all__ = ["CONSUMERS", "PROBE", "RECORDER", "BenchConsumer", "Recorder", "server_snapshot"]
 
 _STAMP = '"benchSentNs":'
 _STAMP_LEN = len(_STAMP)
@@ -91,23 +91,19 @@ class Recorder:
         entry = self.gc[info["generation"]]
         entry[0] += 1
         entry[1] += took
-        if took > entry[2]:
-            entry[2] = took
+        entry[2] = max(entry[2], took)
 
     def frame(self, lag_ns: int, handler_ns: int, now_ns: int) -> None:
-        if lag_ns < 0:
-            lag_ns = 0
+        lag_ns = max(lag_ns, 0)
         k = (now_ns - self.since_ns) // SERIES_BUCKET_NS
         if k < SERIES_BUCKETS and lag_ns > self.series_max[k]:
             self.series_max[k] = lag_ns
         i = lag_ns // LAG_BIN_NS
-        self.lag[i if i < LAG_BINS else LAG_BINS] += 1
-        if lag_ns > self.lag_max_ns:
-            self.lag_max_ns = lag_ns
+        self.lag[min(LAG_BINS, i)] += 1
+        self.lag_max_ns = max(self.lag_max_ns, lag_ns)
         j = handler_ns // HANDLER_BIN_NS
-        self.handler[j if j < HANDLER_BINS else HANDLER_BINS] += 1
-        if handler_ns > self.handler_max_ns:
-            self.handler_max_ns = handler_ns
+        self.handler[min(HANDLER_BINS, j)] += 1
+        self.handler_max_ns = max(self.handler_max_ns, handler_ns)
         self.handler_total_ns += handler_ns
 
     def summary(self, want_objects: bool = False) -> dict:
@@ -192,8 +188,7 @@ class LoopProbe:
             t = time.monotonic()
             await asyncio.sleep(self.INTERVAL)
             late = (time.monotonic() - t - self.INTERVAL) * 1000
-            if late > self.max_ms:
-                self.max_ms = late
+            self.max_ms = max(self.max_ms, late)
             if late > self.STALL_MS and len(self.stalls) < 2000:
                 self.stalls.append((round(t - self.since, 3), round(late, 1)))
 

@@ -176,9 +176,8 @@ class Generator:
             lateness_ms = (now - due) * 1000.0
             b = int(lateness_ms / LATE_BIN_MS)
             late = self.late
-            late[b if b < LATE_BINS else LATE_BINS] += 1
-            if lateness_ms > self.late_max:
-                self.late_max = lateness_ms
+            late[min(LATE_BINS, b)] += 1
+            self.late_max = max(self.late_max, lateness_ms)
             payload = frames[stream.frame_index % nframes]
             stream.frame_index += 1
             try:

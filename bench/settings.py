@@ -6,6 +6,6 @@ overrides from ``MEDIASTREAM_OVERRIDES`` JSON), with the bench ASGI app
 (``bench.asgi:application``: the bench consumer plus a small stats endpoint).
 """
 
-from tests.settings_live import *  # noqa: F401,F403
+from tests.settings_live import *
 
 ASGI_APPLICATION = "bench.asgi.application"

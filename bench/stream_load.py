@@ -36,7 +36,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import (  # noqa: E402
+from bench.common import (
     PYTHON,
     ROOT,
     Daphne,
@@ -49,10 +49,10 @@ from bench.common import (  # noqa: E402
     log,
     machine_cpu,
     raise_nofile,
-    runqueue_wait_seconds,
     redis_cleanup,
     rss_bytes,
     run_id,
+    runqueue_wait_seconds,
     table,
     thread_count,
 )

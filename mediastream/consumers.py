@@ -15,6 +15,7 @@ The per-frame path (``media``) never awaits the database or the network.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
 from enum import Enum
@@ -23,16 +24,18 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
 from channels.consumer import get_handler_name
 
 from voicecall.logsafe import sanitize
 from voicecall.twilio_auth import validate_websocket_upgrade
 
-from . import records
+from . import heartbeat, records
 from .admission import Admission, registry, resolve_client_ip
 from .announcer import Announcer
 from .closing import CLOSES, Close, CloseCode
 from .conf import app_settings
+from .dispatch import dispatch_loop
 from .groups import call_group
 from .playback.player import Outcome, PlaybackItem, PlaybackResult, PlayerConfig, StreamPlayer
 from .startup import on_first_connection
@@ -60,13 +63,23 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
     # --- ASGI plumbing ---------------------------------------------------------
 
     async def __call__(self, scope, receive, send):
-        # disconnect() does not run when a handler crashes or daphne cancels the
-        # app (shutdown): tear down here so no task or record is left behind.
+        # AsyncConsumer.__call__, with two changes: a cheaper receive loop (see
+        # mediastream.dispatch), and teardown in a finally, because disconnect()
+        # does not run when a handler crashes or daphne cancels the app (shutdown).
         self._init_state()
+        self.scope = scope
+        self.base_send = send
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        sources = [receive]
+        if self.channel_layer is not None:
+            self.channel_name = await self.channel_layer.new_channel()
+            sources.append(functools.partial(self.channel_layer.receive, self.channel_name))
         try:
-            await super().__call__(scope, receive, send)
+            await dispatch_loop(sources, self.dispatch)
+        except StopConsumer:
+            pass
         except asyncio.CancelledError:
-            await asyncio.shield(self._teardown(CLOSES.SHUTDOWN.code, CLOSES.SHUTDOWN.reason))
+            await self._teardown(CLOSES.SHUTDOWN.code, CLOSES.SHUTDOWN.reason)
             raise
         except Exception:
             logger.exception("Media stream consumer crashed (stream %s)", self.stream_sid or "-")
@@ -99,8 +112,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         self._start_timer: asyncio.TimerHandle | None = None
         self._accepted = False
         self._closing: Close | None = None
-        self._torn_down = False
-        self._teardown_done = asyncio.Event()
+        self._teardown_task: asyncio.Task | None = None
         self._max_message = app_settings.MAX_MESSAGE_BYTES
 
     # --- connection ------------------------------------------------------------
@@ -289,7 +301,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             {"tracks": list(msg.tracks), "custom_parameters": {k: v for k, v in msg.custom_parameters.items() if k != "token"}},
             record=False,
         )
-        self._spawn(self._heartbeat(), "heartbeat")
+        heartbeat.beat(admitted.stream_id)
         greeting = app_settings.STREAM_GREETING
         if greeting:
             self.player.enqueue(PlaybackItem(text=greeting, interruptible=not app_settings.SUPPRESS_BARGE_IN_DURING_GREETING))
@@ -417,12 +429,6 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         if self._begin_close(close):
             self._spawn(self.close(code=int(close.code), reason=close.reason), "close")
 
-    async def _heartbeat(self) -> None:
-        interval = app_settings.STREAM_HEARTBEAT_SECONDS
-        while True:
-            await asyncio.sleep(interval)
-            await database_sync_to_async(records.heartbeat)(self.admitted.stream_id)
-
     def _spawn(self, coro, name: str) -> asyncio.Task:
         task = asyncio.create_task(coro, name=f"{name}:{self.stream_sid or self.conn_id}")
         self._tasks.add(task)
@@ -435,35 +441,36 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             logger.error("Task %s failed", task.get_name(), exc_info=task.exception())
 
     async def _teardown(self, code: int | None, reason: str) -> None:
-        """Release everything exactly once, whatever ended the stream."""
-        if self._torn_down:
-            await self._teardown_done.wait()
-            return
-        self._torn_down = True
-        try:
-            self.state = State.STOPPED
-            if self._start_timer is not None:
-                self._start_timer.cancel()
-            registry.release(self.conn_id)
-            if self.player is not None:
-                await self.player.close("stream closed")
-            if self.speech is not None:
-                await self.speech.close()
-            current = asyncio.current_task()
-            tasks = [t for t in self._tasks if t is not current]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            if self.admitted is not None:
-                if self.call_sid:
-                    try:
-                        await self.channel_layer.group_discard(call_group(self.call_sid), self.channel_name)
-                    except Exception:
-                        logger.exception("group_discard failed for %s", self.stream_sid)
-                await self._record_stop(code, reason)
-            self.stats.log_summary(self.stream_sid)
-        finally:
-            self._teardown_done.set()
+        """Release everything exactly once, whatever ended the stream.
+
+        The work runs in its own task and callers wait on it shielded: daphne
+        cancels the app at shutdown, and that must not cut a teardown short.
+        """
+        if self._teardown_task is None:
+            self._teardown_task = asyncio.ensure_future(self._release(code, reason))
+        await asyncio.shield(self._teardown_task)
+
+    async def _release(self, code: int | None, reason: str) -> None:
+        self.state = State.STOPPED
+        if self._start_timer is not None:
+            self._start_timer.cancel()
+        registry.release(self.conn_id)
+        if self.player is not None:
+            await self.player.close("stream closed")
+        if self.speech is not None:
+            await self.speech.close()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self.admitted is not None:
+            heartbeat.forget(self.admitted.stream_id)
+            try:
+                await self.channel_layer.group_discard(call_group(self.call_sid), self.channel_name)
+            except Exception:
+                logger.exception("group_discard failed for %s", self.stream_sid)
+            await self._record_stop(code, reason)
+        self.stats.log_summary(self.stream_sid)
 
     async def _record_stop(self, code: int | None, reason: str) -> None:
         # Rows the stream still owes (playback outcomes, transcripts) land before

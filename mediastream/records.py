@@ -26,7 +26,6 @@ __all__ = [
     "SERVER_ID",
     "admit_stream",
     "finish_stream",
-    "heartbeat",
     "add_event",
     "add_transcript",
     "reap_stale_streams",
@@ -126,10 +125,6 @@ def finish_stream(stream_id: int, *, close_code: int | None, close_reason: str, 
             {"stream_sid": stream.stream_sid, "close_code": close_code, "close_reason": close_reason},
         )
         return True
-
-
-def heartbeat(stream_id: int) -> None:
-    MediaStream.objects.filter(pk=stream_id, stopped_at__isnull=True).update(heartbeat_at=timezone.now())
 
 
 def add_event(call_id: int, stream_id: int | None, type: str, payload: dict) -> None:

@@ -330,14 +330,19 @@ async def test_dtmf_is_recorded_and_announced():
 
 
 async def test_no_task_outlives_the_stream():
+    from mediastream import heartbeat
+
     before = {t for t in asyncio.all_tasks()}
     async with live_stream() as (comm, call, stream_sid):
         await comm.send_to(text_data=streams.media(stream_sid))
-        running = {t.get_name() for t in asyncio.all_tasks() - before}
-        assert any(name.startswith("heartbeat:") for name in running)
+        stream = await MediaStream.objects.aget(stream_sid=stream_sid)
+        assert stream.pk in heartbeat._live
+        running = {t.get_name().split(":")[0] for t in asyncio.all_tasks() - before}
+        assert {"announcer", "mediastream-reader"} <= running
     await asyncio.sleep(0)
     leftovers = [t.get_name() for t in asyncio.all_tasks() - before if not t.done()]
-    assert not [n for n in leftovers if n.split(":")[0] in {"heartbeat", "playback", "announcer", "stt-connect", "play"}], leftovers
+    assert not [n for n in leftovers if n.split(":")[0] in {"playback", "announcer", "stt-connect", "play", "mediastream-reader"}], leftovers
+    assert stream.pk not in heartbeat._live
 
 
 async def test_crashing_handler_leaves_no_task_and_closes_the_stream(monkeypatch):
@@ -358,7 +363,7 @@ async def test_crashing_handler_leaves_no_task_and_closes_the_stream(monkeypatch
     with pytest.raises(RuntimeError):
         await comm.wait(2)
     leftovers = [t.get_name() for t in asyncio.all_tasks() - before if not t.done()]
-    assert not [n for n in leftovers if n.split(":")[0] in {"heartbeat", "playback", "announcer", "stt-connect"}], leftovers
+    assert not [n for n in leftovers if n.split(":")[0] in {"playback", "announcer", "stt-connect", "mediastream-reader"}], leftovers
     stream = await MediaStream.objects.aget(stream_sid=stream_sid)
     assert stream.stopped_at is not None
     assert stream.close_reason == "consumer crashed"

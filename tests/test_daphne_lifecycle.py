@@ -97,3 +97,16 @@ async def test_a_new_process_reaps_on_its_first_stream(server):
             lambda: MediaStream.objects.filter(stream_sid=orphan.stream_sid, stopped_at__isnull=False).first(), timeout=15
         )
     assert row.close_reason == "reaped: owner process gone"
+
+
+async def test_shutdown_during_teardown_still_records_the_stop(server):
+    start, _ = server
+    with start() as (port, proc):
+        stream = await open_stream(port)
+        await stream.stop()
+        await stream.wait_closed(10)
+        proc.send_signal(signal.SIGTERM)  # while the server may still be tearing the stream down
+        proc.wait(15)
+    row = await MediaStream.objects.aget(stream_sid=stream.stream_sid)
+    assert row.stopped_at is not None
+    assert row.close_reason == "Stream stopped"
