@@ -515,7 +515,7 @@ async def run_config(config: str, args, database_url: str, prefix: str, logdir: 
     overrides = {
         "TTS": {
             "BACKEND": "mediastream.tts.dummy.ConstantBackend",
-            "OPTIONS": {"value": 3000, "sample_rate": 8000, "ms_per_char": 40, "min_ms": 600},
+            "OPTIONS": {"VALUE": 3000, "SAMPLE_RATE": 8000, "MS_PER_CHAR": 40, "MIN_MS": 600},
         },
         "TRANSCRIPTION": CONFIGS[config],
         "MAX_PENDING_CONNECTIONS_PER_IP": 256,

@@ -384,7 +384,7 @@ def setup_django(database_url: str, prefix: str) -> None:
 
 def silence_tts() -> dict:
     # ~20 ms of audio per character, at least 200 ms: "Line 12." is 200 ms, BARGE_TEXT 6 s.
-    return {"BACKEND": "mediastream.tts.dummy.SilenceBackend", "OPTIONS": {"ms_per_char": 20, "min_ms": 200}}
+    return {"BACKEND": "mediastream.tts.dummy.SilenceBackend", "OPTIONS": {"MS_PER_CHAR": 20, "MIN_MS": 200}}
 
 
 async def start_load(daphne: Daphne, args):

@@ -138,6 +138,15 @@ class _SharedModel:
         return cls._session
 
 
+_SILENT_WINDOW = np.zeros(WINDOW_SAMPLES, dtype=np.float32)
+
+
+def quiet_codes_below(amplitude: float) -> bytes:
+    """The mu-law codes whose sample magnitude is below ``amplitude`` (int16 scale)."""
+    decoded = ulaw_decode(bytes(range(256))).astype(np.int32)
+    return bytes(code for code in range(256) if abs(int(decoded[code])) < amplitude)
+
+
 class _SharedScorer:
     """Per-stream recurrent state driving the shared session."""
 
@@ -252,6 +261,9 @@ class SpeechDetector:
         self.end_windows = max(1, math.ceil(end_silence_seconds * 1000 / WINDOW_MS - 1e-9))
         # Mean square of float samples in [-1, 1]; None disables the gate.
         self._gate = None if energy_gate_dbfs is None else 10 ** (energy_gate_dbfs / 10)
+        # Mu-law codes too quiet to pass the gate: a frame made only of these is skipped undecoded.
+        self._quiet_codes = None if self._gate is None else quiet_codes_below(math.sqrt(self._gate) * 32768.0)
+        self._window_quiet = True  # the window being filled holds only such samples so far
         self._scorer: _Scorer = _make_scorer(engine)
         self._window = np.zeros(WINDOW_SAMPLES, dtype=np.float32)
         self._filled = 0
@@ -282,6 +294,8 @@ class SpeechDetector:
         """Take mu-law audio of any length; return the events it completed, in order."""
         if not mulaw:
             return []
+        if self._quiet_codes is not None and not mulaw.translate(None, self._quiet_codes):
+            return self._feed_quiet(len(mulaw))
         samples = ulaw_decode(mulaw).astype(np.float32) * (1.0 / 32768.0)
         events: list[VadEvent] = []
         position, total = 0, len(samples)
@@ -293,6 +307,28 @@ class SpeechDetector:
             if self._filled == WINDOW_SAMPLES:
                 self._filled = 0
                 event = self._process_window()
+                if event is not None:
+                    events.append(event)
+        self._window_quiet = self._filled == 0
+        return events
+
+    def _feed_quiet(self, count: int) -> list[VadEvent]:
+        """Audio whose every sample is below the energy gate (most of a call).
+
+        Decided from the mu-law bytes alone, without decoding: such a window
+        cannot pass the gate, so it is skipped without touching numpy.
+        """
+        events: list[VadEvent] = []
+        while count:
+            take = min(WINDOW_SAMPLES - self._filled, count)
+            if not self._window_quiet:  # part of this window was louder: keep its samples
+                self._window[self._filled : self._filled + take] = 0.0
+            self._filled += take
+            count -= take
+            if self._filled == WINDOW_SAMPLES:
+                self._filled = 0
+                event = self._process_window(quiet=self._window_quiet)
+                self._window_quiet = True
                 if event is not None:
                     events.append(event)
         return events
@@ -310,12 +346,13 @@ class SpeechDetector:
         """Forget all audio and state, as for a new stream."""
         self._scorer.reset()
         self._filled = 0
+        self._window_quiet = True
         self._reset_counters()
 
-    def _process_window(self) -> VadEvent | None:
-        window = self._window
+    def _process_window(self, quiet: bool = False) -> VadEvent | None:
+        window = _SILENT_WINDOW if quiet else self._window
         self.windows += 1
-        if self._gate is not None and float(np.dot(window, window)) < self._gate * WINDOW_SAMPLES:
+        if quiet or (self._gate is not None and float(np.dot(window, window)) < self._gate * WINDOW_SAMPLES):
             self._scorer.skip(window)
             p = 0.0
             self._gated_run += 1

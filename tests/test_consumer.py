@@ -371,7 +371,7 @@ async def test_crashing_handler_leaves_no_task_and_closes_the_stream(monkeypatch
 
 async def test_stream_that_stops_draining_is_closed_for_backpressure():
     # Twilio confirms played audio with mark echoes; this client never echoes.
-    tts = {"BACKEND": "mediastream.tts.dummy.ConstantBackend", "OPTIONS": {"value": 100, "sample_rate": 8000, "duration_ms": 3000}}
+    tts = {"BACKEND": "mediastream.tts.dummy.ConstantBackend", "OPTIONS": {"VALUE": 100, "SAMPLE_RATE": 8000, "DURATION_MS": 3000}}
     with ms(TTS=tts, MAX_UNCONFIRMED_AUDIO_SECONDS=0.5, PLAYBACK_LEAD_SECONDS=10.0):
         async with live_stream() as (comm, call, stream_sid):
             from mediastream.api import aspeak

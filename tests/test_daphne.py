@@ -66,7 +66,7 @@ def live(django_db_setup, django_db_blocker, tmp_path_factory):
     prefix = f"mstest{os.getpid()}"
     overrides = {
         # Speech out that returns audio at once: 600 ms of a constant PCM level.
-        "TTS": {"BACKEND": "mediastream.tts.dummy.ConstantBackend", "OPTIONS": {"value": 3000, "sample_rate": 8000, "ms_per_char": 40, "min_ms": 600}},
+        "TTS": {"BACKEND": "mediastream.tts.dummy.ConstantBackend", "OPTIONS": {"VALUE": 3000, "SAMPLE_RATE": 8000, "MS_PER_CHAR": 40, "MIN_MS": 600}},
     }
     log = tmp_path_factory.mktemp("daphne") / "daphne.log"
     with django_db_blocker.unblock():

@@ -156,7 +156,7 @@ async def test_interrupt_during_synthesis_discards_late_audio():
 
 
 async def test_interrupt_during_playback_stops_frames_and_ignores_cleared_marks():
-    wire, backend = Wire(), ConstantBackend(value=1000, sample_rate=8000, duration_ms=2000)
+    wire, backend = Wire(), ConstantBackend(VALUE=1000, SAMPLE_RATE=8000, DURATION_MS=2000)
     player = make_player(wire, backend, lead_seconds=0.1)
     item = PlaybackItem(text="a long sentence")
     player.enqueue(item)
@@ -176,7 +176,7 @@ async def test_interrupt_during_playback_stops_frames_and_ignores_cleared_marks(
 
 async def test_mark_not_echoed_resolves_unconfirmed_after_duration_plus_grace():
     wire = Wire()
-    player = make_player(wire, SilenceBackend(duration_ms=40), mark_grace_seconds=0.05)
+    player = make_player(wire, SilenceBackend(DURATION_MS=40), mark_grace_seconds=0.05)
     item = PlaybackItem(text="hi")
     player.enqueue(item)
     result = await wire.result(item.id, timeout=2)
@@ -227,7 +227,7 @@ async def test_synthesis_failure_fails_that_item_only(setup, error):
 
 async def test_pcm_1000_becomes_whole_frames_of_0xce():
     wire = Wire()
-    player = make_player(wire, ConstantBackend(value=1000, sample_rate=24000, duration_ms=200))
+    player = make_player(wire, ConstantBackend(VALUE=1000, SAMPLE_RATE=24000, DURATION_MS=200))
     item = PlaybackItem(text="x")
     player.enqueue(item)
     await echo_end_mark(wire, player, item.id)
@@ -308,7 +308,7 @@ async def test_pacing_keeps_a_bounded_lead_on_an_absolute_clock():
     player = StreamPlayer(
         stream_sid=STREAM,
         send=send,
-        tts=lambda: ConstantBackend(value=500, sample_rate=8000, duration_ms=3000),
+        tts=lambda: ConstantBackend(VALUE=500, SAMPLE_RATE=8000, DURATION_MS=3000),
         on_result=wire.on_result,
         config=PlayerConfig(lead_seconds=0.3, mark_grace_seconds=0.01),
         clock=time_.clock,

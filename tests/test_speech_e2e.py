@@ -48,7 +48,7 @@ FRAME_MS = 20
 #: Speech out that returns audio at once: a constant PCM level, 40 ms of audio per character.
 CONSTANT_TTS = {
     "BACKEND": "mediastream.tts.dummy.ConstantBackend",
-    "OPTIONS": {"value": 3000, "sample_rate": 8000, "ms_per_char": 40, "min_ms": 600},
+    "OPTIONS": {"VALUE": 3000, "SAMPLE_RATE": 8000, "MS_PER_CHAR": 40, "MIN_MS": 600},
 }
 WHISPER = {"BACKEND": "mediastream.transcription.whisper.WhisperBackend", "OPTIONS": {}}
 DISCARD = {"BACKEND": "mediastream.transcription.discard.DiscardBackend", "OPTIONS": {}}

@@ -34,7 +34,7 @@ def to_phone(chunks: list[AudioChunk]) -> bytes:
 
 @pytest.mark.asyncio
 async def test_silence_backend_gives_whole_frames_of_mulaw_silence():
-    backend = SilenceBackend(ms_per_char=10, min_ms=100)
+    backend = SilenceBackend(MS_PER_CHAR=10, MIN_MS=100)
     chunks = await collect(backend, "Hello there")  # 11 chars -> 110 ms -> 120 ms
     assert [(c.encoding, c.sample_rate) for c in chunks] == [("mulaw", 8000)]
     assert chunks[0].data == b"\xff" * 960
@@ -44,7 +44,7 @@ async def test_silence_backend_gives_whole_frames_of_mulaw_silence():
 
 @pytest.mark.asyncio
 async def test_constant_backend_becomes_ce_frames():
-    backend = ConstantBackend(value=1000, sample_rate=24000, duration_ms=40)
+    backend = ConstantBackend(VALUE=1000, SAMPLE_RATE=24000, DURATION_MS=40)
     chunks = await collect(backend, "anything")
     assert chunks == [AudioChunk(np.full(960, 1000, "<i2").tobytes(), "pcm_s16le", 24000)]
     frames = list(iter_frames(to_phone(chunks)))
@@ -53,20 +53,20 @@ async def test_constant_backend_becomes_ce_frames():
 
 @pytest.mark.asyncio
 async def test_constant_zero_is_silence_and_blank_text_is_nothing():
-    backend = ConstantBackend(value=0, sample_rate=22050, duration_ms=100)
+    backend = ConstantBackend(VALUE=0, SAMPLE_RATE=22050, DURATION_MS=100)
     assert to_phone(await collect(backend, "x")) == b"\xff" * 800
     assert await collect(backend, "   ") == []
 
 
 @pytest.mark.asyncio
 async def test_tone_backend_is_audible():
-    chunks = await collect(ToneBackend(frequency=440, sample_rate=16000, duration_ms=200), "beep")
+    chunks = await collect(ToneBackend(FREQUENCY=440, SAMPLE_RATE=16000, DURATION_MS=200), "beep")
     samples = np.frombuffer(chunks[0].data, "<i2")
     assert len(samples) == 3200 and samples.max() > 7000
 
 
 def test_dummies_load_by_dotted_path_and_reject_unknown_options():
-    config = {"BACKEND": "mediastream.tts.dummy.ConstantBackend", "OPTIONS": {"value": 5}}
+    config = {"BACKEND": "mediastream.tts.dummy.ConstantBackend", "OPTIONS": {"VALUE": 5}}
     backend = load_backend("TTS", config)
     assert backend.value == 5
     with pytest.raises(InvalidBackendError, match="Bad OPTIONS"):

@@ -139,3 +139,13 @@ def test_faint_noise_after_speech_and_digital_silence_is_not_speech():
     assert [type(e) for e in events] == [SpeechStarted, SpeechEnded]
     later = detector.feed(af.silence(500) + af.white_noise(1500, dbfs=-50))
     assert later == []
+
+
+def test_quiet_line_is_skipped_without_running_the_model():
+    detector = SpeechDetector()
+    for _ in range(50):  # one second of 20 ms frames of digital silence and idle-channel codes
+        assert detector.feed(b"\xff\x7f\xfe" * 53 + b"\xff") == []
+    assert detector.windows == 31 and detector.model_windows == 0
+    clip = af.speech_clip("Hello there.", lead_ms=0, tail_ms=0)
+    events = detector.feed(clip.mulaw)
+    assert isinstance(events[0], SpeechStarted)

@@ -3,7 +3,7 @@
 Like Django's locmem mail backend these are real backends, chosen by dotted
 path (``"mediastream.tts.dummy.SilenceBackend"``). Each records the texts it
 was asked to speak in ``texts``, and produces audio whose length follows the
-text (``ms_per_char``, at least ``min_ms``) unless ``duration_ms`` fixes it.
+text (``MS_PER_CHAR``, at least ``MIN_MS``) unless ``DURATION_MS`` fixes it.
 Durations are rounded up to whole 20 ms frames, so the mu-law output is
 always a whole number of Twilio frames.
 """
@@ -31,19 +31,19 @@ class _DurationBackend(BaseTTSBackend):
     def __init__(
         self,
         *,
-        ms_per_char: float = 60.0,
-        min_ms: float = 200.0,
-        duration_ms: float | None = None,
+        MS_PER_CHAR: float = 60.0,
+        MIN_MS: float = 200.0,
+        DURATION_MS: float | None = None,
     ) -> None:
         super().__init__()
-        for name, value in (("ms_per_char", ms_per_char), ("min_ms", min_ms)):
+        for name, value in (("MS_PER_CHAR", MS_PER_CHAR), ("MIN_MS", MIN_MS)):
             if value < 0:
                 raise ValueError(f"{name} must not be negative, got {value}")
-        if duration_ms is not None and duration_ms < 0:
-            raise ValueError(f"duration_ms must not be negative, got {duration_ms}")
-        self.ms_per_char = ms_per_char
-        self.min_ms = min_ms
-        self.duration_ms = duration_ms
+        if DURATION_MS is not None and DURATION_MS < 0:
+            raise ValueError(f"DURATION_MS must not be negative, got {DURATION_MS}")
+        self.ms_per_char = MS_PER_CHAR
+        self.min_ms = MIN_MS
+        self.duration_ms = DURATION_MS
         self.texts: list[str] = []
 
     def duration_for(self, text: str) -> float:
@@ -84,19 +84,19 @@ class ConstantBackend(_DurationBackend):
     def __init__(
         self,
         *,
-        value: int = 1000,
-        sample_rate: int = 24000,
-        duration_ms: float | None = None,
-        ms_per_char: float = 60.0,
-        min_ms: float = 200.0,
+        VALUE: int = 1000,
+        SAMPLE_RATE: int = 24000,
+        DURATION_MS: float | None = None,
+        MS_PER_CHAR: float = 60.0,
+        MIN_MS: float = 200.0,
     ) -> None:
-        super().__init__(ms_per_char=ms_per_char, min_ms=min_ms, duration_ms=duration_ms)
-        if not -32768 <= value <= 32767:
-            raise ValueError(f"value must fit in int16, got {value}")
-        if sample_rate <= 0:
-            raise ValueError(f"sample_rate must be positive, got {sample_rate}")
-        self.value = value
-        self.sample_rate = sample_rate
+        super().__init__(MS_PER_CHAR=MS_PER_CHAR, MIN_MS=MIN_MS, DURATION_MS=DURATION_MS)
+        if not -32768 <= VALUE <= 32767:
+            raise ValueError(f"VALUE must fit in int16, got {VALUE}")
+        if SAMPLE_RATE <= 0:
+            raise ValueError(f"SAMPLE_RATE must be positive, got {SAMPLE_RATE}")
+        self.value = VALUE
+        self.sample_rate = SAMPLE_RATE
 
     def render(self, text: str) -> AudioChunk:
         samples = np.full(self.samples_for(text, self.sample_rate), self.value, dtype="<i2")
@@ -109,25 +109,23 @@ class ToneBackend(_DurationBackend):
     def __init__(
         self,
         *,
-        frequency: float = 440.0,
-        amplitude: int = 8000,
-        sample_rate: int = 24000,
-        duration_ms: float | None = None,
-        ms_per_char: float = 60.0,
-        min_ms: float = 200.0,
+        FREQUENCY: float = 440.0,
+        AMPLITUDE: int = 8000,
+        SAMPLE_RATE: int = 24000,
+        DURATION_MS: float | None = None,
+        MS_PER_CHAR: float = 60.0,
+        MIN_MS: float = 200.0,
     ) -> None:
-        super().__init__(ms_per_char=ms_per_char, min_ms=min_ms, duration_ms=duration_ms)
-        if sample_rate <= 0:
-            raise ValueError(f"sample_rate must be positive, got {sample_rate}")
-        if not 0 < frequency < sample_rate / 2:
-            raise ValueError(
-                f"frequency must be between 0 and half the sample rate, got {frequency}"
-            )
-        if not 0 <= amplitude <= 32767:
-            raise ValueError(f"amplitude must be within 0..32767, got {amplitude}")
-        self.frequency = frequency
-        self.amplitude = amplitude
-        self.sample_rate = sample_rate
+        super().__init__(MS_PER_CHAR=MS_PER_CHAR, MIN_MS=MIN_MS, DURATION_MS=DURATION_MS)
+        if SAMPLE_RATE <= 0:
+            raise ValueError(f"SAMPLE_RATE must be positive, got {SAMPLE_RATE}")
+        if not 0 < FREQUENCY < SAMPLE_RATE / 2:
+            raise ValueError(f"FREQUENCY must be between 0 and half the sample rate, got {FREQUENCY}")
+        if not 0 <= AMPLITUDE <= 32767:
+            raise ValueError(f"AMPLITUDE must be within 0..32767, got {AMPLITUDE}")
+        self.frequency = FREQUENCY
+        self.amplitude = AMPLITUDE
+        self.sample_rate = SAMPLE_RATE
 
     def render(self, text: str) -> AudioChunk:
         t = np.arange(self.samples_for(text, self.sample_rate)) / self.sample_rate
