@@ -6,6 +6,6 @@ overrides from ``MEDIASTREAM_OVERRIDES`` JSON), with the bench ASGI app
 (``bench.asgi:application``: the bench consumer plus a small stats endpoint).
 """
 
-from tests.settings_live import *
+from tests.settings_live import *  # noqa: F403
 
 ASGI_APPLICATION = "bench.asgi.application"

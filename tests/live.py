@@ -10,10 +10,53 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DAPHNE = Path(sys.executable).with_name("daphne")
+
+
+@dataclass
+class Live:
+    """A running daphne: where to reach it, and the Redis layer it listens on."""
+
+    port: int
+    redis_url: str
+    prefix: str
+    database_url: str = ""
+    log: Path | None = None
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/twilio/media-stream/"
+
+    def channel_layers(self) -> dict:
+        """CHANNEL_LAYERS for this process to reach the server's calls (use with override_settings)."""
+        return {
+            "default": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "CONFIG": {"hosts": [{"address": self.redis_url, "socket_timeout": None}], "prefix": self.prefix},
+            }
+        }
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log else ""
+        except OSError:
+            return ""
+
+
+def server_database_url() -> str:
+    """The URL of pytest-django's test database, for the server process."""
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    return f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
 def free_port() -> int:

@@ -10,7 +10,6 @@ import asyncio
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 
 import pytest
 from django.conf import settings
@@ -22,7 +21,7 @@ from mediastream.closing import CLOSES
 from mediastream.simulator import TwilioCall, TwilioStream
 from voicecall.models import CallEvent, MediaStream, TranscriptSegment
 
-from .live import ROOT, daphne_server
+from .live import ROOT, Live, daphne_server, server_database_url
 from .streams import wait_for
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
@@ -30,33 +29,8 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 PUBLIC = "https://voice.example.com"
 
 
-@dataclass
-class Live:
-    port: int
-    database_url: str
-    redis_url: str
-    prefix: str
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/twilio/media-stream/"
-
-    def channel_layers(self) -> dict:
-        return {
-            "default": {
-                "BACKEND": "channels_redis.core.RedisChannelLayer",
-                "CONFIG": {"hosts": [{"address": self.redis_url, "socket_timeout": None}], "prefix": self.prefix},
-            }
-        }
-
-
 def database_url() -> str:
-    db = settings.DATABASES["default"]
-    return f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    return server_database_url()
 
 
 @pytest.fixture(scope="module")

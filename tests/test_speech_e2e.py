@@ -36,7 +36,7 @@ from mediastream.simulator import TwilioCall, TwilioStream
 from voicecall.models import CallEvent, MediaStream, TranscriptSegment
 
 from .audio_fixtures import SpeechClip, speech_clip
-from .live import daphne_server, free_port
+from .live import Live, daphne_server, free_port, server_database_url
 from .streams import wait_for
 from .vendors_stt.deepgram import FakeDeepgram
 
@@ -63,41 +63,6 @@ INTERRUPTION = "Wait, stop."
 # --- a daphne process per backend configuration -------------------------------------------------
 
 
-@dataclass
-class Live:
-    port: int
-    redis_url: str
-    prefix: str
-    log: Path
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/twilio/media-stream/"
-
-    def channel_layers(self) -> dict:
-        return {
-            "default": {
-                "BACKEND": "channels_redis.core.RedisChannelLayer",
-                "CONFIG": {"hosts": [{"address": self.redis_url, "socket_timeout": None}], "prefix": self.prefix},
-            }
-        }
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-
-def _database_url() -> str:
-    db = settings.DATABASES["default"]
-    return f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
 def _prefix(tag: str) -> str:
     return f"msspeech{os.getpid()}{tag}"
 
@@ -114,7 +79,7 @@ async def daphne(tag: str, overrides: dict, tmp_path: Path):
 
     log = tmp_path / f"daphne-{tag}.log"
     server = daphne_server(
-        database_url=_database_url(), redis_url=TEST_REDIS_URL, prefix=_prefix(tag), overrides=overrides, log_path=log
+        database_url=server_database_url(), redis_url=TEST_REDIS_URL, prefix=_prefix(tag), overrides=overrides, log_path=log
     )
     port, _proc = await asyncio.to_thread(server.__enter__)
     live = Live(port=port, redis_url=TEST_REDIS_URL, prefix=_prefix(tag), log=log)
@@ -135,7 +100,7 @@ def whisper_live(django_db_setup, django_db_blocker, tmp_path_factory):
 
     log = tmp_path_factory.mktemp("daphne-whisper") / "daphne.log"
     with django_db_blocker.unblock():
-        url = _database_url()
+        url = server_database_url()
     overrides = {"TTS": CONSTANT_TTS, "TRANSCRIPTION": WHISPER}
     server = daphne_server(
         database_url=url, redis_url=TEST_REDIS_URL, prefix=_prefix("w"), overrides=overrides, log_path=log
