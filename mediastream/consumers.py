@@ -6,7 +6,7 @@
 * ``admission`` caps open and pending sockets and resolves the client IP;
 * ``records`` checks the call and token and writes the stream row;
 * ``speech_in`` feeds audio to the local VAD and the transcription session;
-* ``playback.player`` owns speech out for the stream;
+* ``speech_out`` owns speech out for the stream (``playback.player`` queues and paces it);
 * ``announcer`` delivers events (rows, signals, channel-layer broadcasts) in order.
 
 The per-frame path (``media``) never awaits the database or the network.
@@ -37,13 +37,12 @@ from .closing import CLOSES, Close, CloseCode
 from .conf import app_settings
 from .dispatch import dispatch_loop
 from .groups import call_group
-from .playback.player import Outcome, PlaybackItem, PlaybackResult, PlayerConfig, StreamPlayer
 from .startup import on_first_connection
 from .protocol import Connected, Dtmf, Mark, Media, RemoteProtocolError, Start, Stop, parse_message
 from .speech_in import SpeechIn
+from .speech_out import SpeechOut, no_stream_reply
 from .stats import StreamStats
 from .transcription import get_transcription_backend
-from .tts import get_tts_backend
 
 __all__ = ["MediaStreamConsumer"]
 
@@ -104,13 +103,12 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         self.call_sid = ""
         self.stream_sid = ""
         self.admitted: records.Admitted | None = None
-        self.player: StreamPlayer | None = None
+        self.speech_out: SpeechOut | None = None
         self.speech: SpeechIn | None = None
         self.announcer: Announcer | None = None
         self.stats = StreamStats(max_warnings=app_settings.MAX_PROTOCOL_WARNINGS_PER_STREAM)
         self._tasks: set[asyncio.Task] = set()
         self._start_timer: asyncio.TimerHandle | None = None
-        self._accepted = False
         self._closing: Close | None = None
         self._teardown_task: asyncio.Task | None = None
         self._max_message = app_settings.MAX_MESSAGE_BYTES
@@ -136,7 +134,6 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             await self.close()
             return
         await self.accept()
-        self._accepted = True
         admission = registry.add_pending(
             self.conn_id,
             self.client_ip,
@@ -278,13 +275,12 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             channel_layer=self.channel_layer,
         )
         self.announcer.start()
-        self.player = StreamPlayer(
-            stream_sid=admitted.stream_sid,
+        self.speech_out = SpeechOut(
+            admitted=admitted,
             send=self._send_text,
-            tts=get_tts_backend,
-            on_result=self._on_playback_result,
-            on_started=self._on_playback_started,
-            config=PlayerConfig.from_settings(),
+            announce=self.announcer.announce,
+            reply=self._reply,
+            on_backpressure=lambda: self._close_soon(CLOSES.BACKPRESSURE),
         )
         self.speech = SpeechIn(
             call_sid=admitted.call_sid,
@@ -302,14 +298,13 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             record=False,
         )
         heartbeat.beat(admitted.stream_id)
-        greeting = app_settings.STREAM_GREETING
-        if greeting:
-            self.player.enqueue(PlaybackItem(text=greeting, interruptible=not app_settings.SUPPRESS_BARGE_IN_DURING_GREETING))
+        if app_settings.STREAM_GREETING:
+            self.speech_out.greet(app_settings.STREAM_GREETING)
 
     def _on_mark(self, msg: Mark) -> None:
         self.stats.marks += 1
-        if self.player is not None:
-            self.player.on_mark(msg.name)
+        if self.speech_out is not None:
+            self.speech_out.on_mark(msg.name)
 
     def _on_dtmf(self, msg: Dtmf) -> None:
         if self.state is not State.STREAMING:
@@ -322,82 +317,32 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             self.state = State.STOPPED
             await self._close_with(CLOSES.STOPPED)
 
-    # --- speech in -------------------------------------------------------------
+    # --- speech in and out -------------------------------------------------------
 
     def _on_speech_started(self, offset_ms: int | None, source: str) -> None:
-        player = self.player
-        if not app_settings.BARGE_IN or player is None:
-            return
-        # Barge-in only when the caller talks over the agent: something is queued,
-        # playing, or still buffered at Twilio (sent but not confirmed by a mark).
-        if not (player.busy or player.unconfirmed_audio_bytes):
-            return
-        if player.busy and not player.interruptible:
-            return
-        self._spawn(player.interrupt("barge-in"), "barge-in")
+        if self.speech_out is not None and self.speech_out.is_barge_in():
+            self._spawn(self.speech_out.interrupt("barge-in"), "barge-in")
 
-    # --- speech out (channel-layer commands, see mediastream.api) ---------------
+    # Channel-layer commands from mediastream.api: the socket holds the call.
 
     async def playback_say(self, message: dict[str, Any]) -> None:
-        item = PlaybackItem(
-            text=message.get("text") or "",
-            audio=message.get("audio"),
-            id=message.get("item_id") or PlaybackItem().id,
-            reply_to=message.get("reply_to"),
-            interruptible=message.get("interruptible", True),
-        )
-        if self.player is None or self.state is not State.STREAMING:
-            self._reply(item.reply_to, {"type": "playback.result", **PlaybackResult(item.id, Outcome.NO_STREAM).as_dict()})
+        if self.speech_out is None or self.state is not State.STREAMING:
+            self._reply(message.get("reply_to"), no_stream_reply(message))
             return
-        self.announcer.announce("playback.queued", {"item_id": item.id, "text": item.text}, broadcast=False)
-        if self.player.enqueue(item):
-            self._reply(item.reply_to, {"type": "playback.queued", "item_id": item.id, "stream_sid": self.stream_sid})
+        self.speech_out.say(message)
 
     async def playback_interrupt(self, message: dict[str, Any]) -> None:
-        if self.player is None or self.state is not State.STREAMING:
+        if self.speech_out is None or self.state is not State.STREAMING:
             self._reply(message.get("reply_to"), {"type": "playback.interrupted", "count": 0, "live": False})
             return
-        reason = sanitize(message.get("reason") or "interrupted", 60)
-        count = await self.player.interrupt(reason)
+        count = await self.speech_out.interrupt(message.get("reason") or "interrupted")
         self._reply(message.get("reply_to"), {"type": "playback.interrupted", "count": count, "live": True})
-
-    def _on_playback_started(self, item: PlaybackItem) -> None:
-        self.announcer.announce("playback.started", {"item_id": item.id, "text": item.text})
-
-    def _on_playback_result(self, item: PlaybackItem, result: PlaybackResult) -> None:
-        data = result.as_dict()
-        also = None
-        if item.text and result.outcome in (Outcome.PLAYED, Outcome.UNCONFIRMED, Outcome.INTERRUPTED):
-            # An interrupted item is part of the transcript if any of it reached the caller.
-            if result.outcome is not Outcome.INTERRUPTED or result.audio_seconds:
-                call_id, stream_id = self.admitted.call_id, self.admitted.stream_id
-                interrupted = result.outcome is Outcome.INTERRUPTED
-
-                def also() -> None:
-                    records.add_transcript(call_id, stream_id, speaker="agent", text=item.text, interrupted=interrupted)
-
-        if self.announcer is not None:
-            self.announcer.announce("playback.finished", data, also=also)
-        self._reply(item.reply_to, {"type": "playback.result", **data})
 
     # --- outbound --------------------------------------------------------------
 
     async def _send_text(self, text: str) -> None:
-        if self._closing is not None:
-            return
-        await self.send(text_data=text)
-        player = self.player
-        if player is not None and player.unconfirmed_audio_bytes > self._max_unconfirmed_bytes:
-            logger.warning(
-                "Media stream %s: %.1fs of audio sent but not played; closing",
-                self.stream_sid,
-                player.unconfirmed_audio_bytes / 8000,
-            )
-            self._close_soon(CLOSES.BACKPRESSURE)
-
-    @property
-    def _max_unconfirmed_bytes(self) -> int:
-        return int(app_settings.MAX_UNCONFIRMED_AUDIO_SECONDS * 8000)
+        if self._closing is None:  # once closing, nothing more goes out
+            await self.send(text_data=text)
 
     def _reply(self, channel: str | None, message: dict[str, Any]) -> None:
         if channel:
@@ -455,8 +400,8 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         if self._start_timer is not None:
             self._start_timer.cancel()
         registry.release(self.conn_id)
-        if self.player is not None:
-            await self.player.close("stream closed")
+        if self.speech_out is not None:
+            await self.speech_out.close()
         if self.speech is not None:
             await self.speech.close()
         tasks = list(self._tasks)
