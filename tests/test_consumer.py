@@ -388,3 +388,35 @@ async def test_stream_that_stops_draining_is_closed_for_backpressure():
             assert 25 <= frames <= 27  # 0.5 s of audio, then nothing more
         stream = await MediaStream.objects.aget(stream_sid=stream_sid)
         assert stream.close_code == CLOSES.BACKPRESSURE.code
+
+
+async def test_play_audio_accepts_a_wav_in_any_common_format_and_reports_the_outcome(tmp_path):
+    import base64
+    import wave
+
+    from mediastream.api import Outcome, aplay_audio
+
+    path = tmp_path / "prompt.wav"
+    with wave.open(str(path), "wb") as wav:  # 16 kHz PCM16, 0.2 s of a constant level
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(16000)
+        wav.writeframes((1000).to_bytes(2, "little", signed=True) * 3200)
+    async with live_stream() as (comm, call, stream_sid):
+        task = asyncio.ensure_future(aplay_audio(call.call_sid, path, wait=True, timeout=10))
+        audio = b""
+        while True:
+            message = await comm.receive_json_from(timeout=5)
+            if message["event"] == "media":
+                audio += base64.b64decode(message["media"]["payload"])
+            elif message["event"] == "mark" and message["mark"]["name"].endswith(":end"):
+                await comm.send_to(text_data=streams.mark(stream_sid, message["mark"]["name"]))
+                break
+        result = await task
+        assert result.outcome is Outcome.PLAYED
+        assert len(audio) == 1600  # 0.2 s at 8 kHz, whole frames
+        assert set(audio[80:-80]) == {0xCE}  # PCM 1000 -> mu-law 0xCE after resampling
+        # Raw 8 kHz mu-law goes through untouched.
+        await aplay_audio(call.call_sid, b"\x42" * 160)
+        message = await comm.receive_json_from(timeout=5)
+        assert base64.b64decode(message["media"]["payload"]) == b"\x42" * 160
