@@ -132,8 +132,8 @@ async def test_oversize_frame_is_closed_with_4009(live):
     assert row.close_code == CLOSES.MESSAGE_TOO_BIG.code
 
 
-async def test_speak_management_command_from_a_separate_process(live):
-    call, stream = await open_call(live)
+async def manage(live: Live, *args: str) -> tuple[int, str, str]:
+    """Run a management command in a separate process, against the live server's Redis and database."""
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings_live",
@@ -142,13 +142,32 @@ async def test_speak_management_command_from_a_separate_process(live):
         "CHANNEL_LAYER_PREFIX": live.prefix,
     }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "manage.py", "speak", call.call_sid, "Your table is booked.", "--timeout", "15",
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        sys.executable, "manage.py", *args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, err.decode()
-    assert out.decode().startswith("played "), out.decode()
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_speak_management_command_from_a_separate_process(live):
+    call, stream = await open_call(live)
+    code, out, err = await manage(live, "speak", call.call_sid, "Your table is booked.", "--timeout", "15")
+    assert code == 0, err
+    assert out.startswith("played "), out
     assert stream.media_frames
+    await hang_up(stream)
+
+
+async def test_interrupt_management_command(live):
+    call, stream = await open_call(live)
+    with override_settings(CHANNEL_LAYERS=live.channel_layers()):
+        await aspeak(call.call_sid, "A long answer that keeps going. " * 8)
+    await stream.next_event("media")
+    code, out, err = await manage(live, "interrupt", call.call_sid, "--reason", "operator")
+    assert code == 0, err
+    assert out.strip() == "interrupted 1 item(s)"
+    await stream.next_event("clear")
+    code, out, err = await manage(live, "interrupt", "CA" + "e" * 32)
+    assert code != 0 and "No live stream" in err
     await hang_up(stream)
 
 
