@@ -29,6 +29,7 @@ from channels.consumer import get_handler_name
 
 from voicecall.logsafe import sanitize
 from voicecall.twilio_auth import validate_websocket_upgrade
+from voicecall.twiml import STREAM_TOKEN_PARAMETER
 
 from . import heartbeat, records
 from .admission import Admission, registry, resolve_client_ip
@@ -47,6 +48,9 @@ from .transcription import get_transcription_backend
 __all__ = ["MediaStreamConsumer"]
 
 logger = logging.getLogger(__name__)
+
+#: How long teardown waits for the answers owed to callers waiting on speak().
+REPLY_TIMEOUT = 2.0
 
 
 class State(Enum):
@@ -108,6 +112,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         self.announcer: Announcer | None = None
         self.stats = StreamStats(max_warnings=app_settings.MAX_PROTOCOL_WARNINGS_PER_STREAM)
         self._tasks: set[asyncio.Task] = set()
+        self._replies: set[asyncio.Task] = set()  # answers to waiting speak() callers: never cancelled
         self._start_timer: asyncio.TimerHandle | None = None
         self._closing: Close | None = None
         self._teardown_task: asyncio.Task | None = None
@@ -209,6 +214,8 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         self.speech.feed(msg.payload, msg.timestamp)
 
     async def _on_start(self, msg: Start) -> None:
+        if self._closing is not None:  # e.g. the start timeout fired first
+            return
         if self.state is not State.AWAITING_START:
             await self._close_with(CLOSES.DUPLICATE_START)
             return
@@ -219,7 +226,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             return
         self.call_sid = msg.call_sid
         params = dict(msg.custom_parameters)
-        token = params.pop("token", None)
+        token = params.pop(STREAM_TOKEN_PARAMETER, None)
         admission = asyncio.ensure_future(
             database_sync_to_async(records.admit_stream)(
                 call_sid=msg.call_sid,
@@ -294,7 +301,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         self.speech.start()
         self.announcer.announce(
             "stream.started",
-            {"tracks": list(msg.tracks), "custom_parameters": {k: v for k, v in msg.custom_parameters.items() if k != "token"}},
+            {"tracks": list(msg.tracks), "custom_parameters": {k: v for k, v in msg.custom_parameters.items() if k != STREAM_TOKEN_PARAMETER}},
             record=False,
         )
         heartbeat.beat(admitted.stream_id)
@@ -346,7 +353,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
 
     def _reply(self, channel: str | None, message: dict[str, Any]) -> None:
         if channel:
-            self._spawn(self.channel_layer.send(channel, message), "reply")
+            self._replies.add(self._spawn(self.channel_layer.send(channel, message), "reply"))
 
     # --- closing and teardown --------------------------------------------------
 
@@ -358,7 +365,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         log = logger.info if close.code == CloseCode.NORMAL else logger.warning
         log(
             "Closing media stream %s from %s: %d %s",
-            self.stream_sid or "(no start)",
+            sanitize(self.stream_sid, 40) or "(no start)",
             self.client_ip,
             close.code,
             close.reason,
@@ -382,6 +389,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
 
     def _task_done(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)
+        self._replies.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("Task %s failed", task.get_name(), exc_info=task.exception())
 
@@ -404,6 +412,10 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             await self.speech_out.close()
         if self.speech is not None:
             await self.speech.close()
+        # Callers of speak(wait=True) hear "interrupted" rather than time out.
+        pending = {task for task in self._replies if not task.done()}
+        if pending:
+            await asyncio.wait(pending, timeout=REPLY_TIMEOUT)
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -423,13 +435,12 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         if self.announcer is not None:
             await self.announcer.flush()
         try:
-            first = await database_sync_to_async(records.finish_stream)(
+            await database_sync_to_async(records.finish_stream)(
                 self.admitted.stream_id, close_code=code, close_reason=reason, stats=self.stats.as_dict()
             )
         except Exception:
             logger.exception("Could not record the end of stream %s", self.stream_sid)
-            first = True
-        if first and self.announcer is not None:
+        if self.announcer is not None:  # once: teardown runs once per stream
             self.announcer.announce("stream.stopped", {"close_code": code, "close_reason": reason}, record=False)
         if self.announcer is not None:
             await self.announcer.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,6 +110,13 @@ class Stop:
 InboundMessage = Connected | Start | Media | Dtmf | Mark | Stop
 
 
+_INTEGER = re.compile(r"-?[0-9]{1,18}")
+# Twilio SIDs are two letters and 32 hex digits; anything beyond letters and digits
+# (control characters, NUL, spaces) is refused before it reaches a log or a row.
+_SID = re.compile(r"[A-Za-z0-9]{1,64}")
+_DIGIT = re.compile(r"[0-9A-Da-dw*#]")
+
+
 def _int(value: Any, name: str) -> int | None:
     """Twilio sends counters as decimal strings; absent means None."""
     if value is None:
@@ -117,9 +125,16 @@ def _int(value: Any, name: str) -> int | None:
         raise InvalidMessage(f"{name} is not a number")
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
         return int(value)
     raise InvalidMessage(f"{name} is not a number")
+
+
+def _sid(value: Any, name: str, *, required: bool = False) -> str:
+    sid = _str(value, name, required=required)
+    if sid and not _SID.fullmatch(sid):
+        raise InvalidMessage(f"{name} is not a Twilio SID")
+    return sid
 
 
 def _str(value: Any, name: str, *, required: bool = False) -> str:
@@ -169,13 +184,20 @@ def _parse_start(m: dict[str, Any]) -> Start:
         raise InvalidMessage("start.mediaFormat is not an object")
     return Start(
         sequence_number=_int(m.get("sequenceNumber"), "sequenceNumber"),
-        stream_sid=_str(m.get("streamSid") or start.get("streamSid"), "streamSid", required=True),
-        call_sid=_str(start.get("callSid"), "start.callSid"),
-        account_sid=_str(start.get("accountSid"), "start.accountSid"),
+        stream_sid=_sid(m.get("streamSid") or start.get("streamSid"), "streamSid", required=True),
+        call_sid=_sid(start.get("callSid"), "start.callSid"),
+        account_sid=_sid(start.get("accountSid"), "start.accountSid"),
         tracks=tuple(str(t) for t in tracks),
         media_format=media_format,
-        custom_parameters={str(k): str(v) for k, v in params.items()},
+        custom_parameters=_string_map(params, "start.customParameters"),
     )
+
+
+def _string_map(values: dict[str, Any], name: str) -> dict[str, str]:
+    """<Parameter> name/value pairs: strings only, as Twilio sends them."""
+    if not all(isinstance(v, str) for v in values.values()):
+        raise InvalidMessage(f"{name} values must be strings")
+    return dict(values)
 
 
 def _parse_media(m: dict[str, Any]) -> Media:
@@ -195,9 +217,16 @@ def _parse_dtmf(m: dict[str, Any]) -> Dtmf:
     return Dtmf(
         sequence_number=_int(m.get("sequenceNumber"), "sequenceNumber"),
         stream_sid=_str(m.get("streamSid"), "streamSid"),
-        digit=_str(dtmf.get("digit"), "dtmf.digit", required=True),
+        digit=_digit(dtmf.get("digit")),
         track=_str(dtmf.get("track"), "dtmf.track"),
     )
+
+
+def _digit(value: Any) -> str:
+    digit = _str(value, "dtmf.digit", required=True)
+    if not _DIGIT.fullmatch(digit):
+        raise InvalidMessage("dtmf.digit is not a key")
+    return digit
 
 
 def _parse_mark(m: dict[str, Any]) -> Mark:
@@ -242,8 +271,13 @@ def parse_message(text: str | bytes) -> InboundMessage:
     event = message.get("event")
     parser = _PARSERS.get(event) if isinstance(event, str) else None
     if parser is None:
-        raise UnknownEvent(f"unknown event {event!r}"[:80])
-    return parser(message)
+        raise UnknownEvent("unknown event " + (repr(event)[:40] if isinstance(event, str) else type(event).__name__))
+    try:
+        return parser(message)
+    except RemoteProtocolError:
+        raise
+    except (ValueError, TypeError, AttributeError) as exc:  # anything else malformed inside
+        raise InvalidMessage(f"{event} message is malformed") from exc
 
 
 # --- outbound -------------------------------------------------------------------

@@ -114,10 +114,12 @@ def finish_stream(stream_id: int, *, close_code: int | None, close_reason: str, 
         if stream is None:
             return False
         stream.stats = {**(stream.stats or {}), **stats}
-        if stream.stopped_at is not None:
+        if stream.stopped_at is not None and stream.close_code is not None:
             stream.save(update_fields=["stats"])
             return False
-        _close(stream, now, close_code, close_reason)
+        # Not stopped yet, or stopped by the call's terminal status callback
+        # (no close code): the owner records how its socket really ended.
+        _close(stream, stream.stopped_at or now, close_code, close_reason)
         _event(
             stream.call,
             stream,

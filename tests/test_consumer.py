@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import pytest
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.test import override_settings
 
@@ -420,3 +421,38 @@ async def test_play_audio_accepts_a_wav_in_any_common_format_and_reports_the_out
         await aplay_audio(call.call_sid, b"\x42" * 160)
         message = await comm.receive_json_from(timeout=5)
         assert base64.b64decode(message["media"]["payload"]) == b"\x42" * 160
+
+
+async def test_stream_ended_by_the_call_status_callback_still_reports_how_it_closed():
+    from voicecall.records import close_open_streams
+
+    stopped = []
+
+    def on_stopped(sender, **kwargs):
+        stopped.append(kwargs)
+
+    signals.stream_stopped.connect(on_stopped)
+    try:
+        async with live_stream() as (comm, call, stream_sid):
+            # Twilio's "completed" callback wins the race with the socket's stop.
+            await database_sync_to_async(close_open_streams)(call)
+            await comm.send_to(text_data=streams.stop(call.call_sid, stream_sid))
+            await expect_close(comm, CLOSES.STOPPED)
+    finally:
+        signals.stream_stopped.disconnect(on_stopped)
+    assert [s["stream_sid"] for s in stopped] == [stream_sid]
+    stream = await MediaStream.objects.aget(stream_sid=stream_sid)
+    assert (stream.close_code, stream.close_reason) == (1000, CLOSES.STOPPED.reason)
+    assert await CallEvent.objects.filter(stream=stream, type="stream.stopped").acount() == 1
+
+
+async def test_start_after_the_start_timeout_admits_nothing():
+    call, token = await make_call()
+    with ms(PRE_START_TIMEOUT=0.01):
+        comm = communicator()
+        assert (await comm.connect())[0]
+        await expect_close(comm, CLOSES.START_TIMEOUT)
+        stream_sid = new_sid("MZ")
+        await comm.send_to(text_data=streams.start(call.call_sid, stream_sid, token))
+        await comm.disconnect()
+    assert not await MediaStream.objects.filter(stream_sid=stream_sid).aexists()

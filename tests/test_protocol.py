@@ -9,6 +9,7 @@ from mediastream.protocol import (
     Connected,
     Dtmf,
     InvalidMessage,
+    RemoteProtocolError,
     MalformedMessage,
     Mark,
     Media,
@@ -126,3 +127,21 @@ def test_outbound_messages_match_twilio_documented_shapes():
     assert json.loads(media) == {"event": "media", "streamSid": sid, "media": {"payload": "/" * 212 + "/w=="}}
     assert json.loads(mark_message(SID, "my label")) == {"event": "mark", "streamSid": SID, "mark": {"name": "my label"}}
     assert json.loads(clear_message(SID)) == {"event": "clear", "streamSid": SID}
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"event": "media", "sequenceNumber": "²", "media": {"payload": ""}},  # a digit, but not ASCII
+        {"event": "media", "sequenceNumber": "9" * 5000, "media": {"payload": ""}},  # past int()'s limit
+        {"event": "start", "streamSid": "MZ1\n2026-01-01 CRITICAL forged line", "start": {"callSid": "CA1"}},
+        {"event": "start", "streamSid": "MZ1", "start": {"callSid": "CA\x00"}},
+        {"event": "start", "streamSid": "MZ" + "a" * 100, "start": {"callSid": "CA1"}},
+        {"event": "dtmf", "streamSid": "MZ1", "dtmf": {"digit": "1; DROP TABLE"}},
+        {"event": "stop", "stop": ["not", "an", "object"]},
+        {"event": "start", "streamSid": "MZ1", "start": {"callSid": "CA1", "customParameters": {"a": {"b": 1}}}},
+    ],
+)
+def test_hostile_fields_are_refused_as_protocol_errors(message):
+    with pytest.raises(RemoteProtocolError):
+        parse_message(json.dumps(message))

@@ -410,6 +410,17 @@ def test_voice_webhook_does_not_move_status_backwards(client):
     assert Call.objects.get().status == CallStatus.IN_PROGRESS
 
 
+def test_late_sequenced_callback_does_not_undo_an_answered_call(client):
+    # The voice webhook (no SequenceNumber) answered the call; a ringing callback arrives late.
+    post(client, "/twilio/voice/", voice_params(CallStatus="in-progress"))
+    post(client, "/twilio/status/", status_params("ringing", 1))
+    call = Call.objects.get()
+    assert call.status == CallStatus.IN_PROGRESS
+    assert call.last_sequence_number == 1
+    post(client, "/twilio/status/", status_params("completed", 2, CallDuration="5"))
+    assert Call.objects.get().status == CallStatus.COMPLETED
+
+
 def test_status_signals_are_sent_after_commit(client, django_capture_on_commit_callbacks):
     received = []
 

@@ -192,7 +192,12 @@ def apply_status(
     if sequence is not None:
         if call.last_sequence_number is not None and sequence <= call.last_sequence_number:
             return StatusChange(False, previous, previous)
-    elif STATUS_RANK.get(status, 0) < STATUS_RANK.get(previous, 0):
+    if STATUS_RANK.get(status, 0) < STATUS_RANK.get(previous, 0):
+        # A late callback: the call already got further (perhaps from the voice
+        # webhook or the media stream, which carry no SequenceNumber).
+        if sequence is not None:
+            call.last_sequence_number = sequence
+            call.save(update_fields=["last_sequence_number", "updated_at"])
         return StatusChange(False, previous, previous)
 
     at = at or timezone.now()
