@@ -100,6 +100,14 @@ def check_settings(app_configs=None, **kwargs) -> list:
                     id="mediastream.E003",
                 )
             )
+    if app_settings.STALE_STREAM_SECONDS <= 2 * app_settings.STREAM_HEARTBEAT_SECONDS:
+        errors.append(
+            Error(
+                "MEDIASTREAM['STALE_STREAM_SECONDS'] must be more than twice STREAM_HEARTBEAT_SECONDS, "
+                "or the reaper closes live streams between two heartbeats.",
+                id="mediastream.E004",
+            )
+        )
     if app_settings.VALIDATE_SIGNATURES and not app_settings.TWILIO_AUTH_TOKEN:
         errors.append(W001)
     if app_settings.MAX_WEBHOOK_BODY_BYTES > (settings.DATA_UPLOAD_MAX_MEMORY_SIZE or float("inf")):

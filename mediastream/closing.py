@@ -41,7 +41,6 @@ class CLOSES:
     DUPLICATE_START = Close(CloseCode.POLICY, "Duplicate start")
     DUPLICATE_STREAM_SID = Close(CloseCode.POLICY, "Duplicate streamSid")
     MESSAGE_TOO_BIG = Close(CloseCode.TOO_BIG, "Message too big")
-    BINARY_FRAME = Close(CloseCode.POLICY, "Binary frames are not supported")
     BACKPRESSURE = Close(CloseCode.TRY_AGAIN_LATER, "Backpressure: send buffer exceeded")
     INTERNAL_ERROR = Close(CloseCode.INTERNAL_ERROR, "Internal error")
     SHUTDOWN = Close(CloseCode.TRY_AGAIN_LATER, "Server shutting down")

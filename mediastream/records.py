@@ -33,8 +33,17 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Identifies this process in MediaStream.server, so the reaper can tell whose streams are whose.
-SERVER_ID = f"{socket.gethostname()}:{os.getpid()}"
+def _pid_namespace() -> str:
+    """Processes in another PID namespace (containers sharing a hostname) are not ours to probe."""
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return "-"
+
+
+#: Identifies this process in MediaStream.server ("host/pid-namespace:pid"), so the
+#: reaper can tell which streams belong to a process of this host that has died.
+SERVER_ID = f"{socket.gethostname()}/{_pid_namespace()}:{os.getpid()}"
 
 
 @dataclass(frozen=True)

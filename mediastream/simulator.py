@@ -20,7 +20,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 from twilio.request_validator import RequestValidator
@@ -30,6 +30,16 @@ from websockets.exceptions import ConnectionClosed
 from .playback.audio import FRAME_BYTES, SAMPLE_RATE
 
 __all__ = ["TwilioCall", "TwilioStream", "StreamInstructions", "new_sid"]
+
+
+def _configured_account() -> str:
+    """The account the server expects (TWILIO_ACCOUNT_SID), when Django is configured."""
+    try:
+        from .conf import app_settings
+
+        return app_settings.TWILIO_ACCOUNT_SID or ""
+    except Exception:  # no settings: a standalone simulator run
+        return ""
 
 
 def new_sid(prefix: str) -> str:
@@ -66,7 +76,7 @@ class TwilioCall:
     public_url: str  # PUBLIC_BASE_URL: what Twilio signs
     auth_token: str
     call_sid: str = field(default_factory=lambda: new_sid("CA"))
-    account_sid: str = field(default_factory=lambda: new_sid("AC"))
+    account_sid: str = field(default_factory=lambda: _configured_account() or new_sid("AC"))
     from_number: str = "+15005550006"
     to_number: str = "+14155551212"
     status_sequence: int = 0
@@ -329,7 +339,3 @@ def stream_urls(public_base_url: str, server_url: str, stream_url: str) -> tuple
     server = urlsplit(server_url)
     scheme = "wss" if server.scheme == "https" else "ws"
     return f"{scheme}://{server.netloc}{parts.path}", stream_url
-
-
-def form(params: dict[str, str]) -> str:
-    return urlencode(params)

@@ -180,12 +180,14 @@ async def test_speak_to_a_call_without_stream_says_so(live):
 async def test_waiting_speaker_hears_interrupted_when_the_call_hangs_up(live):
     call, stream = await open_call(live)
     with override_settings(CHANNEL_LAYERS=live.channel_layers()):
+        def queued_items() -> int:
+            return CallEvent.objects.filter(call__call_sid=call.call_sid, type="playback.queued").count()
+
         waiting = asyncio.ensure_future(aspeak(call.call_sid, "A long answer that keeps going. " * 8, wait=True, timeout=30))
+        await wait_for(lambda: queued_items() == 1)  # so the short one queues behind it
         queued = asyncio.ensure_future(aspeak(call.call_sid, "And then this.", wait=True, timeout=30))
         await stream.next_event("media")
-        await wait_for(
-            lambda: CallEvent.objects.filter(call__call_sid=call.call_sid, type="playback.queued").count() == 2
-        )
+        await wait_for(lambda: queued_items() == 2)
         await hang_up(stream)
         results = await asyncio.wait_for(asyncio.gather(waiting, queued), 10)
     assert [(r.outcome, r.reason) for r in results] == [(Outcome.INTERRUPTED, "stream closed")] * 2

@@ -474,3 +474,9 @@ def test_stream_status_for_unknown_call_writes_nothing(client, caplog):
     assert not Call.objects.exists()
     assert not CallEvent.objects.exists()
     assert "unknown call" in caplog.text
+
+
+def test_webhook_for_another_account_is_refused(client):
+    response = post(client, "/twilio/voice/", voice_params(AccountSid="AC" + "9" * 32))
+    assert response.status_code == 403
+    assert not Call.objects.exists()

@@ -106,6 +106,10 @@ def twilio_webhook(handler: Handler) -> Handler:
         if not check.ok:
             response = HttpResponse("Forbidden", status=403, content_type="text/plain")
             return _refuse(request, response, check.reason)
+        account = app_settings.TWILIO_ACCOUNT_SID
+        if account and request.POST.get("AccountSid", account) != account:
+            response = HttpResponse("Forbidden", status=403, content_type="text/plain")
+            return _refuse(request, response, "AccountSid is not TWILIO_ACCOUNT_SID")
         params = request.POST or request.body.decode("utf-8", errors="replace")
         key = replay_key(request_public_url(request), params, request.headers.get(SIGNATURE_HEADER, ""))
         response, _replayed = handle_once(key, request.path, lambda: handler(request))

@@ -132,7 +132,6 @@ class StreamPlayer:
         tts: Callable[[], BaseTTSBackend],
         on_result: Callable[[PlaybackItem, PlaybackResult], None],
         on_started: Callable[[PlaybackItem], None] = lambda item: None,
-        on_outbound: Callable[[int], None] = lambda nbytes: None,
         config: PlayerConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -142,7 +141,6 @@ class StreamPlayer:
         self._tts = tts
         self._on_result = on_result
         self._on_started = on_started
-        self._on_outbound = on_outbound
         self.config = config or PlayerConfig()
         self._clock = clock
         self._sleep = sleep
@@ -454,7 +452,6 @@ class _Pacer:
         self.frames_sent += 1
         self.audio_bytes += len(frame)
         player.audio_bytes_sent += len(frame)
-        player._on_outbound(len(frame))
         self._since_mark += 1
         if self._since_mark >= self._mark_every:
             self._since_mark = 0

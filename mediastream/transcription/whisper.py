@@ -312,9 +312,10 @@ class WhisperSession(BaseTranscriptionSession):
             except Exception as exc:
                 logger.exception("Whisper session %s: transcription failed", self.stream_sid)
                 self._call(self.listener.on_error, WhisperError(f"Whisper transcription failed: {exc}"))
-                continue
-            if text:
-                self._call(self.listener.on_final, text, start_ms, end_ms)
+                text = ""
+            # Every utterance gets its final, even an empty one (a cough): the
+            # caller-turn logic matches finals to utterances one for one.
+            self._call(self.listener.on_final, text, start_ms, end_ms)
 
     async def _shutdown(self) -> None:
         if not self._closed:
