@@ -44,8 +44,9 @@ def env_list(name: str, default: str = "") -> list[str]:
 
 
 DEBUG = env_bool("DEBUG", False)
-# Without SECRET_KEY each process invents one: fine for the demo, wrong for
-# several daphne processes (the deploy check below says so).
+# Without SECRET_KEY each process invents one: fine for the one-process demo,
+# wrong for several processes (webhook replay receipts and admin sessions are
+# signed with it), so production sets it.
 SECRET_KEY = os.environ.get("SECRET_KEY") or get_random_secret_key()
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 
