@@ -12,9 +12,10 @@ different daphne processes only one inserts its receipt; the other waits for
 that transaction and then answers from the receipt.
 
 Stored bodies are encrypted with Fernet (the voice TwiML holds a stream
-token) under a key derived from ``SECRET_KEY``. If ``SECRET_KEY`` changed and
-a body can no longer be decrypted, the replay is answered with empty TwiML,
-which changes nothing on the call either.
+token) under a key derived from ``SECRET_KEY``. If a body can no longer be
+decrypted (``SECRET_KEY`` changed, or differs between processes), the request
+is handled again instead: for the voice webhook that mints a new token, which
+keeps the call up, where empty TwiML would hang it up.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from mediastream.conf import app_settings
 
 from .logsafe import sanitize
 from .models import WebhookReceipt
-from .twiml import TWIML_CONTENT_TYPE, empty_twiml
 
 __all__ = ["PRUNE_EVERY", "replay_key", "handle_once", "prune_expired"]
 
@@ -92,17 +92,17 @@ def _store(receipt: WebhookReceipt, response: HttpResponse) -> None:
     receipt.save(update_fields=["status_code", "content_type", "body"])
 
 
-def _replayed(receipt: WebhookReceipt) -> HttpResponse:
-    """The stored response of ``receipt``, or empty TwiML if it cannot be decrypted."""
+def _replayed(receipt: WebhookReceipt) -> HttpResponse | None:
+    """The stored response of ``receipt``, or None if it cannot be decrypted."""
     try:
         body = _fernet().decrypt(receipt.body.encode("ascii"))
     except (InvalidToken, ValueError):
         logger.warning(
-            "Cannot decrypt the stored response for replayed webhook %s (SECRET_KEY changed?); "
-            "answering with empty TwiML",
+            "Cannot decrypt the stored response for replayed webhook %s (SECRET_KEY changed, or not "
+            "the same in every process?); handling it again",
             sanitize(receipt.path),
         )
-        return HttpResponse(empty_twiml(), content_type=TWIML_CONTENT_TYPE, status=receipt.status_code)
+        return None
     return HttpResponse(body, content_type=receipt.content_type or None, status=receipt.status_code)
 
 
@@ -121,9 +121,11 @@ def handle_once(
             with transaction.atomic():
                 receipt = WebhookReceipt.objects.create(key=key, path=path[:200])
         except IntegrityError:
-            existing = WebhookReceipt.objects.get(key=key)
-            logger.info("Replayed webhook %s answered from its receipt", sanitize(path))
-            return _replayed(existing), True
+            receipt = WebhookReceipt.objects.select_for_update().get(key=key)
+            replayed = _replayed(receipt)
+            if replayed is not None:
+                logger.info("Replayed webhook %s answered from its receipt", sanitize(path))
+                return replayed, True
         response = handler()
         _store(receipt, response)
         if receipt.pk % PRUNE_EVERY == 0:
