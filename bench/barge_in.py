@@ -60,9 +60,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-PG_ADMIN_DSN = os.environ.get("BENCH_PG_ADMIN_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
-PG_URL_BASE = os.environ.get("BENCH_PG_URL_BASE", "postgres://postgres@127.0.0.1:5432/")
-REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+from bench.common import REDIS_URL, create_database, drop_database, log  # noqa: E402
+
 SETTINGS = "tests.settings_live"
 
 FRAME_MS = 20
@@ -88,30 +87,7 @@ CONFIGS = {
 LABELS = {"whisper": "whisper tiny.en + VAD", "discard": "discard + VAD"}
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
 # --- resources: database, Redis keys, process CPU -------------------------------------------------
-
-
-def create_database(name: str) -> str:
-    import psycopg
-
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return PG_URL_BASE + name
-
-
-def drop_database(name: str) -> None:
-    import psycopg
-
-    try:
-        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    except Exception as exc:  # noqa: BLE001  (cleanup must not hide the results)
-        log(f"could not drop database {name}: {exc}")
 
 
 def migrate(database_url: str, prefix: str) -> None:

@@ -165,7 +165,6 @@ class DeepgramBackend(WebSocketTranscriptionBackend):
 
     session_class = DeepgramSession
 
-    provides_speech_start = True
 
     def __init__(
         self,

@@ -22,7 +22,32 @@ from collections.abc import Callable
 
 from .base import BaseTranscriptionBackend, BaseTranscriptionSession, TranscriptionListener
 
-__all__ = ["LocmemBackend", "LocmemSession"]
+__all__ = ["Conditions", "LocmemBackend", "LocmemSession"]
+
+
+class Conditions:
+    """Wait until a predicate over some state holds; whoever changes that state calls ``notify()``.
+
+    Lets tests (and this backend's sessions) wait on events instead of sleeping.
+    """
+
+    def __init__(self) -> None:
+        self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+        if predicate():
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append((predicate, waiter))
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        finally:
+            self._waiters = [w for w in self._waiters if w[1] is not waiter]
+
+    def notify(self) -> None:
+        for predicate, waiter in self._waiters:
+            if not waiter.done() and predicate():
+                waiter.set_result(None)
 
 
 class LocmemSession(BaseTranscriptionSession):
@@ -47,7 +72,7 @@ class LocmemSession(BaseTranscriptionSession):
         self._hold: asyncio.Future[None] | None = None
         self._hold_connect = hold_connect
         self.received_bytes = 0
-        self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
+        self._conditions = Conditions()
 
     # --- the session contract -------------------------------------------------
     async def connect(self) -> None:
@@ -117,19 +142,10 @@ class LocmemSession(BaseTranscriptionSession):
         await self._wait(lambda: self.connect_calls > 0, timeout)
 
     async def _wait(self, predicate: Callable[[], bool], timeout: float) -> None:
-        if predicate():
-            return
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append((predicate, waiter))
-        try:
-            await asyncio.wait_for(waiter, timeout)
-        finally:
-            self._waiters = [w for w in self._waiters if w[1] is not waiter]
+        await self._conditions.wait_for(predicate, timeout)
 
     def _changed(self) -> None:
-        for predicate, waiter in self._waiters:
-            if not waiter.done() and predicate():
-                waiter.set_result(None)
+        self._conditions.notify()
 
 
 class LocmemBackend(BaseTranscriptionBackend):

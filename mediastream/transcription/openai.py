@@ -168,7 +168,6 @@ class OpenAIRealtimeBackend(WebSocketTranscriptionBackend):
 
     session_class = OpenAIRealtimeSession
 
-    provides_speech_start = True
 
     def __init__(
         self,

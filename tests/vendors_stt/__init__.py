@@ -28,6 +28,8 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from mediastream.transcription.locmem import Conditions
+
 __all__ = ["FakeVendorServer", "VendorConnection"]
 
 
@@ -76,7 +78,7 @@ class FakeVendorServer:
         #: Server-side objects of upgrade requests seen (including stalled/refused ones).
         self.attempts: list[ServerConnection] = []
         self._server: Server | None = None
-        self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
+        self._conditions = Conditions()
         self._stall = asyncio.Event()
 
     # --- lifecycle --------------------------------------------------------------
@@ -113,24 +115,15 @@ class FakeVendorServer:
 
     # --- waiting ----------------------------------------------------------------
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-        """Wait until ``predicate()`` holds (re-checked whenever the server sees something)."""
-        if predicate():
-            return
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append((predicate, waiter))
-        try:
-            await asyncio.wait_for(waiter, timeout)
-        finally:
-            self._waiters = [w for w in self._waiters if w[1] is not waiter]
+        """Wait until ``predicate()`` holds (re-checked whenever something is recorded)."""
+        await self._conditions.wait_for(predicate, timeout)
 
     async def wait_connections(self, count: int = 1, timeout: float = 5.0) -> VendorConnection:
         await self.wait_for(lambda: len(self.connections) >= count, timeout)
         return self.connections[count - 1]
 
     def _changed(self) -> None:
-        for predicate, waiter in self._waiters:
-            if not waiter.done() and predicate():
-                waiter.set_result(None)
+        self._conditions.notify()
 
     # --- acting as the vendor -----------------------------------------------------
     async def send(

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
 
 from mediastream.transcription.base import TranscriptionListener
+
+from mediastream.transcription.locmem import Conditions
 
 __all__ = ["RecordingListener"]
 
@@ -16,7 +17,7 @@ class RecordingListener:
 
     def __init__(self) -> None:
         self.events: list[tuple[str, Any]] = []
-        self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
+        self._conditions = Conditions()
         self.listener = TranscriptionListener(
             on_partial=lambda text: self._record("partial", text),
             on_final=lambda text, start_ms, end_ms: self._record("final", (text, start_ms, end_ms)),
@@ -44,14 +45,8 @@ class RecordingListener:
         return len(self.of("speech_started"))
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-        if predicate():
-            return
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append((predicate, waiter))
-        try:
-            await asyncio.wait_for(waiter, timeout)
-        finally:
-            self._waiters = [w for w in self._waiters if w[1] is not waiter]
+        """Wait until ``predicate()`` holds (re-checked whenever something is recorded)."""
+        await self._conditions.wait_for(predicate, timeout)
 
     async def wait_count(self, kind: str, count: int = 1, timeout: float = 5.0) -> list[Any]:
         await self.wait_for(lambda: len(self.of(kind)) >= count, timeout)
@@ -59,6 +54,4 @@ class RecordingListener:
 
     def _record(self, kind: str, payload: Any) -> None:
         self.events.append((kind, payload))
-        for predicate, waiter in self._waiters:
-            if not waiter.done() and predicate():
-                waiter.set_result(None)
+        self._conditions.notify()
