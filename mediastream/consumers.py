@@ -115,6 +115,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         self._replies: set[asyncio.Task] = set()  # answers to waiting speak() callers: never cancelled
         self._start_timer: asyncio.TimerHandle | None = None
         self._closing: Close | None = None
+        self._socket_gone = False
         self._teardown_task: asyncio.Task | None = None
         self._max_message = app_settings.MAX_MESSAGE_BYTES
 
@@ -348,8 +349,16 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
     # --- outbound --------------------------------------------------------------
 
     async def _send_text(self, text: str) -> None:
-        if self._closing is None:  # once closing, nothing more goes out
+        if self._closing is not None or self._socket_gone:  # nothing more goes out
+            return
+        try:
             await self.send(text_data=text)
+        except Exception as exc:
+            # Twilio hung up and the server noticed before this consumer did; the
+            # disconnect that follows tears the stream down (what was playing
+            # resolves as interrupted, not failed).
+            self._socket_gone = True
+            logger.info("Media stream %s: send after the socket closed (%s)", self.stream_sid, type(exc).__name__)
 
     def _reply(self, channel: str | None, message: dict[str, Any]) -> None:
         if channel:

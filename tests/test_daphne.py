@@ -190,4 +190,4 @@ async def test_waiting_speaker_hears_interrupted_when_the_call_hangs_up(live):
         await wait_for(lambda: queued_items() == 2)
         await hang_up(stream)
         results = await asyncio.wait_for(asyncio.gather(waiting, queued), 10)
-    assert [(r.outcome, r.reason) for r in results] == [(Outcome.INTERRUPTED, "stream closed")] * 2
+    assert [(r.outcome, r.reason) for r in results] == [(Outcome.INTERRUPTED, "stream closed")] * 2, results
