@@ -212,7 +212,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             self.stats.media_before_start += 1
             return
         self.stats.media(msg)
-        self.speech.feed(msg.payload, msg.timestamp)
+        self.speech.feed(msg.payload)
 
     async def _on_start(self, msg: Start) -> None:
         if self._closing is not None:  # e.g. the start timeout fired first

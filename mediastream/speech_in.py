@@ -72,7 +72,7 @@ class SpeechIn:
     def start(self) -> None:
         self._connect_task = asyncio.create_task(self._connect(), name=f"stt-connect:{self.stream_sid}")
 
-    def feed(self, mulaw: bytes, timestamp_ms: int | None) -> None:
+    def feed(self, mulaw: bytes) -> None:
         """One inbound frame; never blocks."""
         if not self.failed:
             self.session.send_audio(mulaw)
