@@ -60,7 +60,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import REDIS_URL, create_database, drop_database, log  # noqa: E402
+from bench.common import REDIS_URL, create_database, drop_database, log, redis_cleanup  # noqa: E402
 
 SETTINGS = "tests.settings_live"
 
@@ -102,21 +102,6 @@ def migrate(database_url: str, prefix: str) -> None:
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True, timeout=300
     )
-
-
-def delete_redis_keys(prefix: str) -> int:
-    try:
-        import redis
-
-        client = redis.Redis.from_url(REDIS_URL)
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        for i in range(0, len(keys), 500):
-            client.delete(*keys[i : i + 500])
-        client.close()
-        return len(keys)
-    except Exception as exc:  # noqa: BLE001
-        log(f"could not delete Redis keys {prefix}*: {exc}")
-        return 0
 
 
 def cpu_seconds(pid: int) -> float:
@@ -722,7 +707,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"stopped after --max-seconds {args.max_seconds:g}")
     finally:
         drop_database(db_name)
-        removed = delete_redis_keys(prefix)
+        removed = redis_cleanup(prefix)
         log(f"cleaned up: database {db_name} dropped, {removed} Redis keys deleted")
         if args.keep_logs:
             log(f"daphne logs in {logdir}")

@@ -165,7 +165,6 @@ class DeepgramBackend(WebSocketTranscriptionBackend):
 
     session_class = DeepgramSession
 
-
     def __init__(
         self,
         *,

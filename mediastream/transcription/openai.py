@@ -168,7 +168,6 @@ class OpenAIRealtimeBackend(WebSocketTranscriptionBackend):
 
     session_class = OpenAIRealtimeSession
 
-
     def __init__(
         self,
         *,
