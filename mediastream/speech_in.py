@@ -22,7 +22,7 @@ from . import records
 from .conf import app_settings
 from .transcription.base import BaseTranscriptionBackend, TranscriptionListener
 from .turns import CallerTurns
-from .vad import SpeechDetector, SpeechStarted
+from .vad import SpeechDetector, SpeechEnded, SpeechStarted
 
 __all__ = ["SpeechIn"]
 
@@ -51,7 +51,6 @@ class SpeechIn:
         self._stream_id = stream_id
         # With the discard backend no final ever comes: the VAD alone ends an utterance.
         self.turns = CallerTurns(finals_expected=getattr(backend, "produces_transcripts", True))
-        self.detector = SpeechDetector() if app_settings.VAD.get("ENABLED", True) else None
         self._backend_name = type(backend).__name__
         self.session = backend.create_session(
             stream_sid=stream_sid,
@@ -63,6 +62,13 @@ class SpeechIn:
                 on_error=self._error,
             ),
         )
+        self.detector: SpeechDetector | None = None
+        self._vad_enabled = app_settings.VAD.get("ENABLED", True)
+        if self._vad_enabled:
+            if self.session.runs_vad:  # the session's own VAD events drive barge-in too
+                self.session.on_vad_event = self._vad_event
+            else:
+                self.detector = SpeechDetector()
         self.ready = False
         self.failed = False
         self._connect_task: asyncio.Task | None = None
@@ -79,11 +85,7 @@ class SpeechIn:
         detector = self.detector
         if detector is not None:
             for event in detector.feed(mulaw):
-                if type(event) is SpeechStarted:
-                    if self.turns.on_vad_start():
-                        self._fire_speech_start(event.offset_ms, "vad")
-                else:
-                    self.turns.on_vad_end()
+                self._vad_event(event)
 
     async def close(self) -> None:
         if self._closed:
@@ -107,6 +109,10 @@ class SpeechIn:
             raise
         except Exception as exc:
             self.failed = True
+            if self._vad_enabled and self.detector is None:
+                # The session gets no more audio, so it can no longer hear barge-ins for us.
+                self.session.on_vad_event = None
+                self.detector = SpeechDetector()
             error = sanitize(f"{type(exc).__name__}: {exc}", 200)
             logger.warning(
                 "Stream %s: transcription (%s) unavailable, call goes on without it: %s",
@@ -121,13 +127,21 @@ class SpeechIn:
 
     # --- callbacks from the VAD and the session ------------------------------
 
+    def _vad_event(self, event: SpeechStarted | SpeechEnded) -> None:
+        if type(event) is SpeechStarted:
+            if self.turns.on_vad_start():
+                self._fire_speech_start(event.offset_ms, "vad")
+        else:
+            self.turns.on_vad_end()
+
     def _fire_speech_start(self, offset_ms: int | None, source: str) -> None:
         self._announce("speech.started", {"offset_ms": offset_ms, "source": source})
         self._on_speech_started(offset_ms, source)
 
     def _backend_speech_started(self) -> None:
         if not self._closed and self.turns.on_backend_start():
-            self._fire_speech_start(self.detector.offset_ms if self.detector else None, "transcription")
+            detector = self.detector or getattr(self.session, "detector", None)
+            self._fire_speech_start(detector.offset_ms if detector else None, "transcription")
 
     def _partial(self, text: str) -> None:
         if self._closed or not text:

@@ -11,6 +11,7 @@ failures through ``listener.on_error`` instead of raising.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass, field
 
 __all__ = ["BaseTranscriptionBackend", "BaseTranscriptionSession", "TranscriptionListener"]
@@ -35,10 +36,16 @@ class TranscriptionListener:
 
 
 class BaseTranscriptionSession:
+    #: Sessions that run the local VAD on the stream's audio themselves (to cut
+    #: utterances) set this and pass every VAD event to ``on_vad_event``, so the
+    #: consumer uses those events for barge-in instead of running the VAD twice.
+    runs_vad = False
+
     def __init__(self, *, stream_sid: str, call_sid: str, listener: TranscriptionListener) -> None:
         self.stream_sid = stream_sid
         self.call_sid = call_sid
         self.listener = listener
+        self.on_vad_event: Callable[[Any], None] | None = None
 
     async def connect(self) -> None:
         """Open the session; raise if it cannot be opened (the call goes on without it)."""

@@ -211,6 +211,8 @@ class WhisperBackend(BaseTranscriptionBackend):
 class WhisperSession(BaseTranscriptionSession):
     """VAD-segmented, utterance-at-a-time transcription of one stream."""
 
+    runs_vad = True
+
     def __init__(
         self,
         *,
@@ -276,6 +278,8 @@ class WhisperSession(BaseTranscriptionSession):
 
     # --- internals --------------------------------------------------------------
     def _on_vad(self, event: SpeechStarted | SpeechEnded) -> None:
+        if self.on_vad_event is not None:
+            self.on_vad_event(event)
         if isinstance(event, SpeechStarted):
             start = max(0, event.offset_ms - self.backend.pre_roll_ms) * _BYTES_PER_MS
             self._utterance_start = max(start, self._buffer_start)
