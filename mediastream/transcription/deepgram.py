@@ -26,9 +26,7 @@ import os
 from typing import Any
 from urllib.parse import urlencode
 
-from .base import TranscriptionListener
 from .websocket import (
-    ConnectionPolicy,
     TranscriptionError,
     WebSocketTranscriptionBackend,
     WebSocketTranscriptionSession,
@@ -63,17 +61,8 @@ class DeepgramSession(WebSocketTranscriptionSession):
     ready_on_open = True
     keepalive_interval = 5.0
 
-    def __init__(
-        self,
-        *,
-        stream_sid: str,
-        call_sid: str,
-        listener: TranscriptionListener,
-        config: dict[str, Any],
-        policy: ConnectionPolicy | None = None,
-    ) -> None:
-        super().__init__(stream_sid=stream_sid, call_sid=call_sid, listener=listener, policy=policy)
-        self.config = config
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self._segments: list[str] = []
         self._start_ms: int | None = None
         self._end_ms: int | None = None

@@ -27,9 +27,7 @@ import json
 import os
 from typing import Any
 
-from .base import TranscriptionListener
 from .websocket import (
-    ConnectionPolicy,
     TranscriptionError,
     WebSocketTranscriptionBackend,
     WebSocketTranscriptionSession,
@@ -89,17 +87,8 @@ def _error_text(message: dict[str, Any]) -> str:
 class OpenAIRealtimeSession(WebSocketTranscriptionSession):
     provider = "OpenAI Realtime"
 
-    def __init__(
-        self,
-        *,
-        stream_sid: str,
-        call_sid: str,
-        listener: TranscriptionListener,
-        config: dict[str, Any],
-        policy: ConnectionPolicy | None = None,
-    ) -> None:
-        super().__init__(stream_sid=stream_sid, call_sid=call_sid, listener=listener, policy=policy)
-        self.config = config
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self._partials: dict[str, str] = {}
         self._started_ms: dict[str, int] = {}
         self._stopped_ms: dict[str, int] = {}

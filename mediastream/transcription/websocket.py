@@ -117,8 +117,11 @@ class WebSocketTranscriptionSession(BaseTranscriptionSession):
         call_sid: str,
         listener: TranscriptionListener,
         policy: ConnectionPolicy | None = None,
+        config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(stream_sid=stream_sid, call_sid=call_sid, listener=listener)
+        #: The backend's vendor options (URL, key, model, ...).
+        self.config: dict[str, Any] = config or {}
         self.policy = policy or ConnectionPolicy()
         cap = self.policy.max_queue_bytes
         if cap is None:
