@@ -174,7 +174,7 @@ def mix(a: bytes, b: bytes) -> bytes:
     """Two mu-law frames added as PCM."""
     import numpy as np
 
-    from mediastream.playback.audio import ulaw_decode, ulaw_encode
+    from mediastream.audio import ulaw_decode, ulaw_encode
 
     x = ulaw_decode(a).astype(np.int32) + ulaw_decode(b).astype(np.int32)
     return ulaw_encode(np.clip(x, -32768, 32767).astype(np.int16))

@@ -55,7 +55,7 @@ def noise_frames(seconds: float = 10.0, seed: int = 7) -> list[str]:
     """
     import numpy as np
 
-    from mediastream.playback.audio import ulaw_encode
+    from mediastream.audio import ulaw_encode
 
     rng = np.random.default_rng(seed)
     n = int(seconds * 8000)

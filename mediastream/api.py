@@ -26,7 +26,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from .groups import call_group
-from .playback.audio import to_mulaw
+from .audio import to_mulaw
 from .playback.player import Outcome, PlaybackItem, PlaybackResult
 
 __all__ = [

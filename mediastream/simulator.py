@@ -27,7 +27,7 @@ from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from .playback.audio import FRAME_BYTES, SAMPLE_RATE
+from .audio import FRAME_BYTES, SAMPLE_RATE
 
 __all__ = ["TwilioCall", "TwilioStream", "StreamInstructions", "new_sid"]
 

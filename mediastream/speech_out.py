@@ -17,7 +17,7 @@ from voicecall.logsafe import sanitize
 
 from . import records
 from .conf import app_settings
-from .playback.audio import SAMPLE_RATE
+from .audio import SAMPLE_RATE
 from .playback.player import Outcome, PlaybackItem, PlaybackResult, PlayerConfig, StreamPlayer
 from .tts import get_tts_backend
 

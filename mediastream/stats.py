@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, field
 
-from .playback.audio import SAMPLE_RATE
+from .audio import SAMPLE_RATE
 from .protocol import Media
 
 __all__ = ["StreamStats"]

@@ -46,7 +46,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from .playback.audio import SAMPLE_RATE, ulaw_decode
+from .audio import SAMPLE_RATE, ulaw_decode
 
 __all__ = [
     "ENERGY_GATE_DBFS",

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import soxr
 
-from mediastream.playback.audio import FRAME_BYTES, SAMPLE_RATE, SILENCE_BYTE, ulaw_decode, ulaw_encode
+from mediastream.audio import FRAME_BYTES, SAMPLE_RATE, SILENCE_BYTE, ulaw_decode, ulaw_encode
 
 __all__ = [
     "SpeechClip",

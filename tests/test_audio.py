@@ -1,4 +1,4 @@
-"""mediastream.playback.audio: codec, resampling, streaming conversion, WAV files, frames."""
+"""mediastream.audio: codec, resampling, streaming conversion, WAV files, frames."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import wave
 import numpy as np
 import pytest
 
-from mediastream.playback.audio import (
+from mediastream.audio import (
     FRAME_BYTES,
     SILENCE_FRAME,
     AudioFormatError,

@@ -12,7 +12,7 @@ import pytest_asyncio
 from django.core.exceptions import ImproperlyConfigured
 
 from mediastream.backends import InvalidBackendError, load_backend
-from mediastream.playback.audio import MulawConverter, iter_frames, ulaw_encode
+from mediastream.audio import MulawConverter, iter_frames, ulaw_encode
 from mediastream.tts.base import AudioChunk, TTSError
 from mediastream.tts.dummy import ConstantBackend, SilenceBackend, ToneBackend
 from mediastream.tts.elevenlabs import ElevenLabsBackend

@@ -27,7 +27,7 @@ from enum import Enum
 
 from ..protocol import clear_message, mark_message, media_message
 from ..tts.base import BaseTTSBackend, TTSError
-from .audio import FRAME_BYTES, FRAME_SECONDS, MulawConverter
+from ..audio import FRAME_BYTES, FRAME_SECONDS, MulawConverter
 from .textsplit import split_text
 
 __all__ = ["Outcome", "PlaybackItem", "PlaybackResult", "StreamPlayer", "PlayerConfig"]
@@ -115,10 +115,6 @@ class PlayerConfig:
             mark_grace_seconds=app_settings.PLAYBACK_MARK_GRACE_SECONDS,
             max_ignored_marks=app_settings.MAX_IGNORED_MARKS,
         )
-
-
-class _Interrupted(Exception):
-    pass
 
 
 class StreamPlayer:
@@ -209,10 +205,6 @@ class StreamPlayer:
     @property
     def busy(self) -> bool:
         return self._current is not None or bool(self._waiting)
-
-    @property
-    def pending_count(self) -> int:
-        return len(self._waiting)
 
     async def close(self, reason: str = "stream closed") -> None:
         """Teardown: everything queued resolves as interrupted; nothing waits forever."""

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from ..playback.audio import SAMPLE_RATE, ulaw_decode
+from ..audio import SAMPLE_RATE, ulaw_decode
 from ..vad import SpeechDetector, SpeechEnded, SpeechStarted
 from .base import BaseTranscriptionBackend, BaseTranscriptionSession, TranscriptionListener
 

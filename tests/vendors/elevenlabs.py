@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from mediastream.playback.audio import ulaw_encode
+from mediastream.audio import ulaw_encode
 
 from .server import FakeVendorServer, tone_pcm
 

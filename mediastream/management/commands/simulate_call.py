@@ -10,7 +10,7 @@ from channels.db import database_sync_to_async
 from django.core.management.base import BaseCommand, CommandError
 
 from mediastream.conf import app_settings
-from mediastream.playback.audio import FRAME_BYTES, MulawConverter, mulaw_to_wav_bytes, wav_to_mulaw
+from mediastream.audio import FRAME_BYTES, MulawConverter, mulaw_to_wav_bytes, wav_to_mulaw
 from mediastream.simulator import TwilioCall, TwilioStream, stream_urls
 from mediastream.tts import get_tts_backend
 from voicecall.models import CallEvent
