@@ -17,7 +17,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.layers import BaseChannelLayer
 
-from . import records, signals
+from . import db, signals
 from .groups import events_group
 
 __all__ = ["Announcer", "Announcement"]
@@ -133,4 +133,4 @@ class Announcer:
         if item.also is not None:
             item.also()
         if item.record:
-            records.add_event(self.call_id, self.stream_id, item.event, item.data)
+            db.add_event(self.call_id, self.stream_id, item.event, item.data)

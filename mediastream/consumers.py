@@ -31,7 +31,7 @@ from voicecall.logsafe import sanitize
 from voicecall.twilio_auth import validate_websocket_upgrade
 from voicecall.twiml import STREAM_TOKEN_PARAMETER
 
-from . import heartbeat, records
+from . import db, heartbeat
 from .admission import Admission, registry, resolve_client_ip
 from .announcer import Announcer
 from .closing import CLOSES, Close, CloseCode
@@ -106,7 +106,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         self.client_ip = "unknown"
         self.call_sid = ""
         self.stream_sid = ""
-        self.admitted: records.Admitted | None = None
+        self.admitted: db.Admitted | None = None
         self.speech_out: SpeechOut | None = None
         self.speech: SpeechIn | None = None
         self.announcer: Announcer | None = None
@@ -229,7 +229,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         params = dict(msg.custom_parameters)
         token = params.pop(STREAM_TOKEN_PARAMETER, None)
         admission = asyncio.ensure_future(
-            database_sync_to_async(records.admit_stream)(
+            database_sync_to_async(db.admit_stream)(
                 call_sid=msg.call_sid,
                 stream_sid=msg.stream_sid,
                 token=token,
@@ -244,7 +244,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         except asyncio.CancelledError:
             # Shutting down mid-admission: let it finish so teardown can close the row it wrote.
             outcome = await admission
-            if isinstance(outcome, records.Admitted):
+            if isinstance(outcome, db.Admitted):
                 self.admitted = outcome
             raise
         if isinstance(outcome, Close):
@@ -268,7 +268,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         )
         await self._close_with(close)
 
-    def _admit(self, admitted: records.Admitted, msg: Start) -> None:
+    def _admit(self, admitted: db.Admitted, msg: Start) -> None:
         self.admitted = admitted
         self.state = State.STREAMING
         registry.promote(self.conn_id)
@@ -444,7 +444,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         if self.announcer is not None:
             await self.announcer.flush()
         try:
-            await database_sync_to_async(records.finish_stream)(
+            await database_sync_to_async(db.finish_stream)(
                 self.admitted.stream_id, close_code=code, close_reason=reason, stats=self.stats.as_dict()
             )
         except Exception:

@@ -18,7 +18,7 @@ from typing import Any
 
 from voicecall.logsafe import sanitize
 
-from . import records
+from . import db
 from .conf import app_settings
 from .transcription.base import BaseTranscriptionBackend, TranscriptionListener
 from .turns import CallerTurns
@@ -161,7 +161,7 @@ class SpeechIn:
         call_id, stream_id = self._call_id, self._stream_id
 
         def store() -> Any:
-            return records.add_transcript(
+            return db.add_transcript(
                 call_id, stream_id, speaker="caller", text=text, start_ms=start_ms, end_ms=end_ms
             )
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from voicecall.logsafe import sanitize
 
-from . import records
+from . import db
 from .conf import app_settings
 from .audio import SAMPLE_RATE
 from .playback.player import Outcome, PlaybackItem, PlaybackResult, PlayerConfig, StreamPlayer
@@ -38,7 +38,7 @@ class SpeechOut:
     def __init__(
         self,
         *,
-        admitted: records.Admitted,
+        admitted: db.Admitted,
         send: Callable[[str], Awaitable[None]],
         announce: Callable[..., None],
         reply: Callable[[str | None, dict[str, Any]], None],
@@ -124,7 +124,7 @@ class SpeechOut:
             interrupted = result.outcome is Outcome.INTERRUPTED
 
             def store() -> None:
-                records.add_transcript(call_id, stream_id, speaker="agent", text=item.text, interrupted=interrupted)
+                db.add_transcript(call_id, stream_id, speaker="agent", text=item.text, interrupted=interrupted)
 
         data = result.as_dict()
         self._announce("playback.finished", data, also=store)

@@ -16,7 +16,7 @@ import logging
 
 from channels.db import database_sync_to_async
 
-from . import records
+from . import db
 from .conf import app_settings
 
 __all__ = ["on_first_connection"]
@@ -42,8 +42,8 @@ def on_first_connection() -> None:
 
 async def _reap() -> None:
     try:
-        await database_sync_to_async(records.reap_stale_streams)(
-            stale_after=app_settings.STALE_STREAM_SECONDS, server_id=records.SERVER_ID
+        await database_sync_to_async(db.reap_stale_streams)(
+            stale_after=app_settings.STALE_STREAM_SECONDS, server_id=db.SERVER_ID
         )
     except Exception:
         logger.exception("Startup reap of stale media streams failed")

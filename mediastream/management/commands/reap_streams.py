@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from mediastream import records
+from mediastream import db
 from mediastream.conf import app_settings
 
 
@@ -21,5 +21,5 @@ class Command(BaseCommand):
 
     def handle(self, *args, older_than=None, local=False, **options):
         stale_after = app_settings.STALE_STREAM_SECONDS if older_than is None else older_than
-        reaped = records.reap_stale_streams(stale_after=stale_after, server_id=records.SERVER_ID if local else None)
+        reaped = db.reap_stale_streams(stale_after=stale_after, server_id=db.SERVER_ID if local else None)
         self.stdout.write(f"Closed {len(reaped)} stale stream(s)" + (": " + ", ".join(reaped) if reaped else "."))

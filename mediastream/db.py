@@ -1,0 +1,216 @@
+"""Database work for media streams (admission, stream rows, events, transcripts), as plain sync functions.
+
+The consumer calls these through ``database_sync_to_async`` (never on the
+per-frame path). Admission runs in one transaction with the call row locked,
+so two sockets racing for one call cannot both become its live stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from voicecall.models import Call, CallEvent, CallStatus, MediaStream, TranscriptSegment
+from voicecall.tokens import verify_stream_token
+
+from .closing import CLOSES, Close
+
+__all__ = [
+    "Admitted",
+    "SERVER_ID",
+    "admit_stream",
+    "finish_stream",
+    "add_event",
+    "add_transcript",
+    "reap_stale_streams",
+]
+
+logger = logging.getLogger(__name__)
+
+def _pid_namespace() -> str:
+    """Processes in another PID namespace (containers sharing a hostname) are not ours to probe."""
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return "-"
+
+
+#: Identifies this process in MediaStream.server ("host/pid-namespace:pid"), so the
+#: reaper can tell which streams belong to a process of this host that has died.
+SERVER_ID = f"{socket.gethostname()}/{_pid_namespace()}:{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class Admitted:
+    call_id: int
+    stream_id: int
+    call_sid: str
+    stream_sid: str
+
+
+def admit_stream(
+    *,
+    call_sid: str,
+    stream_sid: str,
+    token: str | None,
+    tracks: list[str],
+    media_format: dict,
+    custom_parameters: dict,
+    stale_after: float,
+) -> Admitted | Close:
+    """Accept a ``start``: the call exists, is live, the token matches, and it has no live stream."""
+    with transaction.atomic():
+        call = Call.objects.select_for_update().filter(call_sid=call_sid).first()
+        if call is None:
+            return CLOSES.UNKNOWN_CALL
+        if call.is_terminal:
+            _event(call, None, "stream.rejected", {"stream_sid": stream_sid, "reason": CLOSES.CALL_ENDED.reason})
+            return CLOSES.CALL_ENDED
+        if not verify_stream_token(token, call.stream_token_hash):
+            _event(call, None, "stream.rejected", {"stream_sid": stream_sid, "reason": CLOSES.INVALID_TOKEN.reason})
+            return CLOSES.INVALID_TOKEN
+        now = timezone.now()
+        live = list(call.streams.filter(stopped_at__isnull=True))
+        for other in live:
+            last_seen = other.heartbeat_at or other.started_at
+            if now - last_seen > timedelta(seconds=stale_after):
+                _close(other, now, CLOSES.INTERNAL_ERROR.code, "stale: owner stopped heartbeating")
+            else:
+                _event(
+                    call,
+                    None,
+                    "stream.rejected",
+                    {"stream_sid": stream_sid, "reason": CLOSES.STREAM_EXISTS.reason, "live": other.stream_sid},
+                )
+                return CLOSES.STREAM_EXISTS
+        try:
+            with transaction.atomic():
+                stream = MediaStream.objects.create(
+                    stream_sid=stream_sid,
+                    call=call,
+                    started_at=now,
+                    heartbeat_at=now,
+                    tracks=tracks,
+                    media_format=media_format,
+                    custom_parameters=custom_parameters,
+                    server=SERVER_ID,
+                )
+        except IntegrityError:
+            _event(call, None, "stream.rejected", {"stream_sid": stream_sid, "reason": "duplicate streamSid"})
+            return CLOSES.DUPLICATE_STREAM_SID
+        fields = ["status", "updated_at"]
+        if call.status != CallStatus.IN_PROGRESS:
+            call.status = CallStatus.IN_PROGRESS
+        if call.answered_at is None:
+            call.answered_at = now
+            fields.append("answered_at")
+        call.save(update_fields=fields)
+        _event(call, stream, "stream.started", {"stream_sid": stream_sid, "tracks": tracks})
+        return Admitted(call_id=call.pk, stream_id=stream.pk, call_sid=call_sid, stream_sid=stream_sid)
+
+
+def finish_stream(stream_id: int, *, close_code: int | None, close_reason: str, stats: dict) -> bool:
+    """Record how the stream ended; False if it was already closed (idempotent)."""
+    now = timezone.now()
+    with transaction.atomic():
+        stream = MediaStream.objects.select_for_update().filter(pk=stream_id).first()
+        if stream is None:
+            return False
+        stream.stats = {**(stream.stats or {}), **stats}
+        if stream.stopped_at is not None and stream.close_code is not None:
+            stream.save(update_fields=["stats"])
+            return False
+        # Not stopped yet, or stopped by the call's terminal status callback
+        # (no close code): the owner records how its socket really ended.
+        _close(stream, stream.stopped_at or now, close_code, close_reason)
+        _event(
+            stream.call,
+            stream,
+            "stream.stopped",
+            {"stream_sid": stream.stream_sid, "close_code": close_code, "close_reason": close_reason},
+        )
+        return True
+
+
+def add_event(call_id: int, stream_id: int | None, type: str, payload: dict) -> None:
+    CallEvent.objects.create(call_id=call_id, stream_id=stream_id, type=type, payload=payload)
+
+
+def add_transcript(
+    call_id: int,
+    stream_id: int | None,
+    *,
+    speaker: str,
+    text: str,
+    interrupted: bool = False,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+) -> int:
+    return TranscriptSegment.objects.create(
+        call_id=call_id,
+        stream_id=stream_id,
+        speaker=speaker,
+        text=text,
+        is_final=True,
+        interrupted=interrupted,
+        start_ms=start_ms,
+        end_ms=end_ms,
+    ).pk
+
+
+def reap_stale_streams(*, stale_after: float, server_id: str | None = None) -> list[str]:
+    """Close streams whose owner is gone, so a call is never stuck "streaming".
+
+    A stream is stale when its heartbeat is older than ``stale_after`` seconds,
+    or, with ``server_id``, when it belongs to this host but to a process that
+    no longer exists (a daphne that was killed and restarted).
+    """
+    now = timezone.now()
+    reaped: list[str] = []
+    candidates = MediaStream.objects.select_related("call").filter(stopped_at__isnull=True)
+    host = (server_id or SERVER_ID).rsplit(":", 1)[0]
+    for stream in candidates:
+        last_seen = stream.heartbeat_at or stream.started_at
+        dead_owner = server_id is not None and _dead_local_owner(stream.server, host)
+        if dead_owner or now - last_seen > timedelta(seconds=stale_after):
+            with transaction.atomic():
+                locked = MediaStream.objects.select_for_update().filter(pk=stream.pk, stopped_at__isnull=True).first()
+                if locked is None:
+                    continue
+                reason = "reaped: owner process gone" if dead_owner else "reaped: no heartbeat"
+                _close(locked, now, CLOSES.INTERNAL_ERROR.code, reason)
+                _event(stream.call, locked, "stream.reaped", {"stream_sid": locked.stream_sid, "reason": reason})
+            reaped.append(stream.stream_sid)
+    if reaped:
+        logger.warning("Reaped %d stale media stream(s): %s", len(reaped), ", ".join(reaped[:10]))
+    return reaped
+
+
+def _dead_local_owner(server: str, host: str) -> bool:
+    owner_host, _, pid = server.rpartition(":")
+    if owner_host != host or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _close(stream: MediaStream, now, code: int | None, reason: str) -> None:
+    stream.stopped_at = now
+    stream.close_code = code
+    stream.close_reason = reason[:200]
+    stream.save(update_fields=["stopped_at", "close_code", "close_reason", "stats"])
+
+
+def _event(call: Call, stream: MediaStream | None, type: str, payload: dict) -> None:
+    CallEvent.objects.create(call=call, stream=stream, type=type, payload=payload)
