@@ -28,7 +28,7 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter
 from django.urls import re_path
 
-from mediastream.conf import app_settings
+from voicecall.conf import voicecall_settings
 
 from .consumer import PROBE, RECORDER, BenchConsumer, server_snapshot
 
@@ -82,7 +82,7 @@ async def http_app(scope, receive, send):
     await django_asgi_app(scope, receive, send)
 
 
-_path = re.escape(app_settings.STREAM_PATH.strip("/"))
+_path = re.escape(voicecall_settings.STREAM_PATH.strip("/"))
 
 application = ProtocolTypeRouter(
     {

@@ -277,8 +277,8 @@ class Caller:
         from mediastream.groups import events_group
         from mediastream.simulator import TwilioCall, TwilioStream
 
-        token = settings.MEDIASTREAM["TWILIO_AUTH_TOKEN"]
-        public = settings.MEDIASTREAM["PUBLIC_BASE_URL"]
+        token = settings.TWILIO_AUTH_TOKEN
+        public = settings.TWILIO_PUBLIC_BASE_URL
         self.call = TwilioCall(server_url=self.server_url, public_url=public, auth_token=token)
         instructions = await self.call.answer()
         self._channel = await self.layer.new_channel("bench.events.")

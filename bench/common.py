@@ -26,7 +26,7 @@ PG_ADMIN_DSN = os.environ.get("BENCH_PG_ADMIN_DSN", "host=127.0.0.1 port=5432 us
 PG_URL_BASE = os.environ.get("BENCH_PG_URL_BASE", "postgres://postgres@127.0.0.1:5432/")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
-#: What the simulated Twilio signs and the server checks (passed to daphne as overrides).
+#: What the simulated Twilio signs and the server checks (bench/settings.py sets them).
 PUBLIC_BASE_URL = "https://voice.example.com"
 AUTH_TOKEN = "bench-auth-token-0123456789"
 
@@ -149,11 +149,8 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> N
 
 
 def bench_overrides(**extra) -> dict:
-    """MEDIASTREAM overrides every bench daphne gets: own token, limits out of the way."""
+    """MEDIASTREAM overrides every bench daphne gets: limits out of the way (bench/settings.py sets the token)."""
     return {
-        "PUBLIC_BASE_URL": PUBLIC_BASE_URL,
-        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-        "VALIDATE_SIGNATURES": True,
         "MAX_CONNECTIONS": 5000,
         "MAX_PENDING_CONNECTIONS": 5000,
         "MAX_PENDING_CONNECTIONS_PER_IP": 5000,

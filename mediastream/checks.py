@@ -1,38 +1,29 @@
-"""System checks for the ``MEDIASTREAM`` settings (``manage.py check``, ``--deploy``)."""
+"""System checks for the ``MEDIASTREAM`` settings (``manage.py check``, ``--deploy``).
+
+The Twilio account, public URL and webhook settings are checked by
+``voicecall.checks``; here a key that moved there is an error, so a value
+MEDIASTREAM no longer reads is not silently ignored.
+"""
 
 from __future__ import annotations
-
-from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
-from .conf import DEFAULTS, app_settings
+from .conf import DEFAULTS, MOVED_TO_VOICECALL, app_settings
 
-__all__ = ["check_settings", "check_deploy"]
+__all__ = ["W004", "check_settings", "check_deploy"]
 
-W001 = Warning(
-    "MEDIASTREAM['TWILIO_AUTH_TOKEN'] is empty, so every Twilio webhook and media stream is refused.",
-    hint="Set the TWILIO_AUTH_TOKEN environment variable to your Twilio account's auth token.",
-    id="mediastream.W001",
-)
-W002 = Warning(
-    "Twilio signature validation is switched off (MEDIASTREAM['VALIDATE_SIGNATURES'] = False): "
-    "anyone can post webhooks and open media streams.",
-    hint="Remove VALIDATE_SIGNATURES from MEDIASTREAM (it defaults to True).",
-    id="mediastream.W002",
-)
-W003 = Warning(
-    "MEDIASTREAM['PUBLIC_BASE_URL'] is not https: Twilio only opens media streams over wss://.",
-    hint="Set PUBLIC_BASE_URL to the https origin Twilio reaches, e.g. https://voice.example.com.",
-    id="mediastream.W003",
-)
 W004 = Warning(
     "The channel layer is in-memory: speak() and interrupt() from other processes cannot reach calls.",
     hint="Set REDIS_URL (channels_redis.core.RedisChannelLayer) when running more than one process.",
     id="mediastream.W004",
 )
+
+def _positive_number(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0
+
 
 _POSITIVE = (
     "MAX_CONNECTIONS",
@@ -47,16 +38,24 @@ _POSITIVE = (
     "TRANSCRIPTION_QUEUE_BYTES",
     "STREAM_HEARTBEAT_SECONDS",
     "STALE_STREAM_SECONDS",
-    "REPLAY_WINDOW_SECONDS",
-    "MAX_WEBHOOK_BODY_BYTES",
 )
 
 
 @register(Tags.compatibility)
 def check_settings(app_configs=None, **kwargs) -> list:
-    errors: list = []
     user = getattr(settings, "MEDIASTREAM", {}) or {}
-    unknown = sorted(set(user) - set(DEFAULTS))
+    if not isinstance(user, dict):
+        return [Error(f"MEDIASTREAM must be a dict, got {type(user).__name__}.", id="mediastream.E006")]
+    errors: list = []
+    for key in sorted(set(user) & set(MOVED_TO_VOICECALL)):
+        errors.append(
+            Error(
+                f"MEDIASTREAM['{key}'] is no longer read.",
+                hint=f"Set {MOVED_TO_VOICECALL[key]} instead (see voicecall/conf.py).",
+                id="mediastream.E005",
+            )
+        )
+    unknown = sorted(set(user) - set(DEFAULTS) - set(MOVED_TO_VOICECALL))
     if unknown:
         errors.append(
             Warning(
@@ -67,7 +66,7 @@ def check_settings(app_configs=None, **kwargs) -> list:
         )
     for name in _POSITIVE:
         value = getattr(app_settings, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        if not _positive_number(value):
             errors.append(
                 Error(f"MEDIASTREAM['{name}'] must be a positive number, got {value!r}.", id="mediastream.E001")
             )
@@ -75,15 +74,6 @@ def check_settings(app_configs=None, **kwargs) -> list:
     if isinstance(lead, bool) or not isinstance(lead, (int, float)) or lead < 0:
         errors.append(
             Error(f"MEDIASTREAM['PLAYBACK_LEAD_SECONDS'] must be zero or more, got {lead!r}.", id="mediastream.E001")
-        )
-    url = urlsplit(str(app_settings.PUBLIC_BASE_URL or ""))
-    if url.scheme not in ("http", "https") or not url.hostname:
-        errors.append(
-            Error(
-                f"MEDIASTREAM['PUBLIC_BASE_URL'] must be an http(s) URL, got {app_settings.PUBLIC_BASE_URL!r}.",
-                hint="e.g. https://voice.example.com",
-                id="mediastream.E002",
-            )
         )
     for key in ("TTS", "TRANSCRIPTION"):
         config = getattr(app_settings, key)
@@ -100,21 +90,13 @@ def check_settings(app_configs=None, **kwargs) -> list:
                     id="mediastream.E003",
                 )
             )
-    if app_settings.STALE_STREAM_SECONDS <= 2 * app_settings.STREAM_HEARTBEAT_SECONDS:
+    stale, heartbeat = app_settings.STALE_STREAM_SECONDS, app_settings.STREAM_HEARTBEAT_SECONDS
+    if _positive_number(stale) and _positive_number(heartbeat) and stale <= 2 * heartbeat:
         errors.append(
             Error(
                 "MEDIASTREAM['STALE_STREAM_SECONDS'] must be more than twice STREAM_HEARTBEAT_SECONDS, "
                 "or the reaper closes live streams between two heartbeats.",
                 id="mediastream.E004",
-            )
-        )
-    if app_settings.VALIDATE_SIGNATURES and not app_settings.TWILIO_AUTH_TOKEN:
-        errors.append(W001)
-    if app_settings.MAX_WEBHOOK_BODY_BYTES > (settings.DATA_UPLOAD_MAX_MEMORY_SIZE or float("inf")):
-        errors.append(
-            Warning(
-                "MEDIASTREAM['MAX_WEBHOOK_BODY_BYTES'] is above DATA_UPLOAD_MAX_MEMORY_SIZE; Django refuses such bodies first.",
-                id="mediastream.W006",
             )
         )
     return errors
@@ -123,11 +105,9 @@ def check_settings(app_configs=None, **kwargs) -> list:
 @register(Tags.security, deploy=True)
 def check_deploy(app_configs=None, **kwargs) -> list:
     errors: list = []
-    if not app_settings.VALIDATE_SIGNATURES:
-        errors.append(W002)
-    if urlsplit(str(app_settings.PUBLIC_BASE_URL or "")).scheme != "https":
-        errors.append(W003)
-    backend = settings.CHANNEL_LAYERS.get("default", {}).get("BACKEND", "")
+    layers = getattr(settings, "CHANNEL_LAYERS", None) or {}
+    default = layers.get("default") if isinstance(layers, dict) else None
+    backend = str(default.get("BACKEND", "")) if isinstance(default, dict) else ""
     if backend.endswith("InMemoryChannelLayer"):
         errors.append(W004)
     return errors

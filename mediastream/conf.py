@@ -2,7 +2,9 @@
 
 This is the only module that reads ``django.conf.settings`` for the app. The
 merged dict is cached and cleared on ``setting_changed`` so ``override_settings``
-works in tests. Access values as ``app_settings.MAX_CONNECTIONS``.
+works in tests. Access values as ``app_settings.MAX_CONNECTIONS``. The Twilio
+account, public URL, webhook and stream path settings are voicecall's
+(``voicecall.conf.voicecall_settings``).
 """
 
 from __future__ import annotations
@@ -13,29 +15,12 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-__all__ = ["DEFAULTS", "app_settings"]
+__all__ = ["DEFAULTS", "MOVED_TO_VOICECALL", "app_settings"]
 
 KIB = 1024
 MIB = 1024 * KIB
 
 DEFAULTS: dict[str, Any] = {
-    # --- Twilio account and public address -------------------------------------
-    # The https origin Twilio reaches (e.g. "https://voice.example.com"). Webhook
-    # signatures are checked against it and the wss:// stream URL is derived from it.
-    "PUBLIC_BASE_URL": "http://127.0.0.1:8000",
-    "TWILIO_ACCOUNT_SID": "",
-    "TWILIO_AUTH_TOKEN": "",
-    # Signature checks on webhooks and the WebSocket upgrade. Only this setting
-    # switches them off; DEBUG never does.
-    "VALIDATE_SIGNATURES": True,
-    # An identical signed webhook seen again within this window changes nothing.
-    "REPLAY_WINDOW_SECONDS": 600,
-    # Webhook bodies above this are refused with 413 before parsing.
-    "MAX_WEBHOOK_BODY_BYTES": 64 * KIB,
-    # Optional <Say> before <Connect><Stream> in the voice TwiML.
-    "GREETING": "",
-    # Path of the media stream WebSocket (also used to build the TwiML URL).
-    "STREAM_PATH": "/twilio/media-stream/",
     # --- Connection guards (reference defaults) --------------------------------
     "MAX_CONNECTIONS": 128,
     "MAX_PENDING_CONNECTIONS": 32,
@@ -80,6 +65,20 @@ DEFAULTS: dict[str, Any] = {
     "STREAM_GREETING": "",
     # Caller speech does not interrupt the greeting while it plays.
     "SUPPRESS_BARGE_IN_DURING_GREETING": False,
+}
+
+
+#: Keys MEDIASTREAM no longer reads, and the voicecall setting that replaced each
+#: (checks.py reports them; voicecall/conf.py documents them).
+MOVED_TO_VOICECALL: dict[str, str] = {
+    "PUBLIC_BASE_URL": "TWILIO_PUBLIC_BASE_URL",
+    "TWILIO_ACCOUNT_SID": "TWILIO_ACCOUNT_SID",
+    "TWILIO_AUTH_TOKEN": "TWILIO_AUTH_TOKEN",
+    "VALIDATE_SIGNATURES": "VOICECALL['VALIDATE_SIGNATURES']",
+    "REPLAY_WINDOW_SECONDS": "VOICECALL['REPLAY_WINDOW_SECONDS']",
+    "MAX_WEBHOOK_BODY_BYTES": "VOICECALL['MAX_WEBHOOK_BODY_BYTES']",
+    "GREETING": "VOICECALL['GREETING']",
+    "STREAM_PATH": "VOICECALL['STREAM_PATH']",
 }
 
 

@@ -35,9 +35,9 @@ __all__ = ["TwilioCall", "TwilioStream", "StreamInstructions", "new_sid"]
 def _configured_account() -> str:
     """The account the server expects (TWILIO_ACCOUNT_SID), when Django is configured."""
     try:
-        from .conf import app_settings
+        from voicecall.conf import voicecall_settings
 
-        return app_settings.TWILIO_ACCOUNT_SID or ""
+        return voicecall_settings.TWILIO_ACCOUNT_SID or ""
     except Exception:  # no settings: a standalone simulator run
         return ""
 
@@ -73,7 +73,7 @@ class TwilioCall:
     """The HTTP half: the voice webhook and status callbacks, signed like Twilio signs them."""
 
     server_url: str  # where the server listens, e.g. http://127.0.0.1:8000
-    public_url: str  # PUBLIC_BASE_URL: what Twilio signs
+    public_url: str  # TWILIO_PUBLIC_BASE_URL: what Twilio signs
     auth_token: str
     call_sid: str = field(default_factory=lambda: new_sid("CA"))
     account_sid: str = field(default_factory=lambda: _configured_account() or new_sid("AC"))

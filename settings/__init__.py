@@ -131,13 +131,20 @@ STATIC_URL = "static/"
 # Twilio posts form bodies of a few KiB; anything bigger is not Twilio.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024
 
-# One dict for the app; defaults and documentation live in mediastream/conf.py.
-MEDIASTREAM = {
-    "PUBLIC_BASE_URL": os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:8000"),
-    "TWILIO_ACCOUNT_SID": os.environ.get("TWILIO_ACCOUNT_SID", ""),
-    "TWILIO_AUTH_TOKEN": os.environ.get("TWILIO_AUTH_TOKEN", ""),
+# Twilio's account and the https origin Twilio reaches, as top-level settings;
+# defaults and documentation live in voicecall/conf.py.
+TWILIO_ACCOUNT_SID = os.environ.get("TWILIO_ACCOUNT_SID", "")
+TWILIO_AUTH_TOKEN = os.environ.get("TWILIO_AUTH_TOKEN", "")
+TWILIO_PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:8000")
+
+# The webhooks (voicecall/conf.py).
+VOICECALL = {
     "VALIDATE_SIGNATURES": env_bool("TWILIO_VALIDATE_SIGNATURES", True),
     "GREETING": os.environ.get("MEDIASTREAM_GREETING", ""),
+}
+
+# The media streams (mediastream/conf.py).
+MEDIASTREAM = {
     "TRUSTED_PROXIES": env_list("TRUSTED_PROXIES"),
 }
 if os.environ.get("MEDIASTREAM_TTS_BACKEND"):

@@ -13,16 +13,18 @@ os.environ.pop("REDIS_URL", None)
 
 from settings import *  # noqa: E402,F401,F403
 from settings import MEDIASTREAM as _BASE_MEDIASTREAM  # noqa: E402
+from settings import VOICECALL as _BASE_VOICECALL  # noqa: E402
 
 SECRET_KEY = "tests-secret-key-not-for-production-0123456789abcdef"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
+TWILIO_PUBLIC_BASE_URL = "https://voice.example.com"
+TWILIO_ACCOUNT_SID = "AC" + "0" * 32
+TWILIO_AUTH_TOKEN = "test-auth-token-12345"
+VOICECALL = {**_BASE_VOICECALL, "VALIDATE_SIGNATURES": True}
+
 MEDIASTREAM = {
     **_BASE_MEDIASTREAM,
-    "PUBLIC_BASE_URL": "https://voice.example.com",
-    "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
-    "TWILIO_AUTH_TOKEN": "test-auth-token-12345",
-    "VALIDATE_SIGNATURES": True,
     "TTS": {"BACKEND": "mediastream.tts.dummy.SilenceBackend", "OPTIONS": {}},
     "TRANSCRIPTION": {"BACKEND": "mediastream.transcription.discard.DiscardBackend", "OPTIONS": {}},
 }

@@ -19,7 +19,7 @@ STREAM_PATH = "/twilio/media-stream/"
 
 
 def auth_token() -> str:
-    return settings.MEDIASTREAM["TWILIO_AUTH_TOKEN"]
+    return settings.TWILIO_AUTH_TOKEN
 
 
 def signed_url(path: str = STREAM_PATH) -> str:

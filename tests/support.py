@@ -28,3 +28,19 @@ SPEECH_MISSING = _speech_missing()
 
 #: Marks a test (or, as ``pytestmark``, a module) that needs the offline speech models.
 requires_speech = pytest.mark.skipif(bool(SPEECH_MISSING), reason=SPEECH_MISSING or "speech extra installed")
+
+
+def voicecall_overrides(**overrides):
+    """``override_settings`` for voicecall (decorator or ``with``).
+
+    Top-level names (``TWILIO_AUTH_TOKEN``, ``TWILIO_PUBLIC_BASE_URL``, ...) are
+    overridden as themselves, the rest as keys of ``VOICECALL`` over the test settings.
+    """
+    from voicecall.conf import TOP_LEVEL_DEFAULTS
+
+    top_level = {name: value for name, value in overrides.items() if name in TOP_LEVEL_DEFAULTS}
+    nested = {name: value for name, value in overrides.items() if name not in TOP_LEVEL_DEFAULTS}
+    return override_settings(**top_level, VOICECALL={**getattr(settings, "VOICECALL", {}), **nested})
+
+
+__all__ += ["voicecall_overrides"]

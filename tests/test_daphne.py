@@ -52,7 +52,7 @@ def live(django_db_setup, django_db_blocker, tmp_path_factory):
 
 
 async def open_call(live: Live, **stream_kwargs) -> tuple[TwilioCall, TwilioStream]:
-    call = TwilioCall(server_url=live.http, public_url=PUBLIC, auth_token=settings.MEDIASTREAM["TWILIO_AUTH_TOKEN"])
+    call = TwilioCall(server_url=live.http, public_url=PUBLIC, auth_token=settings.TWILIO_AUTH_TOKEN)
     instructions = await call.answer()
     assert instructions.url == "wss://voice.example.com/twilio/media-stream/"
     stream = TwilioStream(

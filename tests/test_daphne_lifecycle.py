@@ -38,7 +38,7 @@ def server(django_db_blocker):
 
 
 async def open_stream(port: int) -> TwilioStream:
-    call = TwilioCall(server_url=f"http://127.0.0.1:{port}", public_url=PUBLIC, auth_token=settings.MEDIASTREAM["TWILIO_AUTH_TOKEN"])
+    call = TwilioCall(server_url=f"http://127.0.0.1:{port}", public_url=PUBLIC, auth_token=settings.TWILIO_AUTH_TOKEN)
     instructions = await call.answer()
     stream = TwilioStream(
         f"ws://127.0.0.1:{port}/twilio/media-stream/", signed_url=instructions.url, auth_token=call.auth_token,

@@ -159,7 +159,7 @@ class Tap:
 
 async def open_call(live: Live) -> tuple[TwilioCall, TwilioStream, Tap]:
     """Answer a call through the signed webhook and open its media stream (the server has admitted it)."""
-    call = TwilioCall(server_url=live.http, public_url=PUBLIC, auth_token=settings.MEDIASTREAM["TWILIO_AUTH_TOKEN"])
+    call = TwilioCall(server_url=live.http, public_url=PUBLIC, auth_token=settings.TWILIO_AUTH_TOKEN)
     instructions = await call.answer()
     stream = TwilioStream(
         live.ws,

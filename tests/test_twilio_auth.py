@@ -1,9 +1,8 @@
-"""Twilio signatures: known-answer vectors, URL building from PUBLIC_BASE_URL, refusals."""
+"""Twilio signatures: known-answer vectors, URL building from TWILIO_PUBLIC_BASE_URL, refusals."""
 
 from urllib.parse import urlencode
 
 import pytest
-from django.conf import settings
 from django.test import RequestFactory, override_settings
 from twilio.request_validator import RequestValidator
 
@@ -16,10 +15,7 @@ from voicecall.twilio_auth import (
     validate_websocket_upgrade,
 )
 
-
-def mediastream(**overrides):
-    return override_settings(MEDIASTREAM={**settings.MEDIASTREAM, **overrides})
-
+from .support import voicecall_overrides
 
 DOC_PATH = "/myapp.php?foo=1&bar=2"
 DOC_SIGNATURE = "L/OH5YylLD5NRKLltdqwSvS0BnU="
@@ -50,7 +46,7 @@ def test_public_url_comes_from_public_base_url():
     assert public_websocket_url_for("/twilio/media-stream/") == "wss://voice.example.com/twilio/media-stream/"
 
 
-@mediastream(PUBLIC_BASE_URL="https://user:pw@example.com:8443/app/")
+@voicecall_overrides(TWILIO_PUBLIC_BASE_URL="https://user:pw@example.com:8443/app/")
 def test_public_url_keeps_port_and_path_prefix_and_drops_credentials():
     assert public_url_for("/twilio/voice/") == "https://example.com:8443/app/twilio/voice/"
     # A request path that already carries the prefix (FORCE_SCRIPT_NAME) is not prefixed twice.
@@ -59,7 +55,7 @@ def test_public_url_keeps_port_and_path_prefix_and_drops_credentials():
     assert public_websocket_url_for("/media?x=1") == "wss://example.com:8443/app/media"
 
 
-@mediastream(PUBLIC_BASE_URL="http://127.0.0.1:8000")
+@voicecall_overrides(TWILIO_PUBLIC_BASE_URL="http://127.0.0.1:8000")
 def test_http_base_gives_ws_scheme():
     assert public_websocket_url_for("/twilio/media-stream/") == "ws://127.0.0.1:8000/twilio/media-stream/"
 
@@ -85,13 +81,13 @@ def test_host_header_does_not_choose_the_signed_url():
 # --- HTTP known answers ----------------------------------------------------------------
 
 
-@mediastream(TWILIO_AUTH_TOKEN="12345", PUBLIC_BASE_URL="https://example.com")
+@voicecall_overrides(TWILIO_AUTH_TOKEN="12345", TWILIO_PUBLIC_BASE_URL="https://example.com")
 def test_twilio_documented_http_vector():
     request = form_post(DOC_PATH, urlencoded(DOC_PARAMS), HTTP_X_TWILIO_SIGNATURE=DOC_SIGNATURE)
     assert validate_http_request(request) == SignatureCheck(True, "valid signature")
 
 
-@mediastream(TWILIO_AUTH_TOKEN="12345", PUBLIC_BASE_URL="https://example.com")
+@voicecall_overrides(TWILIO_AUTH_TOKEN="12345", TWILIO_PUBLIC_BASE_URL="https://example.com")
 def test_http_vector_fails_when_a_param_changes():
     params = {**DOC_PARAMS, "Digits": "9999"}
     request = form_post(DOC_PATH, urlencoded(params), HTTP_X_TWILIO_SIGNATURE=DOC_SIGNATURE)
@@ -100,7 +96,7 @@ def test_http_vector_fails_when_a_param_changes():
     assert check.reason.startswith("invalid signature for https://example.com/myapp.php?foo=...&bar=...")
 
 
-@mediastream(TWILIO_AUTH_TOKEN="12345", PUBLIC_BASE_URL="https://mycompany.com")
+@voicecall_overrides(TWILIO_AUTH_TOKEN="12345", TWILIO_PUBLIC_BASE_URL="https://mycompany.com")
 def test_json_body_vector_with_body_sha256():
     body_hash = "0a1ff7634d9ab3b95db5c9a2dfe9416e41502b283a80c7cf19632632f96e6620"
     request = RequestFactory().post(
@@ -127,7 +123,7 @@ def test_missing_http_signature_is_refused():
 # --- WebSocket upgrade known answers ------------------------------------------------------
 
 
-ws_vectors = mediastream(TWILIO_AUTH_TOKEN="12345", PUBLIC_BASE_URL="https://example.com")
+ws_vectors = voicecall_overrides(TWILIO_AUTH_TOKEN="12345", TWILIO_PUBLIC_BASE_URL="https://example.com")
 
 
 @ws_vectors
@@ -178,7 +174,7 @@ def test_websocket_wrong_path_or_missing_header_is_refused():
     assert missing == SignatureCheck(False, "missing x-twilio-signature header")
 
 
-@mediastream(TWILIO_AUTH_TOKEN="12345", PUBLIC_BASE_URL="http://example.com:8000")
+@voicecall_overrides(TWILIO_AUTH_TOKEN="12345", TWILIO_PUBLIC_BASE_URL="http://example.com:8000")
 def test_websocket_on_plain_http_base_uses_ws_url():
     signature = RequestValidator("12345").compute_signature("ws://example.com:8000/media", {})
     assert validate_websocket_upgrade("/media", b"", {"x-twilio-signature": signature}).ok
@@ -187,14 +183,14 @@ def test_websocket_on_plain_http_base_uses_ws_url():
 # --- Configuration ---------------------------------------------------------------------------
 
 
-@mediastream(VALIDATE_SIGNATURES=False)
+@voicecall_overrides(VALIDATE_SIGNATURES=False)
 def test_disabled_validation_accepts_unsigned():
     expected = SignatureCheck(True, "signature validation disabled")
     assert validate_websocket_upgrade("/media", b"", {}) == expected
     assert validate_http_request(form_post("/twilio/voice/", "CallSid=CA1")) == expected
 
 
-@mediastream(TWILIO_AUTH_TOKEN="")
+@voicecall_overrides(TWILIO_AUTH_TOKEN="")
 def test_empty_auth_token_refuses_even_a_matching_signature():
     signature = RequestValidator("").compute_signature("wss://voice.example.com/media", {})
     check = validate_websocket_upgrade("/media", b"", {"x-twilio-signature": signature})

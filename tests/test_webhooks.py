@@ -8,7 +8,6 @@ from datetime import timedelta
 from urllib.parse import urlencode
 
 import pytest
-from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.db import connections
 from django.test import Client, override_settings
@@ -20,6 +19,8 @@ from voicecall.models import Call, CallEvent, CallStatus, MediaStream, WebhookRe
 from voicecall.signals import call_started, call_status_changed
 from voicecall.tokens import hash_stream_token
 
+from .support import voicecall_overrides
+
 AUTH_TOKEN = "test-auth-token-12345"
 PUBLIC = "https://voice.example.com"
 CALL_SID = "CA" + "1" * 32
@@ -27,10 +28,6 @@ ACCOUNT_SID = "AC" + "0" * 32
 STREAM_URL = "wss://voice.example.com/twilio/media-stream/"
 
 pytestmark = pytest.mark.django_db
-
-
-def mediastream(**overrides):
-    return override_settings(MEDIASTREAM={**settings.MEDIASTREAM, **overrides})
 
 
 def voice_params(**overrides):
@@ -119,10 +116,10 @@ def test_voice_webhook_records_call_and_answers_connect_stream():
     assert call.status == CallStatus.RINGING
     assert call.stream_token_hash == hash_stream_token(token)
     assert token not in call.stream_token_hash
-    assert list(call.events.values_list("type", flat=True)) == ["call.voice"]
+    assert list(call.events.values_list("type", flat=True)) == ["twilio.call.voice"]
 
 
-@mediastream(GREETING="Hello, you are talking to a robot & friends.")
+@voicecall_overrides(GREETING="Hello, you are talking to a robot & friends.")
 def test_greeting_is_said_before_the_stream(client):
     root = parse_twiml(post(client, "/twilio/voice/", voice_params()))
     assert [child.tag for child in root] == ["Say", "Connect"]
@@ -221,14 +218,14 @@ def test_slash_less_paths_are_served_not_redirected(client, path):
     assert response.status_code == 200
 
 
-@mediastream(MAX_WEBHOOK_BODY_BYTES=1024)
+@voicecall_overrides(MAX_WEBHOOK_BODY_BYTES=1024)
 def test_oversize_body_is_413_and_nothing_written(client):
     response = post(client, "/twilio/voice/", voice_params(Padding="x" * 2000))
     assert response.status_code == 413
     assert_nothing_written()
 
 
-@mediastream(MAX_WEBHOOK_BODY_BYTES=1024)
+@voicecall_overrides(MAX_WEBHOOK_BODY_BYTES=1024)
 def test_oversize_body_without_content_length_is_413():
     """Under daphne a chunked body has no Content-Length; its actual size is checked."""
     body = urlencode(voice_params(Padding="x" * 2000)).encode()
@@ -250,14 +247,14 @@ def test_declared_oversize_content_length_is_413(client):
     assert_nothing_written()
 
 
-@mediastream(VALIDATE_SIGNATURES=False)
+@voicecall_overrides(VALIDATE_SIGNATURES=False)
 def test_unsigned_request_accepted_when_validation_is_off(client):
     response = post(client, "/twilio/voice/", voice_params(), signature="")
     assert stream_token(parse_twiml(response))
     assert Call.objects.filter(call_sid=CALL_SID).exists()
 
 
-@mediastream(TWILIO_AUTH_TOKEN="")
+@voicecall_overrides(TWILIO_AUTH_TOKEN="")
 def test_empty_auth_token_refuses_webhooks(client):
     response = post(client, "/twilio/voice/", voice_params(), token="")
     assert response.status_code == 403
@@ -318,7 +315,7 @@ def test_replay_with_undecryptable_receipt_is_handled_again(client):
 def test_replayed_status_callback_records_one_event(client):
     for _ in range(2):
         assert post(client, "/twilio/status/", status_params("in-progress", 2)).status_code == 200
-    assert CallEvent.objects.filter(type="call.status").count() == 1
+    assert CallEvent.objects.filter(type="twilio.call.status").count() == 1
 
 
 @pytest.mark.django_db(transaction=True)
@@ -358,7 +355,7 @@ def test_status_callback_for_unknown_call_creates_it_and_answers_empty_twiml(cli
     assert call.last_sequence_number == 1
     assert call.from_number == "+15005550006"
     event = call.events.get()
-    assert event.type == "call.status"
+    assert event.type == "twilio.call.status"
     assert event.payload["CallStatus"] == "in-progress"
     assert event.payload["applied"] is True
 
@@ -463,7 +460,7 @@ def test_stream_status_events_are_recorded(client):
     post(client, "/twilio/stream-status/", stream_params("stream-error", StreamError="boom\r\nfake: line"))
 
     events = list(call.events.all())
-    assert [e.type for e in events] == ["stream.started", "stream.stopped", "stream.error"]
+    assert [e.type for e in events] == ["twilio.stream.started", "twilio.stream.stopped", "twilio.stream.error"]
     assert all(e.stream == stream for e in events)
     assert events[0].payload["StreamSid"] == stream.stream_sid
     assert events[2].payload["StreamError"] == "boom fake: line"

@@ -6,3 +6,6 @@ class VoiceCallConfig(AppConfig):
     name = "voicecall"
     verbose_name = _("Voice calls")
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import checks  # noqa: F401  (registers system checks)

@@ -90,10 +90,6 @@ class MediaStream(models.Model):
     def __str__(self) -> str:
         return self.stream_sid
 
-    @property
-    def is_open(self) -> bool:
-        return self.stopped_at is None
-
 
 class TranscriptSegment(models.Model):
     class Speaker(models.TextChoices):

@@ -26,6 +26,7 @@ from typing import Any
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from .events import STREAM_STATUS_EVENTS, TwilioEvent
 from .logsafe import sanitize
 from .models import TERMINAL_STATUSES, Call, CallEvent, CallStatus, MediaStream
 from .tokens import mint_stream_token
@@ -59,7 +60,6 @@ STATUS_RANK: dict[str, int] = {
     **{status: 3 for status in TERMINAL_STATUSES},
 }
 
-STREAM_EVENTS = frozenset({"stream-started", "stream-stopped", "stream-error"})
 CALL_ENDED_REASON = "call ended"
 
 
@@ -236,12 +236,12 @@ def record_voice_webhook(call_sid: str, params: Mapping[str, Any]) -> VoiceOutco
         call.save(update_fields=["stream_token_hash", "updated_at"])
     payload = payload_from(params)
     payload["answer"] = "stream" if token else "hangup"
-    CallEvent.objects.create(call=call, type="call.voice", payload=payload)
+    CallEvent.objects.create(call=call, type=TwilioEvent.CALL_VOICE, payload=payload)
     return VoiceOutcome(call=call, created=created, change=change, token=token)
 
 
 def record_call_status(call_sid: str, params: Mapping[str, Any]) -> StatusOutcome:
-    """Apply a call status callback and record it as a ``call.status`` event."""
+    """Apply a call status callback and record it as a ``twilio.call.status`` event."""
     call, created = lock_call(call_sid, params)
     status = parse_status(params.get("CallStatus"))
     change = None
@@ -255,7 +255,7 @@ def record_call_status(call_sid: str, params: Mapping[str, Any]) -> StatusOutcom
         )
     payload = payload_from(params)
     payload["applied"] = bool(change and change.applied)
-    CallEvent.objects.create(call=call, type="call.status", payload=payload)
+    CallEvent.objects.create(call=call, type=TwilioEvent.CALL_STATUS, payload=payload)
     if change is not None and not change.applied:
         logger.info(
             "Ignored status %s for call %s (now %s, SequenceNumber %s, last applied %s)",
@@ -269,12 +269,12 @@ def record_call_status(call_sid: str, params: Mapping[str, Any]) -> StatusOutcom
 
 
 def record_stream_status(call_sid: str, params: Mapping[str, Any]) -> CallEvent | None:
-    """Record a stream status callback as ``stream.<event>``; None if the call is unknown."""
+    """Record a stream status callback as ``twilio.stream.<event>``; None if the call is unknown."""
     call = Call.objects.filter(call_sid=call_sid).first()
     if call is None:
         return None
     event = clean_param(params.get("StreamEvent"), 64)
-    event_type = "stream." + (event.removeprefix("stream-") if event in STREAM_EVENTS else "other")
+    event_type = STREAM_STATUS_EVENTS.get(event, TwilioEvent.STREAM_OTHER)
     stream_sid = clean_param(params.get("StreamSid"), 64)
     stream = MediaStream.objects.filter(stream_sid=stream_sid).first() if stream_sid else None
     payload = payload_from(params)

@@ -5,7 +5,7 @@ Twilio retries, and anyone who saw a request can send it again. After the
 signature check, the request gets a key (sha256 of URL, sorted params and
 signature). The first request with a key runs its side effects and stores its
 response in a :class:`~voicecall.models.WebhookReceipt`; the same key within
-``REPLAY_WINDOW_SECONDS`` gets that stored response back and changes nothing.
+``VOICECALL["REPLAY_WINDOW_SECONDS"]`` gets that stored response back and changes nothing.
 
 The key column is unique, so of two identical requests arriving at once in
 different daphne processes only one inserts its receipt; the other waits for
@@ -34,8 +34,7 @@ from django.http import HttpResponse
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
-from mediastream.conf import app_settings
-
+from .conf import voicecall_settings
 from .logsafe import sanitize
 from .models import WebhookReceipt
 
@@ -76,7 +75,7 @@ def _fernet() -> Fernet:
 
 
 def _window_start(now: datetime | None = None) -> datetime:
-    return (now or timezone.now()) - timedelta(seconds=int(app_settings.REPLAY_WINDOW_SECONDS))
+    return (now or timezone.now()) - timedelta(seconds=int(voicecall_settings.REPLAY_WINDOW_SECONDS))
 
 
 def prune_expired(now: datetime | None = None) -> int:

@@ -3,11 +3,11 @@
 Twilio signs the exact URL it requested. Rebuilding that URL from ``Host`` or
 ``X-Forwarded-*`` headers would let the caller pick the URL its signature is
 checked against, and breaks behind TLS-terminating proxies, so every URL here
-is built from ``MEDIASTREAM["PUBLIC_BASE_URL"]`` plus the path received.
+is built from the ``TWILIO_PUBLIC_BASE_URL`` setting plus the path received.
 
 The HMAC itself is twilio-python's :class:`~twilio.request_validator.RequestValidator`;
 this module only chooses the URL candidates and says why a check failed.
-Only ``VALIDATE_SIGNATURES`` turns the checks off; ``DEBUG`` never does.
+Only ``VOICECALL["VALIDATE_SIGNATURES"]`` turns the checks off; ``DEBUG`` never does.
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ from django.http import HttpRequest, QueryDict
 from django.utils.encoding import escape_uri_path
 from twilio.request_validator import RequestValidator
 
-from mediastream.conf import app_settings
-
+from .conf import voicecall_settings
 from .logsafe import sanitize
 
 __all__ = [
@@ -53,14 +52,14 @@ class SignatureCheck:
 
 
 def _public_base() -> tuple[str, str, str]:
-    """``(scheme, netloc, path prefix)`` of PUBLIC_BASE_URL, without credentials."""
-    parts = urlsplit(str(app_settings.PUBLIC_BASE_URL).strip())
+    """``(scheme, netloc, path prefix)`` of TWILIO_PUBLIC_BASE_URL, without credentials."""
+    parts = urlsplit(str(voicecall_settings.TWILIO_PUBLIC_BASE_URL).strip())
     netloc = parts.netloc.rpartition("@")[2]  # Twilio drops userinfo before signing
     return parts.scheme.lower(), netloc, parts.path.rstrip("/")
 
 
 def _prefixed(prefix: str, path: str) -> str:
-    """``path`` under PUBLIC_BASE_URL's own path, unless it already starts with it."""
+    """``path`` under TWILIO_PUBLIC_BASE_URL's own path, unless it already starts with it."""
     if not path.startswith("/"):
         path = "/" + path
     if prefix and path != prefix and not path.startswith(prefix + "/"):
@@ -92,9 +91,9 @@ def request_public_url(request: HttpRequest) -> str:
 
 def _configured_validator() -> RequestValidator | SignatureCheck:
     """A validator for the auth token, or the check result when no validation can happen."""
-    if not app_settings.VALIDATE_SIGNATURES:
+    if not voicecall_settings.VALIDATE_SIGNATURES:
         return SignatureCheck(True, "signature validation disabled")
-    token = app_settings.TWILIO_AUTH_TOKEN
+    token = voicecall_settings.TWILIO_AUTH_TOKEN
     if not token:
         return SignatureCheck(False, "TWILIO_AUTH_TOKEN is not set")
     return RequestValidator(str(token))

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from twilio.twiml.voice_response import VoiceResponse
 
-from mediastream.conf import app_settings
-
+from .conf import voicecall_settings
 from .twilio_auth import public_websocket_url_for
 
 __all__ = [
@@ -29,7 +28,7 @@ STREAM_TOKEN_PARAMETER = "token"
 
 def stream_url() -> str:
     """``wss://<public host><STREAM_PATH>``; never a query string (Twilio refuses them)."""
-    return public_websocket_url_for(str(app_settings.STREAM_PATH))
+    return public_websocket_url_for(str(voicecall_settings.STREAM_PATH))
 
 
 def connect_stream_twiml(token: str, *, status_callback: str | None = None, greeting: str = "") -> str:

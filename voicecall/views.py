@@ -28,9 +28,8 @@ from django.utils.cache import add_never_cache_headers
 from django.utils.log import log_response
 from django.views.decorators.csrf import csrf_exempt
 
-from mediastream.conf import app_settings
-
 from . import records
+from .conf import voicecall_settings
 from .logsafe import sanitize
 from .models import Call
 from .replay import handle_once, replay_key
@@ -63,7 +62,7 @@ def _refuse(request: HttpRequest, response: HttpResponse, reason: str) -> HttpRe
 
 def _body_too_big(request: HttpRequest) -> bool:
     """True if the declared or actual body is over MAX_WEBHOOK_BODY_BYTES."""
-    limit = int(app_settings.MAX_WEBHOOK_BODY_BYTES)
+    limit = int(voicecall_settings.MAX_WEBHOOK_BODY_BYTES)
     try:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
@@ -106,7 +105,7 @@ def twilio_webhook(handler: Handler) -> Handler:
         if not check.ok:
             response = HttpResponse("Forbidden", status=403, content_type="text/plain")
             return _refuse(request, response, check.reason)
-        account = app_settings.TWILIO_ACCOUNT_SID
+        account = voicecall_settings.TWILIO_ACCOUNT_SID
         if account and request.POST.get("AccountSid", account) != account:
             response = HttpResponse("Forbidden", status=403, content_type="text/plain")
             return _refuse(request, response, "AccountSid is not TWILIO_ACCOUNT_SID")
@@ -148,7 +147,7 @@ def voice(request: HttpRequest) -> HttpResponse:
     twiml = connect_stream_twiml(
         outcome.token,
         status_callback=stream_status_callback_url(),
-        greeting=str(app_settings.GREETING or ""),
+        greeting=str(voicecall_settings.GREETING or ""),
     )
     return _twiml(twiml)
 
@@ -166,7 +165,7 @@ def call_status(request: HttpRequest) -> HttpResponse:
 
 @twilio_webhook
 def stream_status(request: HttpRequest) -> HttpResponse:
-    """Stream status callback: record ``stream.started/stopped/error``; unknown calls are logged."""
+    """Stream status callback: record ``twilio.stream.started/stopped/error``; unknown calls are logged."""
     call_sid = _call_sid(request)
     if not call_sid:
         return _missing_call_sid(request)

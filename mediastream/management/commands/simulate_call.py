@@ -9,10 +9,11 @@ from pathlib import Path
 from channels.db import database_sync_to_async
 from django.core.management.base import BaseCommand, CommandError
 
-from mediastream.conf import app_settings
 from mediastream.audio import FRAME_BYTES, MulawConverter, mulaw_to_wav_bytes, wav_to_mulaw
 from mediastream.simulator import TwilioCall, TwilioStream, stream_urls
 from mediastream.tts import get_tts_backend
+from voicecall.conf import voicecall_settings
+from voicecall.events import TwilioEvent
 from voicecall.models import CallEvent
 
 QUIET_EVENTS = {"transcript.partial"}
@@ -39,8 +40,8 @@ class Command(BaseCommand):
         parser.add_argument("--to-number", default="+14155551212")
 
     def handle(self, *args, **options):
-        token = app_settings.TWILIO_AUTH_TOKEN
-        if not token and app_settings.VALIDATE_SIGNATURES:
+        token = voicecall_settings.TWILIO_AUTH_TOKEN
+        if not token and voicecall_settings.VALIDATE_SIGNATURES:
             raise CommandError("TWILIO_AUTH_TOKEN is not set: the server refuses unsigned calls (bin/run sets one up).")
         caller_audio = self._caller_audio(options)
         try:
@@ -61,7 +62,7 @@ class Command(BaseCommand):
     async def _run(self, token: str, caller_audio: bytes, options) -> None:
         call = TwilioCall(
             server_url=options["server"],
-            public_url=app_settings.PUBLIC_BASE_URL,
+            public_url=voicecall_settings.TWILIO_PUBLIC_BASE_URL,
             auth_token=token,
             from_number=options["from_number"],
             to_number=options["to_number"],
@@ -73,7 +74,7 @@ class Command(BaseCommand):
 
         instructions = await call.answer()
         say(f"call {call.call_sid}: TwiML asks for a stream at {instructions.url}")
-        connect_url, signed_url = stream_urls(app_settings.PUBLIC_BASE_URL, options["server"], instructions.url)
+        connect_url, signed_url = stream_urls(voicecall_settings.TWILIO_PUBLIC_BASE_URL, options["server"], instructions.url)
         stream = TwilioStream(
             connect_url, signed_url=signed_url, auth_token=token, call_sid=call.call_sid,
             account_sid=call.account_sid, parameters=instructions.parameters,
@@ -135,7 +136,7 @@ class Command(BaseCommand):
             say(f"{event.type}: {_describe(event.payload)}")
 
 
-QUEUE_NOISE = {"call.voice", "call.status", "playback.queued"} | QUIET_EVENTS
+QUEUE_NOISE = {TwilioEvent.CALL_VOICE, TwilioEvent.CALL_STATUS, "playback.queued"} | QUIET_EVENTS
 
 
 def _describe(payload: dict) -> str:

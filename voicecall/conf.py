@@ -1,0 +1,95 @@
+"""voicecall's settings: Twilio's account as top-level settings, the webhooks' own in ``VOICECALL``.
+
+``TWILIO_ACCOUNT_SID``, ``TWILIO_AUTH_TOKEN`` and ``TWILIO_PUBLIC_BASE_URL`` are
+top-level Django settings, where twilio and django-twilio users already keep
+their account. The rest is one ``VOICECALL`` dict merged over :data:`DEFAULTS`.
+
+This is the only module that reads ``django.conf.settings`` for voicecall. The
+merged values are cached and cleared on ``setting_changed``, so
+``override_settings`` works in tests. Access them as
+``voicecall_settings.TWILIO_AUTH_TOKEN`` or ``voicecall_settings.STREAM_PATH``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+__all__ = ["TOP_LEVEL_DEFAULTS", "DEFAULTS", "SETTING_NAMES", "voicecall_settings"]
+
+KIB = 1024
+
+#: Top-level Django settings voicecall reads, with their defaults.
+TOP_LEVEL_DEFAULTS: dict[str, Any] = {
+    # When set, webhooks that name any other AccountSid are refused.
+    "TWILIO_ACCOUNT_SID": "",
+    # Signs and checks every webhook and media stream; empty refuses them all.
+    "TWILIO_AUTH_TOKEN": "",
+    # The https origin Twilio reaches (e.g. "https://voice.example.com").
+    # Signatures are checked against it and the wss:// stream URL is derived from it.
+    "TWILIO_PUBLIC_BASE_URL": "http://127.0.0.1:8000",
+}
+
+#: Keys of the ``VOICECALL`` dict, with their defaults.
+DEFAULTS: dict[str, Any] = {
+    # Signature checks on webhooks and the WebSocket upgrade. Only this setting
+    # switches them off; DEBUG never does.
+    "VALIDATE_SIGNATURES": True,
+    # An identical signed webhook seen again within this window changes nothing.
+    "REPLAY_WINDOW_SECONDS": 600,
+    # Webhook bodies above this are refused with 413 before parsing.
+    "MAX_WEBHOOK_BODY_BYTES": 64 * KIB,
+    # Optional <Say> before <Connect><Stream> in the voice TwiML.
+    "GREETING": "",
+    # Path of the media stream WebSocket the voice TwiML points Twilio at.
+    "STREAM_PATH": "/twilio/media-stream/",
+}
+
+#: Every Django setting whose change clears the cache.
+SETTING_NAMES = frozenset({"VOICECALL", *TOP_LEVEL_DEFAULTS})
+
+
+class VoiceCallSettings:
+    """Lazy view of the top-level Twilio settings and ``settings.VOICECALL`` over their defaults."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] | None = None
+
+    def _load(self) -> dict[str, Any]:
+        user = getattr(settings, "VOICECALL", None) or {}
+        if not isinstance(user, dict):
+            raise ImproperlyConfigured(f"VOICECALL must be a dict, got {type(user).__name__}.")
+        merged = {name: getattr(settings, name, default) for name, default in TOP_LEVEL_DEFAULTS.items()}
+        merged.update(DEFAULTS)
+        # Top-level names are never taken from VOICECALL (checks.py says so).
+        merged.update({key: value for key, value in user.items() if key not in TOP_LEVEL_DEFAULTS})
+        return merged
+
+    def as_dict(self) -> dict[str, Any]:
+        if self._cache is None:
+            self._cache = self._load()
+        return self._cache
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self.as_dict()[name]
+        except KeyError:
+            raise AttributeError(f"voicecall has no setting {name!r}") from None
+
+    def reload(self) -> None:
+        self._cache = None
+
+
+voicecall_settings = VoiceCallSettings()
+
+
+@receiver(setting_changed)
+def _reload_on_change(*, setting: str, **kwargs: Any) -> None:
+    if setting in SETTING_NAMES:
+        voicecall_settings.reload()
