@@ -9,7 +9,7 @@ here, with no I/O beyond reading and writing WAV files:
   has no anti-alias filter, and a 5 kHz tone would alias into the phone band;
 * :class:`MulawConverter`, which turns a TTS backend's ``AudioChunk`` stream
   into 8 kHz mu-law as it arrives;
-* WAV reading (any common format, RIFF chunks walked) and writing;
+* WAV reading (libsndfile, through soundfile) and writing;
 * :func:`iter_frames`, cutting mu-law into the 20 ms frames Twilio expects.
 """
 
@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from typing import BinaryIO, Protocol
 
 import numpy as np
+import soundfile
 import soxr
 
 __all__ = [
@@ -324,6 +325,9 @@ def pcm16_to_mulaw(pcm: np.ndarray | bytes, sample_rate: int) -> bytes:
 
 
 # --- WAV files ------------------------------------------------------------------
+# libsndfile (through soundfile) parses and decodes WAV files. Two things it
+# does not offer are done here from the file's chunk list: saying which chunk a
+# refused file lacks, and handing back a mu-law payload without decoding it.
 
 _WAVE_FORMAT_PCM = 0x0001
 _WAVE_FORMAT_IEEE_FLOAT = 0x0003
@@ -338,21 +342,13 @@ _FORMAT_NAMES = {
     _WAVE_FORMAT_ALAW: "A-law",
     _WAVE_FORMAT_MULAW: "mu-law",
 }
+# libsndfile's names for the encodings above: PCM 8 (unsigned), 16, 24 and 32
+# bit, IEEE float 32 and 64 bit, A-law and mu-law. It decodes more (ADPCM,
+# GSM 6.10, ...); those are refused like an unknown format tag.
+_READ_SUBTYPES = frozenset({"PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE", "ALAW", "ULAW"})
+_FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})
 
 WavSource = bytes | bytearray | memoryview | str | os.PathLike | BinaryIO
-
-
-class _WavData:
-    __slots__ = ("tag", "channels", "rate", "width", "payload")
-
-    def __init__(self, tag: int, channels: int, rate: int, width: int, payload: bytes) -> None:
-        self.tag, self.channels, self.rate, self.width, self.payload = (
-            tag,
-            channels,
-            rate,
-            width,
-            payload,
-        )
 
 
 def _read_source(source: WavSource) -> bytes:
@@ -366,89 +362,73 @@ def _read_source(source: WavSource) -> bytes:
     raise TypeError(f"expected WAV bytes, a path or a binary file, got {type(source).__name__}")
 
 
-def _parse_wav(data: bytes) -> _WavData:
-    """Walk the RIFF chunks (headers vary: 44 bytes for PCM, 58 for sox mu-law, more with LIST)."""
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        if data[:4] in (b"RIFX", b"RF64"):
-            raise AudioFormatError(f"{data[:4].decode()} WAV files are not supported")
-        raise AudioFormatError("not a WAV file (no RIFF/WAVE header)")
-    fmt: bytes | None = None
-    payload: bytes | None = None
+def _chunks(data: bytes) -> dict[bytes, bytes]:
+    """A RIFF file's top-level chunks by id (the first of each id).
+
+    A chunk whose size runs past the end of the file (a WAV streamed to a pipe
+    carries a placeholder size) holds what is there.
+    """
+    chunks: dict[bytes, bytes] = {}
     pos = 12
     while pos + 8 <= len(data):
         chunk_id = data[pos : pos + 4]
         (size,) = struct.unpack_from("<I", data, pos + 4)
-        start = pos + 8
-        if chunk_id == b"data":
-            # Streamed WAVs (written to a pipe) carry a placeholder size: read to the end.
-            end = len(data) if start + size > len(data) else start + size
-            payload = data[start:end]
-            if fmt is not None:
-                break
-        elif chunk_id == b"fmt ":
-            fmt = data[start : start + size]
-        pos = start + size + (size & 1)
+        chunks.setdefault(chunk_id, data[pos + 8 : pos + 8 + size])
+        pos += 8 + size + (size & 1)
+    return chunks
+
+
+def _refusal(data: bytes, libsndfile_says: str) -> str:
+    """Why a RIFF WAV cannot be read, named by its chunks (libsndfile's messages often do not)."""
+    chunks = _chunks(data)
+    fmt = chunks.get(b"fmt ")
     if fmt is None:
-        raise AudioFormatError("WAV file has no 'fmt ' chunk")
-    if payload is None:
-        raise AudioFormatError("WAV file has no 'data' chunk")
+        return "WAV file has no 'fmt ' chunk"
+    if b"data" not in chunks:
+        return "WAV file has no 'data' chunk"
     if len(fmt) < 16:
-        raise AudioFormatError("WAV 'fmt ' chunk is truncated")
-    tag, channels, rate, _byte_rate, block_align, bits = struct.unpack_from("<HHIIHH", fmt)
+        return "WAV 'fmt ' chunk is truncated"
+    tag, channels, rate = struct.unpack_from("<HHI", fmt)
     if tag == _WAVE_FORMAT_EXTENSIBLE:
         if len(fmt) < 40:
-            raise AudioFormatError("WAVE_FORMAT_EXTENSIBLE 'fmt ' chunk is truncated")
+            return "WAVE_FORMAT_EXTENSIBLE 'fmt ' chunk is truncated"
         (tag,) = struct.unpack_from("<I", fmt, 24)
         if fmt[28:40] != _GUID_SUFFIX or tag > 0xFFFF:
-            raise AudioFormatError("unsupported WAVE_FORMAT_EXTENSIBLE sub-format GUID")
+            return "unsupported WAVE_FORMAT_EXTENSIBLE sub-format GUID"
     if channels < 1 or rate < 1:
-        raise AudioFormatError(f"invalid WAV: {channels} channels at {rate} Hz")
-    width = block_align // channels if block_align else (bits + 7) // 8
-    supported = {
-        _WAVE_FORMAT_PCM: (1, 2, 3, 4),
-        _WAVE_FORMAT_IEEE_FLOAT: (4, 8),
-        _WAVE_FORMAT_ALAW: (1,),
-        _WAVE_FORMAT_MULAW: (1,),
-    }
-    if tag not in supported:
-        raise AudioFormatError(f"unsupported WAV format tag 0x{tag:04X}")
-    if width not in supported[tag] or block_align != width * channels:
-        raise AudioFormatError(
-            f"unsupported WAV layout: {_FORMAT_NAMES[tag]} with {bits} bits, "
-            f"block align {block_align}, {channels} channel(s)"
-        )
-    frames = len(payload) // block_align
-    return _WavData(tag, channels, rate, width, payload[: frames * block_align])
+        return f"invalid WAV: {channels} channels at {rate} Hz"
+    if tag not in _FORMAT_NAMES:
+        return f"unsupported WAV format tag 0x{tag:04X}"
+    return f"unsupported or malformed {_FORMAT_NAMES[tag]} WAV: {libsndfile_says}"
 
 
-def _decode_samples(wav: _WavData) -> np.ndarray:
-    """The samples as int16, or as float64 in int16 units when precision needs it."""
-    payload, tag, width = wav.payload, wav.tag, wav.width
-    if tag == _WAVE_FORMAT_MULAW:
-        return ulaw_decode(payload)
-    if tag == _WAVE_FORMAT_ALAW:
-        return alaw_decode(payload)
-    if tag == _WAVE_FORMAT_IEEE_FLOAT:
-        floats = np.frombuffer(payload, dtype="<f4" if width == 4 else "<f8").astype(np.float64)
-        return np.nan_to_num(floats, nan=0.0, posinf=1.0, neginf=-1.0) * 32767.0
-    if width == 1:  # 8-bit PCM is unsigned
-        return (np.frombuffer(payload, dtype=np.uint8).astype(np.int16) - 128) * 256
-    if width == 2:
-        return np.frombuffer(payload, dtype="<i2")
-    if width == 3:
-        raw = np.frombuffer(payload, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
-        value = raw[:, 0] | (raw[:, 1] << 8) | (raw[:, 2] << 16)
-        return ((value ^ 0x800000) - 0x800000) / 256.0
-    return np.frombuffer(payload, dtype="<i4") / 65536.0
+def _open_wav(data: bytes) -> soundfile.SoundFile:
+    """``data`` opened by libsndfile, if it is a little-endian RIFF WAV in one of the encodings read here."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        if data[:4] in (b"RIFX", b"RF64"):
+            raise AudioFormatError(f"{data[:4].decode()} WAV files are not supported")
+        raise AudioFormatError("not a WAV file (no RIFF/WAVE header)")
+    try:
+        wav = soundfile.SoundFile(io.BytesIO(data))
+    except soundfile.LibsndfileError as error:
+        raise AudioFormatError(_refusal(data, error.error_string)) from None
+    if wav.subtype not in _READ_SUBTYPES:
+        wav.close()
+        raise AudioFormatError(_refusal(data, f"{wav.subtype_info} is not read"))
+    return wav
 
 
-def _mono_int16(wav: _WavData) -> np.ndarray:
-    samples = _decode_samples(wav)
-    if wav.channels > 1:
-        samples = samples.reshape(-1, wav.channels).astype(np.float64).mean(axis=1)
-    if samples.dtype != np.int16:
-        samples = np.clip(np.rint(samples), -32768, 32767)
-    return np.array(samples, dtype=np.int16)  # a writable copy, never a view of the file
+def _mono_int16(wav: soundfile.SoundFile) -> np.ndarray:
+    """The samples as int16, channels averaged, rounded once."""
+    if wav.subtype in _FLOAT_SUBTYPES:
+        floats = wav.read(dtype="float64", always_2d=True)
+        samples = np.nan_to_num(floats, nan=0.0, posinf=1.0, neginf=-1.0) * 32767.0
+    else:
+        # libsndfile hands integer and G.711 audio over left-aligned in 32 bits:
+        # in int16 units that is a division, exact for 8 and 16 bit and G.711.
+        samples = wav.read(dtype="int32", always_2d=True) / 65536.0
+    mono = samples.mean(axis=1) if wav.channels > 1 else samples[:, 0]
+    return np.clip(np.rint(mono), -32768, 32767).astype(np.int16)
 
 
 def read_wav(source: WavSource) -> tuple[np.ndarray, int]:
@@ -459,16 +439,18 @@ def read_wav(source: WavSource) -> tuple[np.ndarray, int]:
     WAVE_FORMAT_EXTENSIBLE are read; channels are averaged to mono. Raises
     :class:`AudioFormatError` (a ``ValueError``) for anything else.
     """
-    wav = _parse_wav(_read_source(source))
-    return _mono_int16(wav), wav.rate
+    with _open_wav(_read_source(source)) as wav:
+        return _mono_int16(wav), wav.samplerate
 
 
 def wav_to_mulaw(source: WavSource) -> bytes:
     """A WAV file as raw 8 kHz mu-law (no header); 8 kHz mono mu-law is copied as is."""
-    wav = _parse_wav(_read_source(source))
-    if wav.tag == _WAVE_FORMAT_MULAW and wav.channels == 1 and wav.rate == SAMPLE_RATE:
-        return wav.payload
-    return pcm16_to_mulaw(_mono_int16(wav), wav.rate)
+    data = _read_source(source)
+    with _open_wav(data) as wav:
+        if wav.subtype == "ULAW" and wav.channels == 1 and wav.samplerate == SAMPLE_RATE:
+            # Copied, not decoded: mu-law has two zeros (0x7F, 0xFF) that decode alike.
+            return _chunks(data)[b"data"]
+        return pcm16_to_mulaw(_mono_int16(wav), wav.samplerate)
 
 
 def to_mulaw(

@@ -48,7 +48,7 @@ def through_phone_path(samples: np.ndarray, rate: int) -> np.ndarray:
 # --- codec ------------------------------------------------------------------------
 
 
-def test_reference_codec_values():
+def test_known_mulaw_codes():
     assert ulaw_encode(np.array([1000], dtype=np.int16)) == b"\xce"
     assert ulaw_encode(np.array([0], dtype=np.int16)) == b"\xff"
     assert ulaw_encode(struct.pack("<h", 1000)) == b"\xce"
@@ -94,7 +94,7 @@ def test_output_length_follows_the_rate_ratio():
 
 
 def test_constant_pcm_stays_constant_through_the_resampler():
-    # The reference case: 1920 bytes of PCM16 1000 at 24 kHz are two frames of 0xCE.
+    # 1920 bytes of PCM16 1000 at 24 kHz are two frames of 0xCE.
     mulaw = pcm16_to_mulaw(np.full(960, 1000, dtype=np.int16), 24000)
     assert mulaw == b"\xce" * 320
     assert pcm16_to_mulaw(np.zeros(2205, dtype=np.int16), 22050) == b"\xff" * 800
@@ -327,11 +327,21 @@ def test_chunks_are_walked_with_padding_and_streamed_data_sizes():
         (riff((b"fmt ", fmt(2, 1, 8000, 4, width=1)), (b"data", b"\x00")), "format tag 0x0002"),
         (riff((b"fmt ", fmt(1, 1, 8000, 12, width=3)[:10]), (b"data", b"\x00")), "truncated"),
         (b"RIFX" + b"\x00" * 40, "RIFX"),
+        (riff((b"fmt ", fmt(1, 0, 8000, 16)), (b"data", b"\x00\x00")), "0 channels at 8000 Hz"),
     ],
 )
 def test_bad_wavs_raise_value_error(data, message):
     with pytest.raises(ValueError, match=message):
         read_wav(data)
+
+
+def test_other_encodings_libsndfile_decodes_are_refused():
+    import soundfile
+
+    buffer = io.BytesIO()
+    soundfile.write(buffer, SAMPLES, 8000, format="WAV", subtype="IMA_ADPCM")
+    with pytest.raises(AudioFormatError, match="format tag 0x0011"):
+        read_wav(buffer.getvalue())
 
 
 def test_wav_to_mulaw_resamples_pcm():
