@@ -1,7 +1,13 @@
-"""A real daphne process serving the project, for end-to-end tests and benchmarks."""
+"""A real daphne process serving the project, for end-to-end tests and benchmarks.
+
+Tests get servers from the ``daphne`` fixture (tests/conftest.py), a
+:class:`DaphneFactory`; benchmarks call :func:`daphne_server` themselves.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import os
 import socket
@@ -9,23 +15,33 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DAPHNE = Path(sys.executable).with_name("daphne")
 
+#: MEDIASTREAM["TTS"] for speech out that returns audio at once: a constant PCM
+#: level, 40 ms of audio per character and at least 600 ms.
+CONSTANT_TTS = {
+    "BACKEND": "mediastream.tts.dummy.ConstantBackend",
+    "OPTIONS": {"VALUE": 3000, "SAMPLE_RATE": 8000, "MS_PER_CHAR": 40, "MIN_MS": 600},
+}
+
 
 @dataclass
 class Live:
-    """A running daphne: where to reach it, and the Redis layer it listens on."""
+    """A running daphne: where to reach it, the Redis layer it listens on, its process and log."""
 
     port: int
     redis_url: str
     prefix: str
     database_url: str = ""
     log: Path | None = None
+    proc: subprocess.Popen | None = None
+    name: str = "daphne"
 
     @property
     def http(self) -> str:
@@ -138,3 +154,52 @@ def daphne_server(
                 proc.kill()
                 proc.wait()
         log.close()
+
+
+#: Every server a :class:`DaphneFactory` started, in order: a failing test's report shows their log tails.
+STARTED: list[Live] = []
+
+
+class DaphneFactory:
+    """Starts daphne processes that serve the test database.
+
+    Each server gets MEDIASTREAM overrides of its own, a Redis channel-layer
+    prefix no other server shares (so no message crosses between them) and a
+    log file under ``log_dir``. ``SHOW_DAPHNE_LOG=1`` prints each log when its
+    server stops.
+    """
+
+    def __init__(self, *, database_url: str, redis_url: str, log_dir: Path) -> None:
+        self.database_url = database_url
+        self.redis_url = redis_url
+        self.log_dir = log_dir
+        self._numbers = itertools.count(1)
+
+    @contextmanager
+    def start(self, overrides: dict | None = None, *, name: str = "daphne") -> Iterator[Live]:
+        """Run one server until the block ends; it is listening when the block starts."""
+        number = next(self._numbers)
+        prefix = f"mstest{os.getpid()}n{number}"
+        log = self.log_dir / f"{number:02d}-{name}.log"
+        server = daphne_server(
+            database_url=self.database_url, redis_url=self.redis_url, prefix=prefix, overrides=overrides, log_path=log
+        )
+        with server as (port, proc):
+            live = Live(
+                port=port, redis_url=self.redis_url, prefix=prefix, database_url=self.database_url,
+                log=log, proc=proc, name=name,
+            )
+            STARTED.append(live)
+            yield live
+        if os.environ.get("SHOW_DAPHNE_LOG"):
+            print(f"--- {name} log ({log}) ---\n{log.read_text(errors='replace')}")
+
+    @asynccontextmanager
+    async def astart(self, overrides: dict | None = None, *, name: str = "daphne") -> AsyncIterator[Live]:
+        """:meth:`start` for async tests: the server starts and stops in a thread, so the event loop keeps running."""
+        server = self.start(overrides, name=name)
+        live = await asyncio.to_thread(server.__enter__)
+        try:
+            yield live
+        finally:
+            await asyncio.to_thread(server.__exit__, None, None, None)

@@ -1,21 +1,32 @@
-"""Helpers for media stream tests: calls with tokens, signed upgrades, Twilio messages."""
+"""Helpers for media stream tests: calls with tokens, signed upgrades, Twilio messages.
+
+In-process streams go through :func:`communicator` / :func:`live_stream`;
+calls to a real daphne (``tests.live.Live``) through :func:`open_call`.
+"""
 
 from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from twilio.request_validator import RequestValidator
 
-from mediastream.simulator import new_sid
-from voicecall.models import Call, CallStatus
+from mediastream.simulator import TwilioCall, TwilioStream, new_sid
+from voicecall.models import Call, CallStatus, MediaStream
 from voicecall.tokens import mint_stream_token
 
+if TYPE_CHECKING:
+    from .live import Live
+
 STREAM_PATH = "/twilio/media-stream/"
+#: The public origin the test settings give Twilio (what webhooks and upgrades are signed for).
+PUBLIC = "https://voice.example.com"
 
 
 def auth_token() -> str:
@@ -109,8 +120,6 @@ async def live_stream(**kwargs):
     assert connected
     stream_sid = new_sid("MZ")
     await comm.send_to(text_data=start(call.call_sid, stream_sid, token))
-    from voicecall.models import MediaStream
-
     await wait_for(lambda: MediaStream.objects.filter(stream_sid=stream_sid).exists())
     try:
         yield comm, call, stream_sid
@@ -132,3 +141,38 @@ async def wait_for(predicate, timeout: float = 5.0, interval: float = 0.01):
         if loop.time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+async def open_call(
+    live: Live, *, on_message: Callable[[dict, float], None] | None = None, timeout: float = 5.0, **stream_kwargs
+) -> tuple[TwilioCall, TwilioStream]:
+    """Answer a call through a live server's signed voice webhook and open its media stream.
+
+    Returns once the server has recorded the stream. ``on_message`` sees every
+    message the server sends from the first one (a greeting starts as soon as
+    the stream is admitted); ``stream_kwargs`` go to :class:`TwilioStream`.
+    """
+    call = TwilioCall(server_url=live.http, public_url=PUBLIC, auth_token=auth_token())
+    instructions = await call.answer()
+    assert instructions.url == "wss://voice.example.com/twilio/media-stream/"
+    stream = TwilioStream(
+        live.ws,
+        signed_url=instructions.url,
+        auth_token=call.auth_token,
+        call_sid=call.call_sid,
+        parameters=instructions.parameters,
+        **stream_kwargs,
+    )
+    stream.on_message = on_message
+    await stream.connect()
+    await stream.start()
+    await wait_for(lambda: MediaStream.objects.filter(stream_sid=stream.stream_sid).exists(), timeout=timeout)
+    return call, stream
+
+
+async def hang_up(stream: TwilioStream, timeout: float = 15.0) -> MediaStream:
+    """Close the socket; wait until the server recorded the end (every row the stream owed is written by then)."""
+    await stream.close()
+    return await wait_for(
+        lambda: MediaStream.objects.filter(stream_sid=stream.stream_sid, stopped_at__isnull=False).first(), timeout=timeout
+    )

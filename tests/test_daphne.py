@@ -12,69 +12,23 @@ import subprocess
 import sys
 
 import pytest
-from django.conf import settings
 from django.test import override_settings
 from websockets.exceptions import InvalidStatus
 
 from mediastream.api import Outcome, ainterrupt, aspeak
 from mediastream.closing import CLOSES
-from mediastream.simulator import TwilioCall, TwilioStream
+from mediastream.simulator import TwilioStream
 from voicecall.models import CallEvent, MediaStream, TranscriptSegment
 
-from .live import ROOT, Live, daphne_server, server_database_url
-from .streams import wait_for
+from .live import CONSTANT_TTS, ROOT, Live
+from .streams import hang_up, open_call, wait_for
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
-PUBLIC = "https://voice.example.com"
-
-
-def database_url() -> str:
-    return server_database_url()
-
-
 @pytest.fixture(scope="module")
-def live(django_db_setup, django_db_blocker, tmp_path_factory):
-    from tests.settings import TEST_REDIS_URL
-
-    prefix = f"mstest{os.getpid()}"
-    overrides = {
-        # Speech out that returns audio at once: 600 ms of a constant PCM level.
-        "TTS": {"BACKEND": "mediastream.tts.dummy.ConstantBackend", "OPTIONS": {"VALUE": 3000, "SAMPLE_RATE": 8000, "MS_PER_CHAR": 40, "MIN_MS": 600}},
-    }
-    log = tmp_path_factory.mktemp("daphne") / "daphne.log"
-    with django_db_blocker.unblock():
-        url = database_url()
-    with daphne_server(database_url=url, redis_url=TEST_REDIS_URL, prefix=prefix, overrides=overrides, log_path=log) as (port, proc):
-        yield Live(port=port, database_url=url, redis_url=TEST_REDIS_URL, prefix=prefix)
-    if os.environ.get("SHOW_DAPHNE_LOG"):
-        print(log.read_text())
-
-
-async def open_call(live: Live, **stream_kwargs) -> tuple[TwilioCall, TwilioStream]:
-    call = TwilioCall(server_url=live.http, public_url=PUBLIC, auth_token=settings.TWILIO_AUTH_TOKEN)
-    instructions = await call.answer()
-    assert instructions.url == "wss://voice.example.com/twilio/media-stream/"
-    stream = TwilioStream(
-        live.ws,
-        signed_url=instructions.url,
-        auth_token=call.auth_token,
-        call_sid=call.call_sid,
-        parameters=instructions.parameters,
-        **stream_kwargs,
-    )
-    await stream.connect()
-    await stream.start()
-    await wait_for(lambda: MediaStream.objects.filter(stream_sid=stream.stream_sid).exists())
-    return call, stream
-
-
-async def hang_up(stream: TwilioStream) -> MediaStream:
-    """Close the socket and wait until the server has recorded the end of the stream."""
-    await stream.close()
-    return await wait_for(
-        lambda: MediaStream.objects.filter(stream_sid=stream.stream_sid, stopped_at__isnull=False).first()
-    )
+def live(daphne):
+    with daphne.start({"TTS": CONSTANT_TTS}, name="daphne-constant-tts") as live:
+        yield live
 
 
 async def test_unsigned_upgrade_gets_403(live):
