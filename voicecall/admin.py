@@ -2,8 +2,9 @@
 
 Everything Twilio or the media stream wrote is read-only here: the records
 are evidence of what happened, and Twilio stays the source of truth for a
-call's status. Calls cannot be added by hand. ``CallAdmin`` is a plain
-``ModelAdmin`` so live-call actions (e.g. "say a line") can be added to it.
+call's status. Calls cannot be added by hand. Live controls on a call (e.g.
+mediastream's "say a line") come from :mod:`voicecall.admin_controls`, which
+``CallAdmin`` consults for extra URLs, actions, object tools and panels.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.contrib import admin
+from django.contrib.admin.utils import unquote
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from .admin_controls import registered_controls
 from .models import Call, CallEvent, MediaStream, TranscriptSegment
 
 __all__ = [
@@ -142,6 +145,32 @@ class CallAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    # --- Live controls contributed through voicecall.admin_controls ---------------
+
+    change_form_template = "admin/voicecall/call/change_form.html"
+
+    @property
+    def actions(self) -> list:
+        """The registered controls' actions (the site-wide ones, e.g. delete, come on top)."""
+        return [action for control in registered_controls() for action in control.get_actions(self)]
+
+    def get_urls(self) -> list:
+        extra = [pattern for control in registered_controls() for pattern in control.get_urls(self)]
+        return [*extra, *super().get_urls()]  # first: the admin's "<id>/" catch-all would take them
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        call = self.get_object(request, unquote(object_id))
+        controls = self.controls_context(request, call) if call is not None else {}
+        return super().change_view(request, object_id, form_url, {**controls, **(extra_context or {})})
+
+    def controls_context(self, request: HttpRequest, call: Call) -> dict:
+        """``call_object_tools`` and ``call_panels`` for the change form template."""
+        controls = registered_controls()
+        return {
+            "call_object_tools": [tool for control in controls for tool in control.object_tools(self, request, call)],
+            "call_panels": [panel for control in controls for panel in control.panels(self, request, call)],
+        }
 
 
 class ReadOnlyModelAdmin(admin.ModelAdmin):
