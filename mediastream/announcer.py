@@ -1,49 +1,29 @@
 """Ordered side effects of a stream, off the per-frame path.
 
-The consumer pushes (event, data) pairs without awaiting; one task per stream
-writes the rows, sends the Django signal and broadcasts on the call's events
-group, in order. A slow receiver or database delays only this task, never the
-media path or the channel-layer commands.
+The consumer hands over :class:`~mediastream.session.Announce` actions without
+awaiting; one task per stream writes the rows, sends the Django signal and
+broadcasts on the call's events group, in order. A slow receiver or database
+delays only this task, never the media path or the channel-layer commands.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.layers import BaseChannelLayer
 
-from . import db, signals
+from . import db
 from .groups import events_group
+from .messages import EventMessage
+from .session import Announce
+from .signals import SIGNALS
 
-__all__ = ["Announcer", "Announcement"]
+__all__ = ["Announcer"]
 
 logger = logging.getLogger(__name__)
-
-_SIGNALS = {
-    "stream.started": signals.stream_started,
-    "stream.stopped": signals.stream_stopped,
-    "speech.started": signals.speech_started,
-    "transcript.partial": signals.transcript_partial,
-    "transcript.final": signals.transcript_final,
-    "dtmf": signals.dtmf_received,
-    "playback.started": signals.playback_started,
-    "playback.finished": signals.playback_finished,
-}
-
-
-@dataclass
-class Announcement:
-    event: str
-    data: dict[str, Any]
-    #: Write a CallEvent row (and run ``also`` in the same thread hop, e.g. a transcript row).
-    record: bool = True
-    also: Callable[[], Any] | None = None
-    broadcast: bool = True
 
 
 @dataclass
@@ -60,9 +40,9 @@ class Announcer:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"announcer:{self.stream_sid}")
 
-    def announce(self, event: str, data: dict[str, Any] | None = None, **options: Any) -> None:
+    def announce(self, announcement: Announce) -> None:
         """Queue an announcement; never blocks."""
-        self._queue.put_nowait(Announcement(event, data or {}, **options))
+        self._queue.put_nowait(announcement)
 
     async def flush(self, timeout: float = 5.0) -> None:
         """Wait until everything queued so far has been delivered."""
@@ -104,10 +84,10 @@ class Announcer:
             except Exception:
                 logger.exception("Stream %s: delivering %s failed", self.stream_sid, item.event)
 
-    async def _deliver(self, item: Announcement) -> None:
-        if item.record or item.also is not None:
+    async def _deliver(self, item: Announce) -> None:
+        if item.event.recorded or item.transcript is not None:
             await database_sync_to_async(self._write)(item)
-        signal = _SIGNALS.get(item.event)
+        signal = SIGNALS.get(item.event)
         if signal is not None:
             results = await signal.asend_robust(
                 sender=self.sender, call_sid=self.call_sid, stream_sid=self.stream_sid, **item.data
@@ -117,20 +97,21 @@ class Announcer:
                     logger.error(
                         "Signal receiver %r for %s failed", receiver, item.event, exc_info=result
                     )
-        if item.broadcast and self.channel_layer is not None:
-            await self.channel_layer.group_send(
-                events_group(self.call_sid),
-                {
-                    "type": "mediastream.event",
-                    "event": item.event,
-                    "call_sid": self.call_sid,
-                    "stream_sid": self.stream_sid,
-                    "data": item.data,
-                },
-            )
+        if item.event.broadcast and self.channel_layer is not None:
+            message = EventMessage(str(item.event), self.call_sid, self.stream_sid, item.data)
+            await self.channel_layer.group_send(events_group(self.call_sid), message.to_message())
 
-    def _write(self, item: Announcement) -> None:
-        if item.also is not None:
-            item.also()
-        if item.record:
-            db.add_event(self.call_id, self.stream_id, item.event, item.data)
+    def _write(self, item: Announce) -> None:
+        row = item.transcript
+        if row is not None:
+            db.add_transcript(
+                self.call_id,
+                self.stream_id,
+                speaker=row.speaker,
+                text=row.text,
+                interrupted=row.interrupted,
+                start_ms=row.start_ms,
+                end_ms=row.end_ms,
+            )
+        if item.event.recorded:
+            db.add_event(self.call_id, self.stream_id, str(item.event), item.data)

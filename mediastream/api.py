@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from .groups import call_group
 from .audio import to_mulaw
+from .groups import call_group
+from .messages import Interrupt, Interrupted, Result, Say
 from .playback.player import Outcome, PlaybackItem, PlaybackResult
 
 __all__ = [
@@ -57,7 +59,7 @@ async def aspeak(
     """Say ``text`` on the call. Returns the item id, or with ``wait=True`` the outcome."""
     if not text or not text.strip():
         raise ValueError("speak() needs some text")
-    return await _say(call_sid, {"text": text, "interruptible": interruptible}, wait=wait, timeout=timeout)
+    return await _say(call_sid, text=text, interruptible=interruptible, wait=wait, timeout=timeout)
 
 
 async def aplay_audio(
@@ -79,7 +81,7 @@ async def aplay_audio(
     mulaw = await asyncio.to_thread(to_mulaw, audio) if len(audio) > 64_000 else to_mulaw(audio)
     if not mulaw:
         raise ValueError("play_audio() got no audio")
-    return await _say(call_sid, {"audio": mulaw, "interruptible": interruptible}, wait=wait, timeout=timeout)
+    return await _say(call_sid, audio=mulaw, interruptible=interruptible, wait=wait, timeout=timeout)
 
 
 async def ainterrupt(call_sid: str, reason: str = "interrupted", *, wait: bool = False) -> int | None:
@@ -90,15 +92,17 @@ async def ainterrupt(call_sid: str, reason: str = "interrupted", *, wait: bool =
     """
     layer = _layer()
     if not wait:
-        await layer.group_send(call_group(call_sid), {"type": "playback.interrupt", "reason": reason})
+        await layer.group_send(call_group(call_sid), Interrupt(reason).to_message())
         return None
     reply_to = await layer.new_channel("mediastream.reply.")
-    await layer.group_send(call_group(call_sid), {"type": "playback.interrupt", "reason": reason, "reply_to": reply_to})
+    await layer.group_send(call_group(call_sid), Interrupt(reason, reply_to=reply_to).to_message())
     try:
         reply = await asyncio.wait_for(layer.receive(reply_to), ACK_TIMEOUT)
     except TimeoutError:
         return None
-    return reply["count"] if reply.get("live") else None
+    if reply.get("type") != Interrupted.type or not reply.get("live"):
+        return None
+    return reply["count"]
 
 
 speak = async_to_sync(aspeak)
@@ -116,42 +120,27 @@ def _layer():
     return layer
 
 
-async def _say(call_sid: str, payload: dict, *, wait: bool, timeout: float) -> PlaybackResult | str:
+async def _say(
+    call_sid: str, *, text: str = "", audio: bytes | None = None, interruptible: bool, wait: bool, timeout: float
+) -> PlaybackResult | str:
     layer = _layer()
     item_id = PlaybackItem().id + "-" + os.urandom(3).hex()
-    message = {"type": "playback.say", "item_id": item_id, **payload}
+    command = Say(item_id=item_id, text=text, audio=audio, interruptible=interruptible)
     if not wait:
-        await layer.group_send(call_group(call_sid), message)
+        await layer.group_send(call_group(call_sid), command.to_message())
         return item_id
     reply_to = await layer.new_channel("mediastream.reply.")
-    message["reply_to"] = reply_to
-    await layer.group_send(call_group(call_sid), message)
+    await layer.group_send(call_group(call_sid), replace(command, reply_to=reply_to).to_message())
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     try:
         reply = await asyncio.wait_for(layer.receive(reply_to), min(ACK_TIMEOUT, timeout))
     except TimeoutError:
-        return PlaybackResult(item_id, Outcome.NO_STREAM, text=payload.get("text", ""), error="no live stream for the call")
-    while reply.get("type") != "playback.result":
+        return PlaybackResult(item_id, Outcome.NO_STREAM, text=text, error="no live stream for the call")
+    while reply.get("type") != Result.type:
         remaining = deadline - loop.time()
         try:
             reply = await asyncio.wait_for(layer.receive(reply_to), max(remaining, 0.001))
         except TimeoutError:
-            return PlaybackResult(
-                item_id, Outcome.UNCONFIRMED, text=payload.get("text", ""), error=f"no outcome within {timeout:g}s"
-            )
-    return _result(reply)
-
-
-def _result(reply: dict) -> PlaybackResult:
-    return PlaybackResult(
-        item_id=reply["item_id"],
-        outcome=Outcome(reply["outcome"]),
-        text=reply.get("text", ""),
-        error=reply.get("error", ""),
-        reason=reply.get("reason", ""),
-        audio_seconds=reply.get("audio_seconds") or 0.0,
-        queued_ms=reply.get("queued_ms"),
-        first_audio_ms=reply.get("first_audio_ms"),
-        total_ms=reply.get("total_ms"),
-    )
+            return PlaybackResult(item_id, Outcome.UNCONFIRMED, text=text, error=f"no outcome within {timeout:g}s")
+    return Result.parse(reply)

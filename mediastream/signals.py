@@ -8,6 +8,8 @@ the stream's event task: keep them quick (``speak(..., wait=False)`` is fine).
 
 from django.dispatch import Signal
 
+from .events import StreamEvent
+
 __all__ = [
     "stream_started",
     "stream_stopped",
@@ -17,6 +19,7 @@ __all__ = [
     "dtmf_received",
     "playback_started",
     "playback_finished",
+    "SIGNALS",
 ]
 
 stream_started = Signal()  # tracks, custom_parameters
@@ -27,3 +30,15 @@ transcript_final = Signal()  # text, start_ms, end_ms
 dtmf_received = Signal()  # digit
 playback_started = Signal()  # item_id, text
 playback_finished = Signal()  # item_id, outcome, text, error, reason, audio_seconds, ...
+
+#: The signal sent for each stream event that has one.
+SIGNALS: dict[StreamEvent, Signal] = {
+    StreamEvent.STREAM_STARTED: stream_started,
+    StreamEvent.STREAM_STOPPED: stream_stopped,
+    StreamEvent.SPEECH_STARTED: speech_started,
+    StreamEvent.TRANSCRIPT_PARTIAL: transcript_partial,
+    StreamEvent.TRANSCRIPT_FINAL: transcript_final,
+    StreamEvent.DTMF: dtmf_received,
+    StreamEvent.PLAYBACK_STARTED: playback_started,
+    StreamEvent.PLAYBACK_FINISHED: playback_finished,
+}

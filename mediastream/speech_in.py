@@ -1,12 +1,14 @@
 """Speech in for one stream: caller audio to the local VAD and the transcription session.
 
 Barge-in must not wait for a transcript, so every frame also goes through a
-local VAD whatever the transcription backend. Speech starts from the VAD, from
-the backend, and from partial/final transcripts are folded by
-:class:`~mediastream.turns.CallerTurns` into one start per caller utterance.
+local VAD whatever the transcription backend (a session that runs the VAD
+itself lends its events instead, so no frame is scored twice). What the VAD and
+the session hear is reported, as the events below, to one callback: the stream
+session decides what they mean (one speech start per utterance, barge-in,
+transcripts to store).
 
-A transcription session that cannot connect does not end the call: speech out
-keeps working, and the failure is an event and one log line.
+A transcription session that cannot connect does not end the call: the local
+VAD takes over, and the failure is reported once.
 """
 
 from __future__ import annotations
@@ -14,21 +16,81 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
 
 from voicecall.logsafe import sanitize
 
-from . import db
-from .conf import app_settings
 from .transcription.base import BaseTranscriptionBackend, TranscriptionListener
-from .turns import CallerTurns
 from .vad import SpeechDetector, SpeechEnded, SpeechStarted
 
-__all__ = ["SpeechIn"]
+__all__ = [
+    "SpeechIn",
+    "CallerSpeechEvent",
+    "BackendSpeechStarted",
+    "Partial",
+    "Final",
+    "TranscriptionReady",
+    "TranscriptionFailed",
+    "TranscriptionError",
+    "SpeechStarted",
+    "SpeechEnded",
+]
 
 logger = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT = 5.0
+#: Transcription errors logged per stream; later ones are only reported as events.
+MAX_ERRORS_LOGGED = 5
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSpeechStarted:
+    """The transcription backend heard speech begin (``offset_ms`` from the VAD when one runs)."""
+
+    offset_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Partial:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Final:
+    text: str
+    start_ms: int | None = None
+    end_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptionReady:
+    backend: str
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptionFailed:
+    """The session could not connect; the call goes on without transcripts."""
+
+    backend: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptionError:
+    backend: str
+    error: str
+
+
+CallerSpeechEvent = (
+    SpeechStarted
+    | SpeechEnded
+    | BackendSpeechStarted
+    | Partial
+    | Final
+    | TranscriptionReady
+    | TranscriptionFailed
+    | TranscriptionError
+)
 
 
 class SpeechIn:
@@ -38,20 +100,14 @@ class SpeechIn:
         call_sid: str,
         stream_sid: str,
         backend: BaseTranscriptionBackend,
-        announce: Callable[..., None],
-        on_speech_started: Callable[[int | None, str], None],
-        call_id: int,
-        stream_id: int,
+        on_event: Callable[[CallerSpeechEvent], None],
+        vad_enabled: bool = True,
     ) -> None:
-        self.call_sid = call_sid
         self.stream_sid = stream_sid
-        self._announce = announce
-        self._on_speech_started = on_speech_started
-        self._call_id = call_id
-        self._stream_id = stream_id
-        # With the discard backend no final ever comes: the VAD alone ends an utterance.
-        self.turns = CallerTurns(finals_expected=getattr(backend, "produces_transcripts", True))
+        self._on_event = on_event
         self._backend_name = type(backend).__name__
+        #: Whether final transcripts will come: without them the VAD alone ends an utterance.
+        self.finals_expected = backend.produces_transcripts
         self.session = backend.create_session(
             stream_sid=stream_sid,
             call_sid=call_sid,
@@ -63,13 +119,12 @@ class SpeechIn:
             ),
         )
         self.detector: SpeechDetector | None = None
-        self._vad_enabled = app_settings.VAD.get("ENABLED", True)
-        if self._vad_enabled:
-            if self.session.runs_vad:  # the session's own VAD events drive barge-in too
-                self.session.on_vad_event = self._vad_event
+        self._vad_enabled = vad_enabled
+        if vad_enabled:
+            if self.session.runs_vad:
+                self.session.on_vad_event = on_event
             else:
                 self.detector = SpeechDetector()
-        self.ready = False
         self.failed = False
         self._connect_task: asyncio.Task | None = None
         self._closed = False
@@ -85,7 +140,7 @@ class SpeechIn:
         detector = self.detector
         if detector is not None:
             for event in detector.feed(mulaw):
-                self._vad_event(event)
+                self._on_event(event)
 
     async def close(self) -> None:
         if self._closed:
@@ -99,8 +154,6 @@ class SpeechIn:
             await asyncio.wait_for(self.session.close(), CLOSE_TIMEOUT)
         except Exception:
             logger.warning("Stream %s: transcription session did not close cleanly", self.stream_sid, exc_info=True)
-
-    # --- session lifecycle ---------------------------------------------------
 
     async def _connect(self) -> None:
         try:
@@ -120,58 +173,30 @@ class SpeechIn:
                 self._backend_name,
                 error,
             )
-            self._announce("transcription.failed", {"backend": self._backend_name, "error": error})
+            self._on_event(TranscriptionFailed(self._backend_name, error))
             return
-        self.ready = True
-        self._announce("transcription.ready", {"backend": self._backend_name}, broadcast=True)
+        self._on_event(TranscriptionReady(self._backend_name))
 
-    # --- callbacks from the VAD and the session ------------------------------
-
-    def _vad_event(self, event: SpeechStarted | SpeechEnded) -> None:
-        if type(event) is SpeechStarted:
-            if self.turns.on_vad_start():
-                self._fire_speech_start(event.offset_ms, "vad")
-        else:
-            self.turns.on_vad_end()
-
-    def _fire_speech_start(self, offset_ms: int | None, source: str) -> None:
-        self._announce("speech.started", {"offset_ms": offset_ms, "source": source})
-        self._on_speech_started(offset_ms, source)
+    # --- callbacks from the transcription session ------------------------------
 
     def _backend_speech_started(self) -> None:
-        if not self._closed and self.turns.on_backend_start():
-            detector = self.detector or getattr(self.session, "detector", None)
-            self._fire_speech_start(detector.offset_ms if detector else None, "transcription")
+        if not self._closed:
+            offset = self.detector.offset_ms if self.detector is not None else self.session.speech_offset_ms
+            self._on_event(BackendSpeechStarted(offset))
 
     def _partial(self, text: str) -> None:
-        if self._closed or not text:
-            return
-        if self.turns.on_partial(text):
-            self._fire_speech_start(None, "partial")
-        self._announce("transcript.partial", {"text": text}, record=False)
+        if not self._closed and text:
+            self._on_event(Partial(text))
 
     def _final(self, text: str, start_ms: int | None = None, end_ms: int | None = None) -> None:
         text = (text or "").strip()
         if self._closed and not text:
             return
-        if self.turns.on_final(text):
-            self._fire_speech_start(start_ms, "final")
-        if not text:
-            return
-        call_id, stream_id = self._call_id, self._stream_id
-
-        def store() -> Any:
-            return db.add_transcript(
-                call_id, stream_id, speaker="caller", text=text, start_ms=start_ms, end_ms=end_ms
-            )
-
-        self._announce(
-            "transcript.final", {"text": text, "start_ms": start_ms, "end_ms": end_ms}, also=store
-        )
+        self._on_event(Final(text, start_ms, end_ms))
 
     def _error(self, exc: Exception) -> None:
         error = sanitize(f"{type(exc).__name__}: {exc}", 200)
-        if self._errors_logged < 5:
+        if self._errors_logged < MAX_ERRORS_LOGGED:
             self._errors_logged += 1
             logger.warning("Stream %s: transcription error: %s", self.stream_sid, error)
-        self._announce("transcription.error", {"backend": self._backend_name, "error": error})
+        self._on_event(TranscriptionError(self._backend_name, error))

@@ -2,26 +2,31 @@
 
 import pytest
 
+from mediastream.admission import AdmissionRegistry
+from mediastream.events import StreamEvent
+from mediastream.session import Announce, StreamSession
 from mediastream.speech_in import SpeechIn
 from mediastream.transcription.discard import DiscardBackend
 from mediastream.transcription.whisper import WhisperBackend
 from tests import audio_fixtures as af
+from tests.session_support import Silent
 
 pytestmark = pytest.mark.asyncio
 
 
 def make(backend):
-    starts, events = [], []
-    speech = SpeechIn(
-        call_sid="CA1",
-        stream_sid="MZ1",
-        backend=backend,
-        announce=lambda event, data=None, **kw: events.append((event, data)),
-        on_speech_started=lambda offset_ms, source: starts.append((offset_ms, source)),
-        call_id=1,
-        stream_id=1,
-    )
-    return speech, starts, events
+    """Speech in feeding a stream session, as the consumer wires them; returns the speech starts it fires."""
+    starts = []
+    session = StreamSession("conn", AdmissionRegistry())
+
+    def on_event(event):
+        for action in session.speech(event, Silent()):
+            if isinstance(action, Announce) and action.event is StreamEvent.SPEECH_STARTED:
+                starts.append((action.data["offset_ms"], action.data["source"]))
+
+    speech = SpeechIn(call_sid="CA1", stream_sid="MZ1", backend=backend, on_event=on_event)
+    session.stream_opened(finals_expected=speech.finals_expected)
+    return speech, starts
 
 
 async def feed(speech, mulaw):
@@ -31,7 +36,7 @@ async def feed(speech, mulaw):
 
 @pytest.mark.parametrize("backend_class", [DiscardBackend, WhisperBackend])
 async def test_caller_speech_fires_one_start_from_one_vad(backend_class):
-    speech, starts, events = make(backend_class())
+    speech, starts = make(backend_class())
     # The Whisper session runs the VAD to cut utterances: its events drive barge-in, no second VAD.
     assert (speech.detector is None) == (backend_class is WhisperBackend)
     clip = af.speech_clip("Wait, stop.", lead_ms=200, tail_ms=900)

@@ -1,0 +1,595 @@
+"""The per-stream state machine, sans I/O: what happened goes in, what to do comes out.
+
+    AWAITING_START --start--> STARTING --admitted--> STREAMING --stop--> STOPPED
+          |                      |                       |
+          +-- timeout, refusal --+--------- close -------+--> (teardown) CLOSED
+
+Like h11 and wsproto, :class:`StreamSession` never touches a socket, the
+database, the channel layer, a task or a clock. The consumer reports what
+happened (the handshake, a frame, the database's answer, caller speech, a
+command, a player outcome, the pre-start timer, the socket going away) and
+performs the returned actions in order. Every decision about a stream lives
+here: which sockets get in, which frames count, when the caller barges in,
+when Twilio has stopped draining audio, what each outcome means, and with
+which code and reason the stream ends.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Protocol
+
+from voicecall.logsafe import sanitize
+from voicecall.twilio_auth import validate_websocket_upgrade
+from voicecall.twiml import STREAM_TOKEN_PARAMETER
+
+from . import messages
+from .admission import Admission, AdmissionRegistry, resolve_client_ip
+from .audio import SAMPLE_RATE
+from .closing import CLOSES, Close, CloseCode
+from .db import Admitted
+from .events import StreamEvent
+from .playback.player import Outcome, PlaybackItem, PlaybackResult
+from .protocol import Connected, Dtmf, Mark, Media, RemoteProtocolError, Start, Stop, parse_message
+from .speech_in import (
+    BackendSpeechStarted,
+    CallerSpeechEvent,
+    Final,
+    Partial,
+    SpeechEnded,
+    SpeechStarted,
+    TranscriptionError,
+    TranscriptionFailed,
+    TranscriptionReady,
+)
+from .stats import StreamStats
+from .turns import CallerTurns
+
+__all__ = ["StreamSession", "SessionConfig", "State", "PlaybackState", "Action"]
+
+logger = logging.getLogger(__name__)
+
+_SPOKEN = (Outcome.PLAYED, Outcome.UNCONFIRMED, Outcome.INTERRUPTED)
+
+
+class State(Enum):
+    AWAITING_START = "awaiting_start"
+    STARTING = "starting"
+    STREAMING = "streaming"
+    STOPPED = "stopped"  # Twilio sent stop; the socket is closing
+    CLOSED = "closed"  # teardown has begun
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """The settings a stream's decisions depend on (``from_settings`` reads ``MEDIASTREAM``)."""
+
+    max_message_bytes: int = 64 * 1024
+    max_connections: int = 128
+    max_pending: int = 32
+    max_pending_per_ip: int = 4
+    pre_start_timeout: float = 5.0
+    trusted_proxies: tuple[str, ...] = ()
+    max_protocol_warnings: int = 5
+    max_unconfirmed_audio_bytes: int = 15 * SAMPLE_RATE
+    barge_in: bool = True
+    vad_enabled: bool = True
+    greeting: str = ""
+    greeting_interruptible: bool = True
+    stale_stream_seconds: float = 120
+
+    @classmethod
+    def from_settings(cls) -> SessionConfig:
+        from .conf import app_settings as s
+
+        return cls(
+            max_message_bytes=s.MAX_MESSAGE_BYTES,
+            max_connections=s.MAX_CONNECTIONS,
+            max_pending=s.MAX_PENDING_CONNECTIONS,
+            max_pending_per_ip=s.MAX_PENDING_CONNECTIONS_PER_IP,
+            pre_start_timeout=s.PRE_START_TIMEOUT,
+            trusted_proxies=tuple(s.TRUSTED_PROXIES),
+            max_protocol_warnings=s.MAX_PROTOCOL_WARNINGS_PER_STREAM,
+            max_unconfirmed_audio_bytes=int(s.MAX_UNCONFIRMED_AUDIO_SECONDS * SAMPLE_RATE),
+            barge_in=s.BARGE_IN,
+            vad_enabled=s.VAD.get("ENABLED", True),
+            greeting=s.STREAM_GREETING,
+            greeting_interruptible=not s.SUPPRESS_BARGE_IN_DURING_GREETING,
+            stale_stream_seconds=s.STALE_STREAM_SECONDS,
+        )
+
+
+class PlaybackState(Protocol):
+    """What the session reads of the player when caller speech starts (the player is one)."""
+
+    @property
+    def busy(self) -> bool: ...  # an item is playing or queued
+
+    @property
+    def interruptible(self) -> bool: ...  # caller speech may cut off what is playing
+
+    @property
+    def unconfirmed_audio_bytes(self) -> int: ...  # sent to Twilio, not yet confirmed by a mark
+
+
+# --- actions: what the consumer is told to do ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    """Accept the WebSocket handshake."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    """Close before accepting: the client sees HTTP 403."""
+
+
+@dataclass(frozen=True, slots=True)
+class StartTimer:
+    """Call :meth:`StreamSession.timer_fired` after ``seconds`` unless cancelled."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTimer:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class CloseSocket:
+    close: Close
+
+
+@dataclass(frozen=True, slots=True)
+class AdmitStream:
+    """Check the call and token in the database and write the stream row (``db.admit_stream``)."""
+
+    call_sid: str
+    stream_sid: str
+    token: str | None
+    tracks: list[str]
+    media_format: dict[str, Any]
+    custom_parameters: dict[str, str]
+    stale_after: float
+
+
+@dataclass(frozen=True, slots=True)
+class JoinCallGroup:
+    """Listen on the call's command group (before anyone hears the stream started)."""
+
+    call_sid: str
+
+
+@dataclass(frozen=True, slots=True)
+class OpenStream:
+    """Bring up the stream's parts (announcer, player, speech in, heartbeat); then :meth:`StreamSession.stream_opened`."""
+
+    admitted: Admitted
+    vad_enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptRow:
+    speaker: str
+    text: str
+    interrupted: bool = False
+    start_ms: int | None = None
+    end_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Announce:
+    """Deliver a stream event (event log row, signal, events group), with a transcript row to write first."""
+
+    event: StreamEvent
+    data: dict[str, Any]
+    transcript: TranscriptRow | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedAudio:
+    """Caller audio for the VAD and the transcription session."""
+
+    mulaw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Play:
+    """Queue an item on the player; report :meth:`StreamSession.playback_queued` if it was taken."""
+
+    item: PlaybackItem
+
+
+@dataclass(frozen=True, slots=True)
+class InterruptPlayback:
+    """Cut off what plays, drop the queue, send ``clear``; answer ``reply_to`` with the count."""
+
+    reason: str
+    reply_to: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverMark:
+    """Hand Twilio's mark echo to the player."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    channel: str
+    message: messages.Reply
+
+
+@dataclass(frozen=True, slots=True)
+class Teardown:
+    """Release everything once and record how the stream ended."""
+
+    code: int | None
+    reason: str
+
+
+Action = (
+    Accept
+    | Refuse
+    | StartTimer
+    | CancelTimer
+    | CloseSocket
+    | AdmitStream
+    | JoinCallGroup
+    | OpenStream
+    | Announce
+    | FeedAudio
+    | Play
+    | InterruptPlayback
+    | DeliverMark
+    | Reply
+    | Teardown
+)
+
+_NOTHING: list[Action] = []
+
+
+# --- the session ---------------------------------------------------------------------------
+
+
+class StreamSession:
+    """One Twilio media stream's decisions. Each method returns the actions to perform, in order."""
+
+    def __init__(self, conn_id: str, registry: AdmissionRegistry, config: SessionConfig | None = None) -> None:
+        self.conn_id = conn_id
+        self.registry = registry
+        self.config = config or SessionConfig()
+        self.state = State.AWAITING_START
+        self.client_ip = "unknown"
+        self.call_sid = ""
+        self.stream_sid = ""
+        #: Set once the database admitted the stream: from then on teardown records its end.
+        self.admitted: Admitted | None = None
+        #: How the stream is being closed, once that is decided; nothing is sent after.
+        self.closing: Close | None = None
+        self.socket_gone = False
+        self.stats = StreamStats(max_warnings=self.config.max_protocol_warnings)
+        self.turns = CallerTurns()
+        self._start_msg = Start(sequence_number=None, stream_sid="", call_sid="")
+        self._opened = False  # the stream's parts are up (player, speech in)
+
+    @property
+    def may_send(self) -> bool:
+        """Whether anything more may go out on the socket."""
+        return self.closing is None and not self.socket_gone
+
+    # --- the handshake --------------------------------------------------------------
+
+    def connect(self, scope: Mapping[str, Any]) -> list[Action]:
+        """The WebSocket upgrade: signed by Twilio, and within the open and pending caps."""
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        client = scope.get("client") or [None]
+        self.client_ip = resolve_client_ip(client[0], headers.get("x-forwarded-for"), self.config.trusted_proxies)
+        check = validate_websocket_upgrade(scope["path"], scope.get("query_string", b""), headers)
+        if not check.ok:
+            logger.warning("Refused media stream handshake from %s: %s", self.client_ip, sanitize(check.reason))
+            return [Refuse()]
+        if self.registry.open_connection(self.conn_id, self.config.max_connections) is not Admission.OK:
+            logger.warning(
+                "Refused media stream handshake from %s: %d connections open (MAX_CONNECTIONS)",
+                self.client_ip,
+                self.registry.open_count,
+            )
+            return [Refuse()]
+        pending = self.registry.add_pending(
+            self.conn_id, self.client_ip, self.config.max_pending, self.config.max_pending_per_ip
+        )
+        if pending is not Admission.OK:
+            return [Accept(), *self.close(CLOSES.TOO_MANY_PENDING)]
+        return [Accept(), StartTimer(self.config.pre_start_timeout)]
+
+    def timer_fired(self) -> list[Action]:
+        """The pre-start timer: a socket that has not sent ``start`` in time is closed."""
+        if self.state is State.AWAITING_START:
+            return self.close(CLOSES.START_TIMEOUT)
+        return _NOTHING
+
+    # --- inbound frames ---------------------------------------------------------------
+
+    def receive(self, text: str | None, data: bytes | None = None) -> list[Action]:
+        """One WebSocket frame from Twilio (text, or bytes which the protocol does not allow)."""
+        limit = self.config.max_message_bytes
+        if text is None:
+            data = data or b""
+            if len(data) > limit:
+                return self.close(CLOSES.MESSAGE_TOO_BIG)
+            text = data  # parsed, and most likely refused, like any frame
+        elif len(text) > limit or (len(text) * 4 > limit and len(text.encode("utf-8")) > limit):
+            return self.close(CLOSES.MESSAGE_TOO_BIG)
+        try:
+            msg = parse_message(text)
+        except RemoteProtocolError as exc:
+            if self.stats.protocol_error(exc.kind):
+                logger.warning(
+                    "Media stream %s from %s: %s (%s)",
+                    self.stream_sid or "(no start yet)",
+                    self.client_ip,
+                    sanitize(str(exc)),
+                    exc.kind,
+                )
+            return _NOTHING
+        kind = type(msg)
+        if kind is Media:
+            if self.state is not State.STREAMING:
+                self.stats.media_before_start += 1
+                return _NOTHING
+            self.stats.media(msg)
+            return [FeedAudio(msg.payload)]
+        if kind is Start:
+            return self._start(msg)
+        if kind is Connected:
+            self.stats.connected = True
+            return _NOTHING
+        self.stats.sequence(msg.sequence_number)
+        if kind is Mark:
+            self.stats.marks += 1
+            return [DeliverMark(msg.name)] if self._opened else _NOTHING
+        if kind is Dtmf:
+            if self.state is not State.STREAMING:
+                return _NOTHING
+            self.stats.dtmf += 1
+            return [Announce(StreamEvent.DTMF, {"digit": msg.digit})]
+        if kind is Stop and self.state is State.STREAMING:
+            self.state = State.STOPPED
+            return self.close(CLOSES.STOPPED)
+        return _NOTHING
+
+    def _start(self, msg: Start) -> list[Action]:
+        if self.closing is not None:  # e.g. the start timeout fired first
+            return _NOTHING
+        if self.state is not State.AWAITING_START:
+            return self.close(CLOSES.DUPLICATE_START)
+        self.state = State.STARTING
+        self.stream_sid = msg.stream_sid
+        self._start_msg = msg
+        if not msg.call_sid:
+            return self._reject(CLOSES.MISSING_CALL_SID)
+        self.call_sid = msg.call_sid
+        params = dict(msg.custom_parameters)
+        token = params.pop(STREAM_TOKEN_PARAMETER, None)
+        return [
+            AdmitStream(
+                call_sid=msg.call_sid,
+                stream_sid=msg.stream_sid,
+                token=token,
+                tracks=list(msg.tracks),
+                media_format=msg.media_format,
+                custom_parameters=params,
+                stale_after=self.config.stale_stream_seconds,
+            )
+        ]
+
+    def admission_done(self, outcome: Admitted | Close) -> list[Action]:
+        """The database's answer to :class:`AdmitStream`."""
+        if isinstance(outcome, Close):
+            return self._reject(outcome)
+        self.admitted = outcome  # from here on, teardown closes the row
+        if self.closing is not None:  # closed (timeout) while the database answered
+            return _NOTHING
+        self.state = State.STREAMING
+        self._opened = True
+        self.registry.promote(self.conn_id)
+        msg = self._start_msg
+        public_parameters = {k: v for k, v in msg.custom_parameters.items() if k != STREAM_TOKEN_PARAMETER}
+        actions: list[Action] = [
+            CancelTimer(),
+            # Joined before anyone hears of the stream, so a speak() sent in
+            # reaction to stream_started cannot miss it.
+            JoinCallGroup(outcome.call_sid),
+            OpenStream(outcome, vad_enabled=self.config.vad_enabled),
+            Announce(StreamEvent.STREAM_STARTED, {"tracks": list(msg.tracks), "custom_parameters": public_parameters}),
+        ]
+        if self.config.greeting:
+            actions.append(Play(PlaybackItem(text=self.config.greeting, interruptible=self.config.greeting_interruptible)))
+        return actions
+
+    def admission_interrupted(self, outcome: Admitted | Close) -> None:
+        """The server stopped while the database answered: teardown still closes a row that was written."""
+        if isinstance(outcome, Admitted):
+            self.admitted = outcome
+
+    def stream_opened(self, *, finals_expected: bool) -> None:
+        """The stream's parts are up; ``finals_expected``: whether final transcripts will come.
+
+        Without them (a backend that drops audio) the VAD alone ends a caller utterance.
+        """
+        self.turns = CallerTurns(finals_expected=finals_expected)
+
+    def _reject(self, close: Close) -> list[Action]:
+        msg = self._start_msg
+        logger.warning(
+            "Rejected media stream start from %s (call %s, stream %s): %s",
+            self.client_ip,
+            sanitize(msg.call_sid or "-", 40),
+            sanitize(msg.stream_sid or "-", 40),
+            close.reason,
+        )
+        return self.close(close)
+
+    # --- caller speech ---------------------------------------------------------------
+
+    def speech(self, event: CallerSpeechEvent, playback: PlaybackState) -> list[Action]:
+        """What speech in heard; ``playback`` is the player now (for the barge-in decision)."""
+        kind = type(event)
+        turns = self.turns
+        if kind is SpeechStarted:
+            return self._speech_started(event.offset_ms, "vad", playback) if turns.on_vad_start() else _NOTHING
+        if kind is SpeechEnded:
+            turns.on_vad_end()
+            return _NOTHING
+        if kind is BackendSpeechStarted:
+            return self._speech_started(event.offset_ms, "transcription", playback) if turns.on_backend_start() else _NOTHING
+        if kind is Partial:
+            actions = self._speech_started(None, "partial", playback) if turns.on_partial(event.text) else []
+            return [*actions, Announce(StreamEvent.TRANSCRIPT_PARTIAL, {"text": event.text})]
+        if kind is Final:
+            actions = self._speech_started(event.start_ms, "final", playback) if turns.on_final(event.text) else []
+            if not event.text:
+                return actions
+            row = TranscriptRow("caller", event.text, start_ms=event.start_ms, end_ms=event.end_ms)
+            data = {"text": event.text, "start_ms": event.start_ms, "end_ms": event.end_ms}
+            return [*actions, Announce(StreamEvent.TRANSCRIPT_FINAL, data, transcript=row)]
+        if kind is TranscriptionReady:
+            return [Announce(StreamEvent.TRANSCRIPTION_READY, {"backend": event.backend})]
+        if kind is TranscriptionFailed:
+            return [Announce(StreamEvent.TRANSCRIPTION_FAILED, {"backend": event.backend, "error": event.error})]
+        if kind is TranscriptionError:
+            return [Announce(StreamEvent.TRANSCRIPTION_ERROR, {"backend": event.backend, "error": event.error})]
+        raise TypeError(f"not a caller speech event: {event!r}")
+
+    def _speech_started(self, offset_ms: int | None, source: str, playback: PlaybackState) -> list[Action]:
+        actions: list[Action] = [Announce(StreamEvent.SPEECH_STARTED, {"offset_ms": offset_ms, "source": source})]
+        if self._is_barge_in(playback):
+            actions.append(InterruptPlayback("barge-in"))
+        return actions
+
+    def _is_barge_in(self, playback: PlaybackState) -> bool:
+        """Caller speech cuts the agent off only when it talks over the agent.
+
+        That is: something is queued, playing, or still buffered at Twilio (sent
+        but not yet confirmed by a mark), and what plays may be interrupted.
+        """
+        if not self._opened or self.state is State.CLOSED or not self.config.barge_in:
+            return False
+        if not (playback.busy or playback.unconfirmed_audio_bytes):
+            return False
+        return not playback.busy or playback.interruptible
+
+    # --- commands from any process (mediastream.api) ---------------------------------
+
+    def command(self, message: dict[str, Any]) -> list[Action]:
+        """A channel-layer message for this stream's call."""
+        command = messages.parse_command(message)
+        live = self.state is State.STREAMING
+        if isinstance(command, messages.Say):
+            if not live:
+                return self._reply(command.reply_to, messages.Result.no_stream(command.item_id))
+            item = PlaybackItem(
+                text=command.text,
+                audio=command.audio,
+                id=command.item_id or PlaybackItem().id,
+                reply_to=command.reply_to,
+                interruptible=command.interruptible,
+            )
+            return [Announce(StreamEvent.PLAYBACK_QUEUED, {"item_id": item.id, "text": item.text}), Play(item)]
+        if isinstance(command, messages.Interrupt):
+            if not live:
+                return self._reply(command.reply_to, messages.Interrupted(count=0, live=False))
+            return [InterruptPlayback(sanitize(command.reason, 60), command.reply_to)]
+        raise ValueError(f"No handler for message type {message.get('type')}")
+
+    def _reply(self, channel: str | None, reply: messages.Reply) -> list[Action]:
+        return [Reply(channel, reply)] if channel else _NOTHING
+
+    # --- what the player reports ---------------------------------------------------------
+
+    def playback_queued(self, item: PlaybackItem) -> list[Action]:
+        return self._reply(item.reply_to, messages.Queued(item.id, self.stream_sid))
+
+    def playback_started(self, item: PlaybackItem) -> list[Action]:
+        return [Announce(StreamEvent.PLAYBACK_STARTED, {"item_id": item.id, "text": item.text})]
+
+    def playback_finished(self, item: PlaybackItem, result: PlaybackResult) -> list[Action]:
+        """An item's outcome: its event, the transcript of what the caller heard, the waiting caller's answer."""
+        row = None
+        interrupted = result.outcome is Outcome.INTERRUPTED
+        if item.text and result.outcome in _SPOKEN and (not interrupted or result.audio_seconds):
+            row = TranscriptRow("agent", item.text, interrupted=interrupted)
+        return [
+            Announce(StreamEvent.PLAYBACK_FINISHED, result.as_dict(), transcript=row),
+            *self._reply(item.reply_to, messages.Result(result)),
+        ]
+
+    def playback_interrupted(self, count: int, reply_to: str | None) -> list[Action]:
+        return self._reply(reply_to, messages.Interrupted(count=count, live=True))
+
+    def audio_sent(self, unconfirmed_audio_bytes: int) -> list[Action]:
+        """Backpressure: daphne's send() never blocks, so audio Twilio has not confirmed is the sign it stopped draining."""
+        if unconfirmed_audio_bytes <= self.config.max_unconfirmed_audio_bytes or self.closing is not None:
+            return _NOTHING
+        logger.warning(
+            "Media stream %s: %.1fs of audio sent but not played",
+            self.stream_sid,
+            unconfirmed_audio_bytes / SAMPLE_RATE,
+        )
+        return self.close(CLOSES.BACKPRESSURE)
+
+    def send_failed(self, error: BaseException) -> None:
+        """Twilio hung up and the server noticed before this stream did; the disconnect follows."""
+        self.socket_gone = True
+        logger.info("Media stream %s: send after the socket closed (%s)", self.stream_sid, type(error).__name__)
+
+    # --- the end ------------------------------------------------------------------------
+
+    def close(self, close: Close) -> list[Action]:
+        """Decide to close, once; from then on nothing more is sent."""
+        if self.closing is not None:
+            return _NOTHING
+        self.closing = close
+        log = logger.info if close.code == CloseCode.NORMAL else logger.warning
+        log(
+            "Closing media stream %s from %s: %d %s",
+            sanitize(self.stream_sid, 40) or "(no start)",
+            self.client_ip,
+            close.code,
+            close.reason,
+        )
+        return [CloseSocket(close)]
+
+    def disconnected(self, code: int | None) -> list[Action]:
+        """The socket is gone (Twilio hung up, or our own close completed)."""
+        if self.closing is not None:
+            return [Teardown(self.closing.code, self.closing.reason)]
+        return [Teardown(code, "socket closed" if self.state is not State.STOPPED else "stream stopped")]
+
+    def shutdown(self) -> list[Action]:
+        """The server is stopping and cancelled the consumer."""
+        return [Teardown(CLOSES.SHUTDOWN.code, CLOSES.SHUTDOWN.reason)]
+
+    def crashed(self) -> list[Action]:
+        """A bug in this process ended the consumer."""
+        return [Teardown(CLOSES.INTERNAL_ERROR.code, "consumer crashed")]
+
+    def ended(self) -> list[Action]:
+        """The consumer returned (normally after :meth:`disconnected` already tore down)."""
+        return [Teardown(CloseCode.NORMAL, "socket closed")]
+
+    def stopped(self, code: int | None, reason: str) -> list[Action]:
+        """The stream's end is recorded: the last event it announces."""
+        return [Announce(StreamEvent.STREAM_STOPPED, {"close_code": code, "close_reason": reason})]
+
+    def teardown(self) -> None:
+        """Teardown has begun: the stream takes no more commands and holds no admission slot."""
+        self.state = State.CLOSED
+        self.registry.release(self.conn_id)
