@@ -50,16 +50,17 @@ async def _reap() -> None:
 
 
 async def _warm_up() -> None:
-    from .transcription import get_transcription_backend
-    from .tts import get_tts_backend
+    from .backends import backends
     from .vad import preload
 
-    for name, warm in (
-        ("VAD", lambda: asyncio.to_thread(preload)),
-        ("transcription", lambda: get_transcription_backend().warm_up()),
-        ("TTS", lambda: get_tts_backend().warm_up()),
-    ):
+    try:
+        await asyncio.to_thread(preload)
+    except Exception:
+        logger.exception("Warming up the VAD backend failed; it will be retried on first use")
+    for kind in backends.kinds():
         try:
-            await warm()
+            backend = backends.get(kind)
+            if backend is not None:
+                await backend.warm_up()
         except Exception:
-            logger.exception("Warming up the %s backend failed; it will be retried on first use", name)
+            logger.exception("Warming up the %s backend failed; it will be retried on first use", kind.name)

@@ -1,36 +1,31 @@
-"""Loading pluggable backends by dotted path, the way Django loads cache and email backends."""
+"""Pluggable backends: ``backends.tts`` and ``backends.transcription``, built from the settings.
+
+``backends`` is the process-wide :class:`~.handler.BackendHandler`. It is reset
+(its backends closed and dropped) when ``MEDIASTREAM`` changes, and its
+backends are closed when the process exits, so no backend outlives its use
+(a Piper backend's worker process in particular).
+"""
 
 from __future__ import annotations
 
+import atexit
 from typing import Any
 
-from django.core.exceptions import ImproperlyConfigured
-from django.utils.module_loading import import_string
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
-__all__ = ["InvalidBackendError", "load_backend"]
+from .base import Backend
+from .handler import BackendHandler, BackendKind
+from .loading import InvalidBackendError, load_backend
+
+__all__ = ["Backend", "BackendHandler", "BackendKind", "InvalidBackendError", "backends", "load_backend"]
+
+backends = BackendHandler()
+
+atexit.register(backends.close_all)
 
 
-class InvalidBackendError(ImproperlyConfigured):
-    """A ``MEDIASTREAM[...]["BACKEND"]`` that cannot be imported or built."""
-
-
-def load_backend(setting_name: str, config: dict[str, Any]) -> Any:
-    """Build ``config["BACKEND"](**config["OPTIONS"])``; errors name the setting."""
-    if not isinstance(config, dict) or "BACKEND" not in config:
-        raise InvalidBackendError(
-            f'MEDIASTREAM["{setting_name}"] must be a dict with a "BACKEND" dotted path.'
-        )
-    path = config["BACKEND"]
-    options = config.get("OPTIONS") or {}
-    try:
-        backend_cls = import_string(path)
-    except ImportError as exc:
-        raise InvalidBackendError(
-            f'Could not import {path!r} named in MEDIASTREAM["{setting_name}"]["BACKEND"]: {exc}'
-        ) from exc
-    try:
-        return backend_cls(**options)
-    except TypeError as exc:
-        raise InvalidBackendError(
-            f'Bad OPTIONS for {path!r} in MEDIASTREAM["{setting_name}"]: {exc}'
-        ) from exc
+@receiver(setting_changed)
+def _reset_on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting == "MEDIASTREAM":
+        backends.reset()

@@ -36,7 +36,6 @@ class DiscardSession(BaseTranscriptionSession):
 class DiscardBackend(BaseTranscriptionBackend):
     """Makes :class:`DiscardSession` objects; takes no options."""
 
-    provides_speech_start = False
     produces_transcripts = False
 
     def create_session(

@@ -2,13 +2,12 @@
 
 Like Django's locmem mail backend, nothing leaves the process. Each session is
 appended to ``backend.sessions`` (the backend is built once per process by
-``get_transcription_backend()``, so tests reach it there), keeps every audio
+``backends.transcription``, so tests reach it there), keeps every audio
 chunk it was given, and exposes ``emit_partial`` / ``emit_final`` /
 ``emit_speech_started`` / ``emit_error`` so a test can play the provider.
 
 Options:
 
-* ``PROVIDES_SPEECH_START`` (default True): the backend's class-level flag.
 * ``FAIL_CONNECT``: if set, ``connect()`` raises ``ConnectionError`` with this message.
 * ``HOLD_CONNECT`` (default False): ``connect()`` waits until the test calls
   ``session.release_connect()`` (or ``release_connect(error)`` to fail it),
@@ -66,7 +65,6 @@ class LocmemSession(BaseTranscriptionSession):
         self.chunks: list[bytes] = []
         self.connect_calls = 0
         self.close_calls = 0
-        self.connected = False
         self.closed = False
         self._fail_connect = fail_connect
         self._hold: asyncio.Future[None] | None = None
@@ -84,7 +82,6 @@ class LocmemSession(BaseTranscriptionSession):
             await self._hold
         if self._fail_connect:
             raise ConnectionError(self._fail_connect)
-        self.connected = True
         self._changed()
 
     def send_audio(self, audio: bytes) -> None:
@@ -154,12 +151,10 @@ class LocmemBackend(BaseTranscriptionBackend):
     def __init__(
         self,
         *,
-        PROVIDES_SPEECH_START: bool = True,
         FAIL_CONNECT: str | None = None,
         HOLD_CONNECT: bool = False,
     ) -> None:
         super().__init__()
-        self.provides_speech_start = PROVIDES_SPEECH_START
         self.fail_connect = FAIL_CONNECT
         self.hold_connect = HOLD_CONNECT
         self.sessions: list[LocmemSession] = []

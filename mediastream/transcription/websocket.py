@@ -3,7 +3,7 @@
 Every vendor (OpenAI Realtime, Deepgram, ...) is "open a WebSocket, send a
 config message, wait until the vendor says it is ready, stream audio, read
 JSON events". :class:`WebSocketTranscriptionSession` does all of that once,
-with the reference's guarantees, and leaves five small hooks to a subclass:
+with the guarantees below, and leaves five small hooks to a subclass:
 
 * ``resolve_url()`` / ``resolve_headers()``: where to connect and how to
   authenticate (async, resolved inside the connect timeout);
@@ -77,7 +77,7 @@ class TranscriptionError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ConnectionPolicy:
-    """Timeouts, retries and the queue cap (seconds; reference defaults)."""
+    """Timeouts, retries and the queue cap (seconds)."""
 
     connect_timeout: float = 10.0
     close_timeout: float = 5.0
@@ -566,7 +566,6 @@ class WebSocketTranscriptionBackend(BaseTranscriptionBackend):
     Subclasses set ``session_class`` and put their vendor options in ``self.config``.
     """
 
-    provides_speech_start = True
     session_class: type[WebSocketTranscriptionSession]
 
     def __init__(

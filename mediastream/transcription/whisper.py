@@ -1,6 +1,6 @@
 """Offline transcription with faster-whisper and the bundled Whisper tiny.en model.
 
-The embedded default: no network, no keys (``embedded-speech.md`` §0/§2).
+The embedded default: no network, no keys.
 Whisper is not a streaming model, so each session cuts the caller's audio into
 utterances with its own :class:`~mediastream.vad.SpeechDetector` and
 transcribes each utterance **once**, when the VAD says the caller stopped:
@@ -138,8 +138,6 @@ class WhisperBackend(BaseTranscriptionBackend):
     """The offline default: ``MEDIASTREAM["TRANSCRIPTION"]["BACKEND"] =
     "mediastream.transcription.whisper.WhisperBackend"``."""
 
-    provides_speech_start = True
-
     def __init__(
         self,
         *,
@@ -220,11 +218,10 @@ class WhisperSession(BaseTranscriptionSession):
         call_sid: str,
         listener: TranscriptionListener,
         backend: WhisperBackend,
-        detector: SpeechDetector | None = None,
     ) -> None:
         super().__init__(stream_sid=stream_sid, call_sid=call_sid, listener=listener)
         self.backend = backend
-        self.detector = detector or SpeechDetector()
+        self.detector = SpeechDetector()
         self._buffer = bytearray()  # recent audio (pre-roll) or the current utterance
         self._buffer_start = 0  # stream byte offset of _buffer[0]
         self._received = 0  # stream bytes received
@@ -236,6 +233,11 @@ class WhisperSession(BaseTranscriptionSession):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._close_task: asyncio.Future[None] | None = None
+
+    @property
+    def speech_offset_ms(self) -> int:
+        """How much of the stream (ms) the session's VAD has heard."""
+        return self.detector.offset_ms
 
     async def connect(self) -> None:
         """Load the model (in a thread, once per process); ready after."""

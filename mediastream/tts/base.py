@@ -1,8 +1,9 @@
 """The TTS backend contract: text in, an async stream of audio chunks out.
 
-A backend is a class with ``__init__(**OPTIONS)`` and one async generator
-method, ``synthesize(text)``. Chunks may be 16-bit PCM at any rate or 8 kHz
-mu-law; playback converts them. Subclasses must implement ``synthesize``.
+A backend is a :class:`~mediastream.backends.Backend` (``__init__(**OPTIONS)``,
+``warm_up()``, ``close()``/``aclose()``) with one async generator method,
+``synthesize(text)``. Chunks may be 16-bit PCM at any rate or 8 kHz mu-law;
+playback converts them. Subclasses must implement ``synthesize``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal
+
+from ..backends.base import Backend
 
 __all__ = ["AudioChunk", "BaseTTSBackend", "TTSError"]
 
@@ -25,19 +28,13 @@ class AudioChunk:
     sample_rate: int = 8000
 
 
-class BaseTTSBackend:
-    def __init__(self, **options) -> None:
-        if options:
-            raise TypeError(f"{type(self).__name__} takes no options, got {sorted(options)}")
-
+class BaseTTSBackend(Backend):
     def synthesize(self, text: str) -> AsyncIterator[AudioChunk]:
-        """Yield audio for ``text`` as soon as it is available."""
+        """Yield audio for ``text`` as soon as it is available; blank text yields nothing.
+
+        A failure of the engine or the vendor raises :class:`TTSError`. The caller
+        may stop iterating at any point (barge-in); the backend stays usable.
+        """
         raise NotImplementedError(
             "subclasses of BaseTTSBackend must provide a synthesize() method"
         )
-
-    async def warm_up(self) -> None:
-        """Load models or start workers ahead of the first call (optional)."""
-
-    async def aclose(self) -> None:
-        """Release processes or connections held by the backend."""

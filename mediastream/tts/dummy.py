@@ -10,7 +10,6 @@ always a whole number of Twilio frames.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import AsyncIterator
 
@@ -19,8 +18,6 @@ import numpy as np
 from .base import AudioChunk, BaseTTSBackend
 
 __all__ = ["ConstantBackend", "SilenceBackend", "ToneBackend"]
-
-logger = logging.getLogger(__name__)
 
 _FRAME_MS = 20
 

@@ -14,7 +14,6 @@ connecting and between chunks, 30).
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -26,8 +25,6 @@ from .base import AudioChunk
 from .http import HTTPTTSBackend
 
 __all__ = ["ElevenLabsBackend"]
-
-logger = logging.getLogger(__name__)
 
 OUTPUT_FORMAT = "ulaw_8000"
 
@@ -59,7 +56,6 @@ class ElevenLabsBackend(HTTPTTSBackend):
                 'MEDIASTREAM["TTS"]["OPTIONS"]["API_KEY"] or the ELEVENLABS_API_KEY environment variable.'
             )
         super().__init__(api_key=api_key, timeout=TIMEOUT)
-        self.voice_id = VOICE_ID
         self.url = f"{BASE_URL.rstrip('/')}/v1/text-to-speech/{quote(VOICE_ID, safe='')}/stream"
         self.model_id = MODEL_ID
         self.voice_settings = VOICE_SETTINGS

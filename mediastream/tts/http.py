@@ -4,13 +4,17 @@ A subclass names its vendor, builds the request, and says how to read the
 vendor's error JSON; :meth:`HTTPTTSBackend.stream` yields the response body as
 it arrives and turns every failure into a :class:`TTSError` whose message is
 one short line with the API key blanked out.
+
+The connection pool belongs to the event loop that opened it, so closing it
+from elsewhere (``close()`` from a ``setting_changed`` receiver or at exit)
+runs the pool's ``aclose()`` on that loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import httpx
@@ -22,6 +26,9 @@ from .base import BaseTTSBackend, TTSError
 __all__ = ["HTTPTTSBackend"]
 
 MAX_ERROR_CHARS = 200
+
+# Strong references to pool closes scheduled on the running loop, until they finish.
+_closing: set[asyncio.Task] = set()
 
 
 class HTTPTTSBackend(BaseTTSBackend):
@@ -70,10 +77,22 @@ class HTTPTTSBackend(BaseTTSBackend):
             text = text.replace(self.api_key, "***")
         return sanitize(text, MAX_ERROR_CHARS)
 
+    def close(self) -> None:
+        """Drop the connection pool; its connections close on the loop that opened them."""
+        client, loop = self._client, self._client_loop
+        self._client = self._client_loop = None
+        if client is not None and loop is not None:
+            close_on_loop(loop, client.aclose)
+
     async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None and self._client_loop is asyncio.get_running_loop():
+        client, loop = self._client, self._client_loop
+        self._client = self._client_loop = None
+        if client is None or loop is None:
+            return
+        if loop is asyncio.get_running_loop():
             await client.aclose()
+        else:
+            close_on_loop(loop, client.aclose)
 
     def _http(self) -> httpx.AsyncClient:
         # Connections belong to the loop that opened them; a new loop gets a new pool.
@@ -82,3 +101,20 @@ class HTTPTTSBackend(BaseTTSBackend):
             self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout))
             self._client_loop = loop
         return self._client
+
+
+def close_on_loop(loop: asyncio.AbstractEventLoop, close: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run ``close()`` on ``loop`` without waiting for it; a closed loop took its connections with it."""
+    if loop.is_closed():
+        return
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if loop is running:
+        task = loop.create_task(close(), name="mediastream-tts-http-close")
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+    elif loop.is_running():
+        asyncio.run_coroutine_threadsafe(close(), loop)
+    # A loop that is neither running nor closed runs nothing: the pool goes with the client.

@@ -15,7 +15,6 @@ voice; not supported by ``tts-1``), ``SPEED`` (0.25–4.0), ``TIMEOUT``
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -26,8 +25,6 @@ from .base import AudioChunk
 from .http import HTTPTTSBackend
 
 __all__ = ["OpenAIBackend"]
-
-logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 24000  # what OpenAI's "pcm" format is
 

@@ -2,8 +2,9 @@
 
 piper-tts is GPL-3.0, so it never runs inside the Django process: the
 backend starts :mod:`mediastream.tts.piper_worker` as a separate program on
-first use (the voice model loads once, in 1-3 s) and keeps it for the life of
-the process. Requests from every call go through that one worker, which
+first use (the voice model loads once, in 1-3 s) and keeps it until the
+backend is closed (``mediastream.backends`` closes it when the settings change
+and when the process exits). Requests from every call go through that one worker, which
 synthesizes them in arrival order and answers one PCM chunk per sentence.
 
 Frames are routed to requests by id, so a synthesis abandoned mid-way
@@ -75,7 +76,7 @@ class PiperBackend(BaseTTSBackend):
                     f'(MEDIASTREAM["TTS"]["OPTIONS"]["{label}"]).'
                 )
         try:
-            self.sample_rate = int(json.loads(config.read_text("utf-8"))["audio"]["sample_rate"])
+            int(json.loads(config.read_text("utf-8"))["audio"]["sample_rate"])  # every Piper voice config has it
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ImproperlyConfigured(
                 f"PiperBackend VOICE_CONFIG {str(config)!r} is not a Piper voice config: {exc}"
@@ -87,6 +88,8 @@ class PiperBackend(BaseTTSBackend):
         self.length_scale = LENGTH_SCALE
         self.startup_timeout = STARTUP_TIMEOUT
         self._worker: _Worker | None = None
+        # Counts close() calls: a worker that finished starting after one is stopped, not kept.
+        self._closes = 0
         self._start_lock: asyncio.Lock | None = None
         self._lock_loop: asyncio.AbstractEventLoop | None = None
 
@@ -109,8 +112,16 @@ class PiperBackend(BaseTTSBackend):
         finally:
             worker.forget(request_id, cancel=not finished)
 
+    def close(self) -> None:
+        """Kill the worker now (it is started again if the backend is used afterwards)."""
+        self._closes += 1
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.kill()
+
     async def aclose(self) -> None:
-        """Stop the worker (it is started again if the backend is used afterwards)."""
+        """Ask the worker to exit and wait for it (it is started again if the backend is used afterwards)."""
+        self._closes += 1
         worker, self._worker = self._worker, None
         if worker is not None:
             await worker.close()
@@ -134,7 +145,11 @@ class PiperBackend(BaseTTSBackend):
                 logger.warning("Restarting the Piper TTS worker (%s)", worker.failure)
                 worker = self._worker = None
             if worker is None:
+                closes = self._closes
                 worker = await _Worker.start(self.voice_model, self.voice_config, self.startup_timeout)
+                if closes != self._closes:
+                    worker.kill()
+                    raise TTSError("the Piper backend was closed while its worker started")
                 self._worker = worker
             return worker
 

@@ -10,8 +10,8 @@ from channels.db import database_sync_to_async
 from django.core.management.base import BaseCommand, CommandError
 
 from mediastream.audio import FRAME_BYTES, MulawConverter, mulaw_to_wav_bytes, wav_to_mulaw
+from mediastream.backends import backends
 from mediastream.simulator import TwilioCall, TwilioStream, stream_urls
-from mediastream.tts import get_tts_backend
 from voicecall.conf import voicecall_settings
 from voicecall.events import TwilioEvent
 from voicecall.models import CallEvent
@@ -152,10 +152,10 @@ def _describe(payload: dict) -> str:
 async def _synthesize(text: str) -> bytes:
     converter = MulawConverter()
     out = bytearray()
-    async for chunk in get_tts_backend().synthesize(text):
+    async for chunk in backends.tts.synthesize(text):
         out += converter.feed(chunk)
     out += converter.flush()
-    await get_tts_backend().aclose()
+    await backends.aclose_all()  # before asyncio.run() closes the loop the backends opened on
     if not out:
         raise CommandError("The TTS backend produced no audio for --say.")
     pad = (-len(out)) % FRAME_BYTES
