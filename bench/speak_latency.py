@@ -1,4 +1,4 @@
-"""Speech-out latency through Redis, the playback lead and barge-in (issue 4).
+"""Speech-out latency through Redis, the playback lead and barge-in.
 
     .venv/bin/python bench/speak_latency.py
 

@@ -1,4 +1,4 @@
-"""How many real-time Twilio media streams one daphne process handles (issue 3).
+"""How many real-time Twilio media streams one daphne process handles.
 
     .venv/bin/python bench/stream_load.py --sweep 50,100,200,300
 

