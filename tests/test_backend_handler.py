@@ -13,10 +13,8 @@ import pytest
 
 from mediastream import startup
 from mediastream.backends import Backend, BackendHandler, BackendKind, InvalidBackendError, backends
-from mediastream.transcription import get_transcription_backend
 from mediastream.transcription.base import BaseTranscriptionBackend
 from mediastream.transcription.discard import DiscardBackend
-from mediastream.tts import get_tts_backend
 from mediastream.tts.base import AudioChunk, BaseTTSBackend
 from mediastream.tts.dummy import SilenceBackend
 from tests.support import mediastream_settings, requires_speech
@@ -90,11 +88,6 @@ def test_backends_are_built_on_first_use_once():
         assert backends.all() == [tts]  # the transcription backend is still unbuilt
         assert isinstance(backends.transcription, DiscardBackend)
         assert backends.all() == [tts, backends.transcription]
-
-
-def test_the_deprecated_getters_read_the_handler():
-    assert get_tts_backend() is backends.tts
-    assert get_transcription_backend() is backends.transcription
 
 
 def test_threads_racing_for_a_backend_build_it_once():

@@ -10,7 +10,6 @@ servers in ``tests/vendors``, and Piper for real in its child process.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import sys
 
 import numpy as np
@@ -461,9 +460,8 @@ class TestPiperBackend(TTSBackendContract):
         assert await pcm_of(piper, "A new worker answers.")
 
 
+@requires_speech
 def test_piper_missing_voice_is_a_configuration_error(tmp_path):
-    if importlib.util.find_spec("piper") is None:
-        pytest.skip("piper-tts not installed")
     from mediastream.tts.piper import PiperBackend
 
     with pytest.raises(ImproperlyConfigured, match="VOICE_MODEL"):
