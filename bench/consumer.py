@@ -21,7 +21,8 @@ import gc
 import time
 import weakref
 
-from mediastream.consumers import MediaStreamConsumer, State
+from mediastream.consumers import MediaStreamConsumer
+from mediastream.session import State
 
 __all__ = ["CONSUMERS", "PROBE", "RECORDER", "BenchConsumer", "Recorder", "server_snapshot"]
 
@@ -142,15 +143,16 @@ def server_snapshot() -> dict:
     before_start = 0
     active = 0
     for consumer in list(CONSUMERS):
-        if getattr(consumer, "state", None) is State.STREAMING:
+        session = getattr(consumer, "session", None)
+        if session is None:
+            continue
+        if session.state is State.STREAMING:
             streaming += 1
-        done = getattr(consumer, "_teardown_done", None)
-        if done is not None and not done.is_set():
+        teardown = consumer._teardown_task
+        if teardown is None or not teardown.done():
             active += 1
-        stats = getattr(consumer, "stats", None)
-        if stats is not None:
-            media_frames += stats.media_frames
-            before_start += stats.media_before_start
+        media_frames += session.stats.media_frames
+        before_start += session.stats.media_before_start
     return {
         "consumers": len(CONSUMERS),
         "streaming": streaming,
