@@ -119,7 +119,8 @@ def test_other_settings_changing_keep_the_backends():
 
 
 def test_close_all_closes_every_built_backend_and_keeps_it(caplog):
-    with mediastream_settings(TTS={**RECORDING_TTS, "OPTIONS": {"FAIL_CLOSE": True}}, TRANSCRIPTION=RECORDING_STT):
+    failing_tts = {**RECORDING_TTS, "OPTIONS": {"FAIL_CLOSE": True}}
+    with mediastream_settings(TTS=failing_tts, TRANSCRIPTION=RECORDING_STT):
         tts, stt = backends.tts, backends.transcription
         backends.close_all()  # the TTS close raises: logged, and the next backend is still closed
         assert (tts.closes, stt.closes) == (1, 1)
@@ -152,7 +153,10 @@ def test_reset_drops_and_closes():
         ("mediastream.tts.dummy.SilenceBackend", r'MEDIASTREAM\["TTS"\] must be a dict with a "BACKEND"'),
         ({"OPTIONS": {}}, r'MEDIASTREAM\["TTS"\] must be a dict with a "BACKEND"'),
         ({"BACKEND": "mediastream.tts.nope.Missing"}, r'Could not import .* MEDIASTREAM\["TTS"\]\["BACKEND"\]'),
-        ({"BACKEND": "mediastream.tts.dummy.SilenceBackend", "OPTIONS": {"VOICE": "x"}}, r'Bad OPTIONS .* MEDIASTREAM\["TTS"\]'),
+        (
+            {"BACKEND": "mediastream.tts.dummy.SilenceBackend", "OPTIONS": {"VOICE": "x"}},
+            r'Bad OPTIONS .* MEDIASTREAM\["TTS"\]',
+        ),
         (
             {"BACKEND": "mediastream.transcription.discard.DiscardBackend"},
             r'MEDIASTREAM\["TTS"\]\["BACKEND"\] is not a subclass of mediastream.tts.base.BaseTTSBackend',
@@ -168,7 +172,7 @@ def test_errors_name_the_setting(config, message):
 
 def test_an_optional_kind_is_one_line_and_none_when_unset():
     class WithAgent(BackendHandler):
-        agent: BackendKind[Backend | None] = BackendKind("AGENT", "mediastream.backends.base.Backend", optional=True)
+        agent: BackendKind[Backend | None] = BackendKind("AGENT", "mediastream.backends.Backend", optional=True)
 
     handler = WithAgent()
     assert [kind.name for kind in WithAgent.kinds()] == ["transcription", "tts", "agent"]
@@ -270,14 +274,15 @@ def test_close_all_from_outside_the_loop_stops_a_piper_worker():
 EXIT_SCRIPT = """
 import atexit, os
 seen = []
-atexit.register(lambda: print("closes", seen[0].closes))  # atexit runs last-registered first: after the handler
+atexit.register(lambda: print("closes", seen[0].closes))  # last registered runs first: after the handler
 os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
 import django
 django.setup()
 from django.conf import settings
 from django.test import override_settings
 from mediastream.backends import backends
-override_settings(MEDIASTREAM={**settings.MEDIASTREAM, "TTS": {"BACKEND": "tests.test_backend_handler.RecordingTTS"}}).enable()
+tts = {"BACKEND": "tests.test_backend_handler.RecordingTTS"}
+override_settings(MEDIASTREAM={**settings.MEDIASTREAM, "TTS": tts}).enable()
 seen.append(backends.tts)
 """
 

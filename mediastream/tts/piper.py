@@ -4,8 +4,9 @@ piper-tts is GPL-3.0, so it never runs inside the Django process: the
 backend starts :mod:`mediastream.tts.piper_worker` as a separate program on
 first use (the voice model loads once, in 1-3 s) and keeps it until the
 backend is closed (``mediastream.backends`` closes it when the settings change
-and when the process exits). Requests from every call go through that one worker, which
-synthesizes them in arrival order and answers one PCM chunk per sentence.
+and when the process exits). Requests from every call go through that one
+worker, which synthesizes them in arrival order and answers one PCM chunk per
+sentence.
 
 Frames are routed to requests by id, so a synthesis abandoned mid-way
 (barge-in) costs nothing to the next one: the backend tells the worker to stop
@@ -75,8 +76,8 @@ class PiperBackend(BaseTTSBackend):
                     f'PiperBackend {label} {str(path)!r} does not exist '
                     f'(MEDIASTREAM["TTS"]["OPTIONS"]["{label}"]).'
                 )
-        try:
-            int(json.loads(config.read_text("utf-8"))["audio"]["sample_rate"])  # every Piper voice config has it
+        try:  # every Piper voice config names its sample rate
+            int(json.loads(config.read_text("utf-8"))["audio"]["sample_rate"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ImproperlyConfigured(
                 f"PiperBackend VOICE_CONFIG {str(config)!r} is not a Piper voice config: {exc}"
