@@ -184,15 +184,17 @@ class DaphneFactory:
         server = daphne_server(
             database_url=self.database_url, redis_url=self.redis_url, prefix=prefix, overrides=overrides, log_path=log
         )
-        with server as (port, proc):
-            live = Live(
-                port=port, redis_url=self.redis_url, prefix=prefix, database_url=self.database_url,
-                log=log, proc=proc, name=name,
-            )
-            STARTED.append(live)
-            yield live
-        if os.environ.get("SHOW_DAPHNE_LOG"):
-            print(f"--- {name} log ({log}) ---\n{log.read_text(errors='replace')}")
+        try:
+            with server as (port, proc):
+                live = Live(
+                    port=port, redis_url=self.redis_url, prefix=prefix, database_url=self.database_url,
+                    log=log, proc=proc, name=name,
+                )
+                STARTED.append(live)
+                yield live
+        finally:
+            if os.environ.get("SHOW_DAPHNE_LOG") and log.exists():
+                print(f"--- {name} log ({log}) ---\n{log.read_text(errors='replace')}")
 
     @asynccontextmanager
     async def astart(self, overrides: dict | None = None, *, name: str = "daphne") -> AsyncIterator[Live]:
