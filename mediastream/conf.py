@@ -21,7 +21,7 @@ KIB = 1024
 MIB = 1024 * KIB
 
 DEFAULTS: dict[str, Any] = {
-    # --- Connection guards (reference defaults) --------------------------------
+    # --- Connection guards --------------------------------
     "MAX_CONNECTIONS": 128,
     "MAX_PENDING_CONNECTIONS": 32,
     "MAX_PENDING_CONNECTIONS_PER_IP": 4,

@@ -7,7 +7,7 @@ the final transcript. Barge-in and turn bookkeeping want **one** "the caller
 started talking" per utterance. :class:`CallerTurns` is a small pure state
 machine (no I/O, no clock, no asyncio) that says when to fire it.
 
-The rule (the reference's, extended with the local VAD):
+The rule:
 
 1. The first of {local VAD start, backend start, partial, final} while no
    utterance is open **opens** one and fires the speech start.

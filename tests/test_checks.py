@@ -10,11 +10,9 @@ from mediastream.checks import W004
 from voicecall import checks as voicecall_checks
 from voicecall.checks import W001, W002, W003
 
+from .support import mediastream_settings as ms
 from .support import voicecall_overrides
 
-
-def ms(**overrides):
-    return override_settings(MEDIASTREAM={**settings.MEDIASTREAM, **overrides})
 
 
 def ids(messages):

@@ -8,7 +8,6 @@ import json
 import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
-from django.test import override_settings
 
 from mediastream import signals
 from mediastream.admission import registry
@@ -18,15 +17,11 @@ from mediastream.simulator import new_sid
 from voicecall.models import CallEvent, CallStatus, MediaStream
 
 from . import streams
+from .support import mediastream_settings as ms
 from .streams import communicator, live_stream, make_call, receive_close, wait_for
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
-
-def ms(**overrides):
-    from django.conf import settings
-
-    return override_settings(MEDIASTREAM={**settings.MEDIASTREAM, **overrides})
 
 
 async def expect_close(comm, close) -> None:

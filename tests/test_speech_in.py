@@ -10,6 +10,7 @@ from mediastream.transcription.discard import DiscardBackend
 from mediastream.transcription.whisper import WhisperBackend
 from tests import audio_fixtures as af
 from tests.session_support import Silent
+from tests.support import requires_speech
 
 pytestmark = pytest.mark.asyncio
 
@@ -34,6 +35,7 @@ async def feed(speech, mulaw):
         speech.feed(frame)
 
 
+@requires_speech
 @pytest.mark.parametrize("backend_class", [DiscardBackend, WhisperBackend])
 async def test_caller_speech_fires_one_start_from_one_vad(backend_class):
     speech, starts = make(backend_class())

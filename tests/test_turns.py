@@ -19,7 +19,7 @@ def fire_count(turns: CallerTurns, steps: list[tuple[str, str]]) -> int:
     return fired
 
 
-def test_reference_sequence():
+def test_partials_start_and_final_fire_one_start_per_utterance():
     turns = CallerTurns()
     assert fire_count(turns, [("partial", "hel"), ("partial", "hello"), ("start", "")]) == 1
     assert turns.in_utterance
