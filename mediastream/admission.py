@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import lru_cache
@@ -24,40 +24,83 @@ class Admission(Enum):
 
 
 @dataclass
+class _Pending:
+    ip: str
+    #: Called when the socket is evicted to make room (it must close itself).
+    evict: Callable[[], None] | None = None
+    #: The socket sent ``start``: it is no longer silent and is never evicted.
+    starting: bool = False
+
+
+@dataclass
 class AdmissionRegistry:
-    """Counts open sockets and sockets that have not sent an accepted ``start``."""
+    """Counts open sockets and sockets that have not sent an accepted ``start``.
+
+    Anyone who saw one signed upgrade can open sockets that never start (the
+    signature covers only the URL). When the caps are full, a new socket
+    evicts the oldest silent one of the address holding the most pending
+    sockets, as long as that address holds more than the newcomer's: a flood
+    from many addresses then only churns itself, while a real stream, which
+    sends ``start`` within a fraction of a second, is never evicted.
+    """
 
     open: set[str] = field(default_factory=set)
-    pending: dict[str, str] = field(default_factory=dict)  # connection id -> client ip
+    pending: dict[str, _Pending] = field(default_factory=dict)  # connection id -> entry, oldest first
     pending_per_ip: Counter[str] = field(default_factory=Counter)
+    evictions: int = 0
 
-    def open_connection(self, conn_id: str, max_connections: int) -> Admission:
+    def open_connection(self, conn_id: str, max_connections: int, client_ip: str = "") -> Admission:
         """Reserve a slot for a new socket at the handshake (before accept)."""
         if len(self.open) >= max_connections:
-            return Admission.TOO_MANY_CONNECTIONS
+            victim = self._victim(client_ip)
+            if victim is None:
+                return Admission.TOO_MANY_CONNECTIONS
+            self._evict(victim)
         self.open.add(conn_id)
         return Admission.OK
 
-    def add_pending(self, conn_id: str, client_ip: str, max_pending: int, max_per_ip: int) -> Admission:
-        """Mark an accepted socket as waiting for ``start``."""
-        if len(self.pending) >= max_pending or self.pending_per_ip[client_ip] >= max_per_ip:
+    def add_pending(
+        self,
+        conn_id: str,
+        client_ip: str,
+        max_pending: int,
+        max_per_ip: int,
+        evict: Callable[[], None] | None = None,
+    ) -> Admission:
+        """Mark an accepted socket as waiting for ``start``; ``evict`` closes it if it must make room."""
+        if self.pending_per_ip[client_ip] >= max_per_ip:
             return Admission.TOO_MANY_PENDING
-        self.pending[conn_id] = client_ip
+        if len(self.pending) >= max_pending:
+            victim = self._victim(client_ip)
+            if victim is None:
+                return Admission.TOO_MANY_PENDING
+            self._evict(victim)
+        self.pending[conn_id] = _Pending(client_ip, evict)
         self.pending_per_ip[client_ip] += 1
         return Admission.OK
 
+    def starting(self, conn_id: str) -> None:
+        """The socket sent ``start``: its admission is under way, it may not be evicted."""
+        entry = self.pending.get(conn_id)
+        if entry is not None:
+            entry.starting = True
+
     def promote(self, conn_id: str) -> None:
         """The socket sent an accepted ``start``: it no longer counts as pending."""
-        ip = self.pending.pop(conn_id, None)
-        if ip is not None:
-            self.pending_per_ip[ip] -= 1
-            if self.pending_per_ip[ip] <= 0:
-                del self.pending_per_ip[ip]
+        entry = self.pending.pop(conn_id, None)
+        if entry is not None:
+            self.pending_per_ip[entry.ip] -= 1
+            if self.pending_per_ip[entry.ip] <= 0:
+                del self.pending_per_ip[entry.ip]
 
     def release(self, conn_id: str) -> None:
         """Forget the socket entirely; safe to call more than once."""
         self.promote(conn_id)
         self.open.discard(conn_id)
+
+    def under_pressure(self, max_pending: int) -> bool:
+        """Half the pending slots are taken: new sockets get a shorter window to start."""
+        return len(self.pending) * 2 >= max_pending
 
     @property
     def open_count(self) -> int:
@@ -66,6 +109,21 @@ class AdmissionRegistry:
     @property
     def pending_count(self) -> int:
         return len(self.pending)
+
+    def _victim(self, newcomer_ip: str) -> str | None:
+        """The oldest silent socket of the address with the most pending, if it holds more than the newcomer's."""
+        victim, most = None, self.pending_per_ip[newcomer_ip] if newcomer_ip else 0
+        for conn_id, entry in self.pending.items():
+            count = self.pending_per_ip[entry.ip]
+            if not entry.starting and entry.evict is not None and count > most:
+                victim, most = conn_id, count
+        return victim
+
+    def _evict(self, conn_id: str) -> None:
+        entry = self.pending[conn_id]
+        self.release(conn_id)
+        self.evictions += 1
+        entry.evict()
 
 
 #: This process's registry (one event loop, one set of sockets).

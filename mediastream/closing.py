@@ -33,6 +33,7 @@ class CLOSES:
     STOPPED = Close(CloseCode.NORMAL, "Stream stopped")
     START_TIMEOUT = Close(CloseCode.POLICY, "Start timeout")
     TOO_MANY_PENDING = Close(CloseCode.TRY_AGAIN_LATER, "Too many pending media stream connections")
+    EVICTED = Close(CloseCode.TRY_AGAIN_LATER, "Evicted: too many pending media stream connections")
     MISSING_CALL_SID = Close(CloseCode.POLICY, "Missing callSid")
     UNKNOWN_CALL = Close(CloseCode.POLICY, "Unknown call")
     CALL_ENDED = Close(CloseCode.POLICY, "Call ended")

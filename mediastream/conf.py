@@ -26,6 +26,9 @@ DEFAULTS: dict[str, Any] = {
     "MAX_PENDING_CONNECTIONS": 32,
     "MAX_PENDING_CONNECTIONS_PER_IP": 4,
     "PRE_START_TIMEOUT": 5.0,  # seconds
+    # When half the pending slots are taken, new sockets get this long to send
+    # start instead (Twilio sends it within a fraction of a second).
+    "PRE_START_TIMEOUT_UNDER_PRESSURE": 1.0,
     # Peers whose X-Forwarded-For is believed (IPs or CIDR networks).
     "TRUSTED_PROXIES": [],
     # Inbound messages over this close the socket before parsing. Run daphne with
@@ -51,6 +54,8 @@ DEFAULTS: dict[str, Any] = {
     "PLAYBACK_MARK_GRACE_SECONDS": 2.0,
     "MAX_IGNORED_MARKS": 64,
     # --- Speech in -------------------------------------------------------------
+    # Caller transcripts (partial and final) are cut to this many characters.
+    "MAX_TRANSCRIPT_CHARS": 2000,
     "TRANSCRIPTION": {"BACKEND": "mediastream.transcription.whisper.WhisperBackend", "OPTIONS": {}},
     "TRANSCRIPTION_QUEUE_BYTES": 2 * MIB,
     "VAD": {

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import logging
 import uuid
 
@@ -25,6 +24,7 @@ from . import session as s
 from .admission import registry
 from .dispatch import dispatch_loop
 from .groups import call_group
+from .layer import LayerLink
 from .parts import StreamParts, record_end
 from .startup import on_first_connection
 from .tasks import StreamTasks
@@ -57,7 +57,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             s.CancelTimer: lambda a: self._timer.cancel(),
             s.CloseSocket: lambda a: self.close(code=int(a.close.code), reason=a.close.reason),
             s.AdmitStream: self._admit,
-            s.JoinCallGroup: lambda a: self.channel_layer.group_add(call_group(a.call_sid), self.channel_name),
+            s.JoinCallGroup: lambda a: self.link.join(call_group(a.call_sid)),
             s.OpenStream: self._open,
             s.Announce: lambda a: self.parts.announcer.announce(a),
             s.FeedAudio: lambda a: self.parts.speech.feed(a.mulaw),
@@ -68,10 +68,9 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             s.Teardown: self._teardown,
         }
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
-        sources = [receive]
-        if self.channel_layer is not None:
-            self.channel_name = await self.channel_layer.new_channel()
-            sources.append(functools.partial(self.channel_layer.receive, self.channel_name))
+        self.channel_name = await self.channel_layer.new_channel()
+        self.link = LayerLink(self.channel_layer, self.channel_name, self.tasks.label)
+        sources = [receive, self.link.receive]
         try:
             await dispatch_loop(sources, self.dispatch)
         except StopConsumer:
@@ -99,7 +98,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
 
     async def websocket_connect(self, message: dict) -> None:
         on_first_connection()
-        await self._do(self.session.connect(self.scope))
+        await self._do(self.session.connect(self.scope, evict=lambda: self._soon(self.session.evicted())))
 
     async def websocket_receive(self, message: dict) -> None:
         actions = self.session.receive(message.get("text"), message.get("bytes"))
@@ -190,11 +189,8 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             await self.parts.close()  # what the player and speech in still owe is reported first
         await self.tasks.finish(REPLY_TIMEOUT)
         admitted = self.session.admitted
+        await self.link.leave()
         if admitted is not None:
-            try:
-                await self.channel_layer.group_discard(call_group(admitted.call_sid), self.channel_name)
-            except Exception:
-                logger.exception("group_discard failed for %s", admitted.stream_sid)
             last = self.session.stopped(code, reason)
             await record_end(admitted, self.parts, code=code, reason=reason, stats=self.session.stats.as_dict(), last=last)
         self.session.stats.log_summary(self.session.stream_sid)

@@ -16,8 +16,9 @@ which code and reason the stream ends.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
@@ -34,6 +35,7 @@ from .db import Admitted
 from .events import StreamEvent
 from .playback.player import Outcome, PlaybackItem, PlaybackResult
 from .protocol import Connected, Dtmf, Mark, Media, RemoteProtocolError, Start, Stop, parse_message
+from .refusals import RefusalLog, refusals
 from .speech_in import (
     BackendSpeechStarted,
     CallerSpeechEvent,
@@ -72,6 +74,7 @@ class SessionConfig:
     max_pending: int = 32
     max_pending_per_ip: int = 4
     pre_start_timeout: float = 5.0
+    pre_start_timeout_under_pressure: float = 1.0
     trusted_proxies: tuple[str, ...] = ()
     max_protocol_warnings: int = 5
     max_unconfirmed_audio_bytes: int = 15 * SAMPLE_RATE
@@ -80,6 +83,7 @@ class SessionConfig:
     greeting: str = ""
     greeting_interruptible: bool = True
     stale_stream_seconds: float = 120
+    max_transcript_chars: int = 2000
 
     @classmethod
     def from_settings(cls) -> SessionConfig:
@@ -91,6 +95,7 @@ class SessionConfig:
             max_pending=s.MAX_PENDING_CONNECTIONS,
             max_pending_per_ip=s.MAX_PENDING_CONNECTIONS_PER_IP,
             pre_start_timeout=s.PRE_START_TIMEOUT,
+            pre_start_timeout_under_pressure=s.PRE_START_TIMEOUT_UNDER_PRESSURE,
             trusted_proxies=tuple(s.TRUSTED_PROXIES),
             max_protocol_warnings=s.MAX_PROTOCOL_WARNINGS_PER_STREAM,
             max_unconfirmed_audio_bytes=int(s.MAX_UNCONFIRMED_AUDIO_SECONDS * SAMPLE_RATE),
@@ -99,6 +104,7 @@ class SessionConfig:
             greeting=s.STREAM_GREETING,
             greeting_interruptible=not s.SUPPRESS_BARGE_IN_DURING_GREETING,
             stale_stream_seconds=s.STALE_STREAM_SECONDS,
+            max_transcript_chars=s.MAX_TRANSCRIPT_CHARS,
         )
 
 
@@ -261,10 +267,17 @@ _NOTHING: list[Action] = []
 class StreamSession:
     """One Twilio media stream's decisions. Each method returns the actions to perform, in order."""
 
-    def __init__(self, conn_id: str, registry: AdmissionRegistry, config: SessionConfig | None = None) -> None:
+    def __init__(
+        self,
+        conn_id: str,
+        registry: AdmissionRegistry,
+        config: SessionConfig | None = None,
+        refusal_log: RefusalLog = refusals,
+    ) -> None:
         self.conn_id = conn_id
         self.registry = registry
         self.config = config or SessionConfig()
+        self.refusals = refusal_log
         self.state = State.AWAITING_START
         self.client_ip = "unknown"
         self.call_sid = ""
@@ -286,28 +299,40 @@ class StreamSession:
 
     # --- the handshake --------------------------------------------------------------
 
-    def connect(self, scope: Mapping[str, Any]) -> list[Action]:
-        """The WebSocket upgrade: signed by Twilio, and within the open and pending caps."""
+    def connect(self, scope: Mapping[str, Any], evict: Callable[[], None] | None = None) -> list[Action]:
+        """The WebSocket upgrade: signed by Twilio, and within the open and pending caps.
+
+        ``evict`` is called if this socket, still silent, must make room for
+        another one when the caps are full (then report :meth:`evicted`).
+        """
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         client = scope.get("client") or [None]
         self.client_ip = resolve_client_ip(client[0], headers.get("x-forwarded-for"), self.config.trusted_proxies)
         check = validate_websocket_upgrade(scope["path"], scope.get("query_string", b""), headers)
         if not check.ok:
-            logger.warning("Refused media stream handshake from %s: %s", self.client_ip, sanitize(check.reason))
-            return [Refuse()]
-        if self.registry.open_connection(self.conn_id, self.config.max_connections) is not Admission.OK:
-            logger.warning(
-                "Refused media stream handshake from %s: %d connections open (MAX_CONNECTIONS)",
-                self.client_ip,
-                self.registry.open_count,
+            self.refusals.note(
+                "bad signature", "Refused media stream handshake from %s: %s", self.client_ip, sanitize(check.reason)
             )
             return [Refuse()]
-        pending = self.registry.add_pending(
-            self.conn_id, self.client_ip, self.config.max_pending, self.config.max_pending_per_ip
-        )
+        config, registry = self.config, self.registry
+        if registry.open_connection(self.conn_id, config.max_connections, self.client_ip) is not Admission.OK:
+            self.refusals.note(
+                "MAX_CONNECTIONS",
+                "Refused media stream handshake from %s: %d connections open (MAX_CONNECTIONS)",
+                self.client_ip,
+                registry.open_count,
+            )
+            return [Refuse()]
+        pressure = registry.under_pressure(config.max_pending)
+        pending = registry.add_pending(self.conn_id, self.client_ip, config.max_pending, config.max_pending_per_ip, evict)
         if pending is not Admission.OK:
             return [Accept(), *self.close(CLOSES.TOO_MANY_PENDING)]
-        return [Accept(), StartTimer(self.config.pre_start_timeout)]
+        timeout = config.pre_start_timeout_under_pressure if pressure else config.pre_start_timeout
+        return [Accept(), StartTimer(min(timeout, config.pre_start_timeout))]
+
+    def evicted(self) -> list[Action]:
+        """The registry made room for a newer socket by evicting this silent one."""
+        return self.close(CLOSES.EVICTED)
 
     def timer_fired(self) -> list[Action]:
         """The pre-start timer: a socket that has not sent ``start`` in time is closed."""
@@ -331,7 +356,8 @@ class StreamSession:
             msg = parse_message(text)
         except RemoteProtocolError as exc:
             if self.stats.protocol_error(exc.kind):
-                logger.warning(
+                log = logger.warning if self.admitted else functools.partial(self.refusals.note, exc.kind)
+                log(
                     "Media stream %s from %s: %s (%s)",
                     self.stream_sid or "(no start yet)",
                     self.client_ip,
@@ -371,6 +397,7 @@ class StreamSession:
         if self.state is not State.AWAITING_START:
             return self.close(CLOSES.DUPLICATE_START)
         self.state = State.STARTING
+        self.registry.starting(self.conn_id)
         self.stream_sid = msg.stream_sid
         self._start_msg = msg
         if not msg.call_sid:
@@ -428,7 +455,8 @@ class StreamSession:
 
     def _reject(self, close: Close) -> list[Action]:
         msg = self._start_msg
-        logger.warning(
+        self.refusals.note(
+            close.reason,
             "Rejected media stream start from %s (call %s, stream %s): %s",
             self.client_ip,
             sanitize(msg.call_sid or "-", 40),
@@ -452,13 +480,14 @@ class StreamSession:
             return self._speech_started(event.offset_ms, "transcription", playback) if turns.on_backend_start() else _NOTHING
         if kind is Partial:
             actions = self._speech_started(None, "partial", playback) if turns.on_partial(event.text) else []
-            return [*actions, Announce(StreamEvent.TRANSCRIPT_PARTIAL, {"text": event.text})]
+            return [*actions, Announce(StreamEvent.TRANSCRIPT_PARTIAL, {"text": self._capped(event.text)})]
         if kind is Final:
             actions = self._speech_started(event.start_ms, "final", playback) if turns.on_final(event.text) else []
             if not event.text:
                 return actions
-            row = TranscriptRow("caller", event.text, start_ms=event.start_ms, end_ms=event.end_ms)
-            data = {"text": event.text, "start_ms": event.start_ms, "end_ms": event.end_ms}
+            text = self._capped(event.text)
+            row = TranscriptRow("caller", text, start_ms=event.start_ms, end_ms=event.end_ms)
+            data = {"text": text, "start_ms": event.start_ms, "end_ms": event.end_ms}
             return [*actions, Announce(StreamEvent.TRANSCRIPT_FINAL, data, transcript=row)]
         if kind is TranscriptionReady:
             return [Announce(StreamEvent.TRANSCRIPTION_READY, {"backend": event.backend})]
@@ -467,6 +496,11 @@ class StreamSession:
         if kind is TranscriptionError:
             return [Announce(StreamEvent.TRANSCRIPTION_ERROR, {"backend": event.backend, "error": event.error})]
         raise TypeError(f"not a caller speech event: {event!r}")
+
+    def _capped(self, text: str) -> str:
+        """A transcript cut to ``max_transcript_chars`` (a runaway backend must not grow rows without end)."""
+        limit = self.config.max_transcript_chars
+        return text if len(text) <= limit else text[:limit].rstrip() + "…"
 
     def _speech_started(self, offset_ms: int | None, source: str, playback: PlaybackState) -> list[Action]:
         actions: list[Action] = [Announce(StreamEvent.SPEECH_STARTED, {"offset_ms": offset_ms, "source": source})]
@@ -557,7 +591,10 @@ class StreamSession:
         if self.closing is not None:
             return _NOTHING
         self.closing = close
-        log = logger.info if close.code == CloseCode.NORMAL else logger.warning
+        if self.admitted is None:  # refused before start: counted, not a line per socket
+            log = functools.partial(self.refusals.note, close.reason)
+        else:
+            log = logger.info if close.code == CloseCode.NORMAL else logger.warning
         log(
             "Closing media stream %s from %s: %d %s",
             sanitize(self.stream_sid, 40) or "(no start)",

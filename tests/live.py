@@ -176,18 +176,24 @@ class DaphneFactory:
         self._numbers = itertools.count(1)
 
     @contextmanager
-    def start(self, overrides: dict | None = None, *, name: str = "daphne") -> Iterator[Live]:
-        """Run one server until the block ends; it is listening when the block starts."""
+    def start(
+        self, overrides: dict | None = None, *, name: str = "daphne", redis_url: str | None = None
+    ) -> Iterator[Live]:
+        """Run one server until the block ends; it is listening when the block starts.
+
+        ``redis_url``: a Redis of the test's own (one it restarts), instead of the shared one.
+        """
         number = next(self._numbers)
         prefix = f"mstest{os.getpid()}n{number}"
         log = self.log_dir / f"{number:02d}-{name}.log"
+        redis_url = redis_url or self.redis_url
         server = daphne_server(
-            database_url=self.database_url, redis_url=self.redis_url, prefix=prefix, overrides=overrides, log_path=log
+            database_url=self.database_url, redis_url=redis_url, prefix=prefix, overrides=overrides, log_path=log
         )
         try:
             with server as (port, proc):
                 live = Live(
-                    port=port, redis_url=self.redis_url, prefix=prefix, database_url=self.database_url,
+                    port=port, redis_url=redis_url, prefix=prefix, database_url=self.database_url,
                     log=log, proc=proc, name=name,
                 )
                 STARTED.append(live)
@@ -197,9 +203,11 @@ class DaphneFactory:
                 print(f"--- {name} log ({log}) ---\n{log.read_text(errors='replace')}")
 
     @asynccontextmanager
-    async def astart(self, overrides: dict | None = None, *, name: str = "daphne") -> AsyncIterator[Live]:
+    async def astart(
+        self, overrides: dict | None = None, *, name: str = "daphne", redis_url: str | None = None
+    ) -> AsyncIterator[Live]:
         """:meth:`start` for async tests: the server starts and stops in a thread, so the event loop keeps running."""
-        server = self.start(overrides, name=name)
+        server = self.start(overrides, name=name, redis_url=redis_url)
         live = await asyncio.to_thread(server.__enter__)
         try:
             yield live

@@ -49,3 +49,58 @@ def test_ipv4_mapped_peer_matches_ipv4_proxy():
 
 def test_garbage_in_the_chain_stops_the_walk():
     assert resolve_client_ip("10.0.0.1", "192.0.2.5, not-an-ip", ["10.0.0.1"]) == "10.0.0.1"
+
+
+# --- eviction: a flood of silent sockets churns itself, real streams get in -------------------------
+
+
+def _fill(reg: AdmissionRegistry, per_ip: dict[str, int], max_pending: int, evicted: list[str]) -> None:
+    for ip, count in per_ip.items():
+        for n in range(count):
+            conn = f"{ip}#{n}"
+            assert reg.add_pending(conn, ip, max_pending, 4, evict=lambda conn=conn: evicted.append(conn)) is Admission.OK
+
+
+def test_full_pending_evicts_the_oldest_silent_socket_of_the_busiest_address():
+    reg, evicted = AdmissionRegistry(), []
+    _fill(reg, {"10.0.0.1": 1, "10.0.0.2": 3, "10.0.0.3": 2}, 6, evicted)
+    assert reg.add_pending("new", "10.0.0.9", 6, 4, evict=lambda: None) is Admission.OK
+    assert evicted == ["10.0.0.2#0"]
+    assert reg.pending_count == 6 and reg.pending_per_ip["10.0.0.2"] == 2 and reg.evictions == 1
+    assert "10.0.0.2#0" not in reg.open and "10.0.0.2#0" not in reg.pending
+
+
+def test_no_eviction_for_an_address_that_already_holds_as_many():
+    reg, evicted = AdmissionRegistry(), []
+    _fill(reg, {"10.0.0.1": 2, "10.0.0.2": 2}, 4, evicted)
+    assert reg.add_pending("more", "10.0.0.1", 4, 4, evict=lambda: None) is Admission.TOO_MANY_PENDING
+    assert evicted == []
+
+
+def test_a_socket_that_sent_start_is_never_evicted():
+    reg, evicted = AdmissionRegistry(), []
+    _fill(reg, {"10.0.0.1": 2}, 2, evicted)
+    reg.starting("10.0.0.1#0")
+    reg.starting("10.0.0.1#1")
+    assert reg.add_pending("new", "10.0.0.9", 2, 4, evict=lambda: None) is Admission.TOO_MANY_PENDING
+    assert evicted == []
+
+
+def test_full_open_cap_evicts_a_silent_pending_socket():
+    reg, evicted = AdmissionRegistry(), []
+    for conn, ip in (("a", "10.0.0.1"), ("b", "10.0.0.1")):
+        assert reg.open_connection(conn, 2, ip) is Admission.OK
+        reg.add_pending(conn, ip, 10, 4, evict=lambda conn=conn: evicted.append(conn))
+    assert reg.open_connection("c", 2, "10.0.0.2") is Admission.OK
+    assert evicted == ["a"] and reg.open == {"b", "c"}
+    reg.release("a")  # the evicted socket's own teardown later: harmless
+    assert reg.open == {"b", "c"}
+
+
+def test_pressure_starts_at_half_the_pending_slots():
+    reg = AdmissionRegistry()
+    for n in range(3):
+        reg.add_pending(str(n), f"10.0.0.{n}", 8, 4)
+    assert not reg.under_pressure(8)
+    reg.add_pending("3", "10.0.0.3", 8, 4)
+    assert reg.under_pressure(8)

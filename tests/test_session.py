@@ -481,3 +481,96 @@ def test_stream_events_are_recorded_and_broadcast_as_documented():
     assert not StreamEvent.TRANSCRIPT_PARTIAL.recorded and StreamEvent.TRANSCRIPT_PARTIAL.broadcast
     assert not StreamEvent.STREAM_STARTED.recorded  # the admission transaction writes that row
     assert StreamEvent.DTMF.recorded and not StreamEvent.PLAYBACK_QUEUED.broadcast
+
+
+# --- floods: eviction, a shorter window under pressure, counted log lines ---------------------------
+
+
+def test_a_new_socket_evicts_a_silent_one_and_the_evicted_session_closes_4013():
+    registry = AdmissionRegistry()
+    config = SessionConfig(max_pending=2, max_pending_per_ip=4)
+    evicted: list[StreamSession] = []
+    silent = []
+    for n in range(2):
+        session = StreamSession(f"silent-{n}", registry, config)
+        session.connect(scope(client="198.51.100.1"), evict=lambda session=session: evicted.append(session))
+        silent.append(session)
+    newcomer = StreamSession("call", registry, config)
+    assert newcomer.connect(scope(client="198.51.100.2"), evict=lambda: None)[0] == s.Accept()
+    assert evicted == [silent[0]]
+    assert silent[0].evicted() == [s.CloseSocket(CLOSES.EVICTED)]
+    assert CLOSES.EVICTED.code == CloseCode.TRY_AGAIN_LATER
+
+
+def test_a_socket_that_sent_start_keeps_its_slot_while_the_database_answers():
+    registry = AdmissionRegistry()
+    config = SessionConfig(max_pending=1)
+    starting = StreamSession("starting", registry, config)
+    starting.connect(scope(client="198.51.100.1"), evict=lambda: pytest.fail("evicted a starting socket"))
+    starting.receive(streams.start(CALL, STREAM, "tok"))
+    late = StreamSession("late", registry, config)
+    assert late.connect(scope(client="198.51.100.2"), evict=lambda: None) == [
+        s.Accept(),
+        s.CloseSocket(CLOSES.TOO_MANY_PENDING),
+    ]
+
+
+def test_under_pressure_new_sockets_get_the_short_start_window():
+    registry = AdmissionRegistry()
+    config = SessionConfig(max_pending=4, pre_start_timeout=5.0, pre_start_timeout_under_pressure=0.8)
+    windows = []
+    for n in range(4):
+        actions = StreamSession(f"s{n}", registry, config).connect(scope(client=f"198.51.100.{n}"))
+        windows.append(actions[1].seconds)
+    assert windows == [5.0, 5.0, 0.8, 0.8]
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_refusals_are_logged_as_counts_per_reason(caplog):
+    import logging
+
+    from mediastream.refusals import RefusalLog
+
+    clock = _Clock()
+    log = RefusalLog(interval=10.0, burst=2, clock=clock)
+    registry = AdmissionRegistry()
+    with caplog.at_level(logging.WARNING, logger="mediastream.refusals"):
+        for n in range(50):
+            StreamSession(f"x{n}", registry, refusal_log=log).connect(scope(signed=False))
+        assert len(caplog.records) == 2
+        clock.now = 10.5
+        StreamSession("late", registry, refusal_log=log).connect(scope(signed=False))
+    summary = caplog.records[2].getMessage()
+    assert "48 more media stream sockets refused" in summary and "bad signature: 48" in summary
+    assert len(caplog.records) == 4  # the summary, then a new interval logs in full again
+
+
+def test_silent_sockets_closing_at_the_timeout_are_counted_not_logged_each(caplog):
+    import logging
+
+    from mediastream.refusals import RefusalLog
+
+    log = RefusalLog(interval=60.0, burst=1, clock=_Clock())
+    registry = AdmissionRegistry()
+    with caplog.at_level(logging.INFO):
+        for n in range(20):
+            session = StreamSession(f"t{n}", registry, refusal_log=log)
+            session.connect(scope(client=f"198.51.100.{n}"))
+            assert session.timer_fired() == [s.CloseSocket(CLOSES.START_TIMEOUT)]
+            session.teardown()
+    assert len([r for r in caplog.records if r.name.startswith("mediastream")]) == 1
+
+
+def test_caller_transcripts_are_capped():
+    session = streaming(SessionConfig(max_transcript_chars=10))
+    [announce] = [a for a in session.speech(Final("x" * 5000), Silent()) if a.event is StreamEvent.TRANSCRIPT_FINAL]
+    assert announce.data["text"] == "x" * 10 + "…" and announce.transcript.text == "x" * 10 + "…"
+    [partial] = [a for a in session.speech(Partial("y" * 50), Silent()) if a.event is StreamEvent.TRANSCRIPT_PARTIAL]
+    assert len(partial.data["text"]) == 11
