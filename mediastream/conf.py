@@ -70,6 +70,16 @@ DEFAULTS: dict[str, Any] = {
     "STREAM_GREETING": "",
     # Caller speech does not interrupt the greeting while it plays.
     "SUPPRESS_BARGE_IN_DURING_GREETING": False,
+    # --- Agents ----------------------------------------------------------------
+    # The AI agent on every call: {"BACKEND": "<dotted path>", "OPTIONS": {...}}
+    # (mediastream.agents.*). None: no agent; signals and speak() work as before.
+    "AGENT": None,
+    # Dotted path of a callable (call) -> agent config or None, asked before a
+    # stream starts (e.g. per dialled number); None falls back to AGENT.
+    "AGENT_SELECTOR": None,
+    # Where the built-in transfer_call tool may send a caller: {"label": "+15551230000"}.
+    # The model names a label; it can never dial a number of its own.
+    "AGENT_TRANSFER_TARGETS": {},
 }
 
 

@@ -185,7 +185,7 @@ def test_an_optional_kind_is_one_line_and_none_when_unset():
 
 
 def test_the_required_kinds_check_their_base_classes():
-    assert [kind.name for kind in BackendHandler.kinds()] == ["transcription", "tts"]
+    assert [kind.name for kind in BackendHandler.kinds()] == ["transcription", "tts", "agent"]
     assert isinstance(backends.tts, BaseTTSBackend)
     assert isinstance(backends.transcription, BaseTranscriptionBackend)
     assert BackendHandler.tts.setting == "TTS" and not BackendHandler.tts.optional

@@ -18,6 +18,7 @@ from .base import Backend
 from .loading import load_backend
 
 if TYPE_CHECKING:
+    from ..agents.base import AgentBackend
     from ..transcription.base import BaseTranscriptionBackend
     from ..tts.base import BaseTTSBackend
 
@@ -61,7 +62,7 @@ class BackendKind(Generic[B]):
 
 
 class BackendHandler:
-    """``backends.tts``, ``backends.transcription``: the backend of each kind, built once.
+    """``backends.tts``, ``backends.transcription``, ``backends.agent``: the backend of each kind, built once.
 
     A kind is one line here. ``reset()`` (run on ``setting_changed`` for
     ``MEDIASTREAM``) drops and closes what was built, so the next read builds
@@ -73,6 +74,8 @@ class BackendHandler:
         "TRANSCRIPTION", "mediastream.transcription.base.BaseTranscriptionBackend"
     )
     tts: BackendKind[BaseTTSBackend] = BackendKind("TTS", "mediastream.tts.base.BaseTTSBackend")
+    # A text agent (BaseAgent) or a speech agent (BaseSpeechAgent): both are AgentBackends.
+    agent: BackendKind[AgentBackend | None] = BackendKind("AGENT", "mediastream.agents.base.AgentBackend", optional=True)
 
     def __init__(self) -> None:
         self._built: dict[str, Backend] = {}
