@@ -2,9 +2,12 @@
 
 Everything Twilio or the media stream wrote is read-only here: the records
 are evidence of what happened, and Twilio stays the source of truth for a
-call's status. Calls cannot be added by hand. Live controls on a call (e.g.
+call's status. No record can be added, saved or deleted by hand (a page
+shows no Save or Delete button); timestamps are shown to the second. Live
+controls on a call (hang up and transfer from :mod:`voicecall.admin_twilio`,
 mediastream's "say a line") come from :mod:`voicecall.admin_controls`, which
-``CallAdmin`` consults for extra URLs, actions, object tools and panels.
+``CallAdmin`` consults for extra URLs, actions, object tools and panels. The
+"change call" permission is the permission to use those controls.
 """
 
 from __future__ import annotations
@@ -16,17 +19,22 @@ from django.contrib.admin.utils import unquote
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.translation import gettext_lazy as _
 
+from . import admin_controls
 from .admin_controls import registered_controls
-from .models import Call, CallEvent, MediaStream, TranscriptSegment
+from .admin_twilio import TwilioControls
+from .models import Call, CallEvent, MediaStream, Recording, TranscriptSegment
 
 __all__ = [
     "format_duration",
+    "format_timestamp",
     "call_duration",
     "CallAdmin",
     "MediaStreamAdmin",
     "CallEventAdmin",
+    "RecordingAdmin",
 ]
 
 
@@ -36,6 +44,24 @@ def format_duration(seconds: float | int | None) -> str:
         return ""
     total = max(0, int(seconds))
     return f"{total // 60:02d}:{total % 60:02d}"
+
+
+def format_timestamp(value: datetime | None) -> str:
+    """``YYYY-MM-DD HH:MM:SS TZ`` in the current time zone, or "" (the admin's default drops the seconds)."""
+    if value is None:
+        return ""
+    return date_format(timezone.localtime(value), "Y-m-d H:i:s T")
+
+
+def at_second(field: str, description: str):
+    """A display method showing the ``field`` timestamp to the second, sortable by the field."""
+
+    @admin.display(description=description, ordering=field)
+    def display(self, obj) -> str:
+        return format_timestamp(getattr(obj, field)) or self.get_empty_value_display()
+
+    display.__name__ = f"{field}_display"
+    return display
 
 
 def call_duration(call: Call, now: datetime | None = None) -> tuple[int | None, bool]:
@@ -71,24 +97,36 @@ class ReadOnlyInline(admin.TabularInline):
 
 class MediaStreamInline(ReadOnlyInline):
     model = MediaStream
-    fields = ("stream_sid", "started_at", "stopped_at", "close_code", "close_reason", "server", "stats")
+    fields = ("stream_sid", "started", "stopped", "close_code", "close_reason", "server", "stats")
     readonly_fields = fields
     show_change_link = True
+    started = at_second("started_at", _("started at"))
+    stopped = at_second("stopped_at", _("stopped at"))
 
 
 class TranscriptSegmentInline(ReadOnlyInline):
     model = TranscriptSegment
-    fields = ("created_at", "speaker", "text", "is_final", "interrupted", "start_ms", "end_ms")
+    fields = ("created", "speaker", "text", "is_final", "interrupted", "start_ms", "end_ms")
     readonly_fields = fields
+    created = at_second("created_at", _("created at"))
 
 
 class CallEventInline(ReadOnlyInline):
     model = CallEvent
-    fields = ("created_at", "type", "stream", "payload")
+    fields = ("created", "type", "stream", "payload")
     readonly_fields = fields
+    created = at_second("created_at", _("created at"))
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[CallEvent]:
         return super().get_queryset(request).select_related("stream")
+
+
+class RecordingInline(ReadOnlyInline):
+    model = Recording
+    fields = ("recording_sid", "status", "started", "duration", "channels", "url", "error_code", "updated")
+    readonly_fields = fields
+    started = at_second("started_at", _("started at"))
+    updated = at_second("updated_at", _("updated at"))
 
 
 @admin.register(Call)
@@ -99,21 +137,23 @@ class CallAdmin(admin.ModelAdmin):
         "to_number",
         "direction",
         "status",
-        "created_at",
+        "answered_by",
+        "created",
         "duration_display",
     )
-    list_filter = ("status", "direction")
+    list_filter = ("status", "direction", "answered_by")
     search_fields = ("call_sid", "from_number", "to_number", "streams__stream_sid")
     ordering = ("-created_at",)
     date_hierarchy = "created_at"
     list_per_page = 50
-    inlines = (MediaStreamInline, TranscriptSegmentInline, CallEventInline)
+    inlines = (MediaStreamInline, RecordingInline, TranscriptSegmentInline, CallEventInline)
     fieldsets = (
-        (None, {"fields": ("call_sid", "status", "direction", "from_number", "to_number")}),
+        (None, {"fields": ("call_sid", "status", "direction", "from_number", "to_number", "answered_by")}),
         (
             _("Timing"),
-            {"fields": ("created_at", "answered_at", "ended_at", "duration_display", "updated_at")},
+            {"fields": ("created", "answered", "ended", "duration_display", "updated")},
         ),
+        (_("Placed by this app"), {"fields": ("agent", "metadata")}),
         (
             _("Twilio"),
             {"fields": ("account_sid", "last_sequence_number", "stream_token_hash")},
@@ -125,15 +165,22 @@ class CallAdmin(admin.ModelAdmin):
         "direction",
         "from_number",
         "to_number",
-        "created_at",
-        "answered_at",
-        "ended_at",
+        "answered_by",
+        "created",
+        "answered",
+        "ended",
         "duration_display",
-        "updated_at",
+        "updated",
+        "agent",
+        "metadata",
         "account_sid",
         "last_sequence_number",
         "stream_token_hash",
     )
+    created = at_second("created_at", _("created at"))
+    answered = at_second("answered_at", _("answered at"))
+    ended = at_second("ended_at", _("ended at"))
+    updated = at_second("updated_at", _("updated at"))
 
     @admin.display(description=_("duration"), ordering="duration")
     def duration_display(self, call: Call) -> str:
@@ -144,6 +191,15 @@ class CallAdmin(admin.ModelAdmin):
         return f"{text} ({_('live')})" if live else text
 
     def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        """A call's page is view-only; "change call" on the list is what actions (the live controls) need."""
+        if obj is not None:
+            return False
+        return super().has_change_permission(request)
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
 
     # --- Live controls contributed through voicecall.admin_controls ---------------
@@ -182,22 +238,53 @@ class ReadOnlyModelAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
 
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def get_readonly_fields(self, request: HttpRequest, obj=None):
+        """Every field, timestamps replaced by their to-the-second display."""
+        names = [field.name for field in self.model._meta.fields]
+        shown = {name: f"{name}_s" for name in names if hasattr(self, f"{name}_s")}
+        return [shown.get(name, name) for name in names]
+
+    def get_fields(self, request: HttpRequest, obj=None):
+        return self.get_readonly_fields(request, obj)
+
 
 @admin.register(MediaStream)
 class MediaStreamAdmin(ReadOnlyModelAdmin):
-    list_display = ("stream_sid", "call", "started_at", "stopped_at", "close_code", "close_reason", "server")
+    list_display = ("stream_sid", "call", "started_at_s", "stopped_at_s", "close_code", "close_reason", "server")
     list_filter = ("close_code",)
     search_fields = ("=stream_sid", "=call__call_sid")
     list_select_related = ("call",)
     ordering = ("-started_at",)
     date_hierarchy = "started_at"
+    started_at_s = at_second("started_at", _("started at"))
+    stopped_at_s = at_second("stopped_at", _("stopped at"))
+    heartbeat_at_s = at_second("heartbeat_at", _("heartbeat at"))
 
 
 @admin.register(CallEvent)
 class CallEventAdmin(ReadOnlyModelAdmin):
-    list_display = ("created_at", "type", "call", "stream")
+    list_display = ("created_at_s", "type", "call", "stream")
     list_filter = ("type",)
     search_fields = ("=call__call_sid", "=stream__stream_sid", "type")
     list_select_related = ("call", "stream")
     ordering = ("-created_at", "-id")
     date_hierarchy = "created_at"
+    created_at_s = at_second("created_at", _("created at"))
+
+
+@admin.register(Recording)
+class RecordingAdmin(ReadOnlyModelAdmin):
+    list_display = ("recording_sid", "call", "status", "started_at_s", "duration", "url")
+    list_filter = ("status",)
+    search_fields = ("=recording_sid", "=call__call_sid")
+    list_select_related = ("call",)
+    ordering = ("-created_at",)
+    started_at_s = at_second("started_at", _("started at"))
+    created_at_s = at_second("created_at", _("created at"))
+    updated_at_s = at_second("updated_at", _("updated at"))
+
+
+admin_controls.register(TwilioControls())

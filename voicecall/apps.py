@@ -8,4 +8,4 @@ class VoiceCallConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers system checks)
+        from . import checks, control_checks  # noqa: F401  (register system checks)

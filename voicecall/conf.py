@@ -32,6 +32,12 @@ TOP_LEVEL_DEFAULTS: dict[str, Any] = {
     # The https origin Twilio reaches (e.g. "https://voice.example.com").
     # Signatures are checked against it and the wss:// stream URL is derived from it.
     "TWILIO_PUBLIC_BASE_URL": "http://127.0.0.1:8000",
+    # Origin of Twilio's REST API; Twilio's paths (/2010-04-01/Accounts/...) are
+    # appended. Tests and staging point it at a local server.
+    "TWILIO_API_BASE_URL": "https://api.twilio.com",
+    # Outbound calls started per second, across every process sharing the
+    # database (voicecall.pacing). Twilio's default per account is 1.
+    "TWILIO_CALLS_PER_SECOND": 1,
 }
 
 #: Keys of the ``VOICECALL`` dict, with their defaults.
@@ -47,6 +53,28 @@ DEFAULTS: dict[str, Any] = {
     "GREETING": "",
     # Path of the media stream WebSocket the voice TwiML points Twilio at.
     "STREAM_PATH": "/twilio/media-stream/",
+    # --- Call control (voicecall.control) -------------------------------------
+    # Seconds the ring may last before Twilio gives up on an outbound call
+    # (None: Twilio's default, 60).
+    "RING_TIMEOUT_SECONDS": None,
+    # A call answered longer ago than this is ended by end_overdue_calls (the
+    # goodbye below, then a hang-up); outbound calls also get it plus
+    # MAX_CALL_GRACE_SECONDS as Twilio's own TimeLimit. None switches both off.
+    "MAX_CALL_SECONDS": 4 * 3600,
+    "MAX_CALL_GRACE_SECONDS": 60,
+    # Said by Twilio when the limit ends a call ("" hangs up without a word).
+    "MAX_CALL_GOODBYE": "This call has reached its time limit. Goodbye.",
+    # The voice webhook answers OVERFLOW instead of opening a stream once this
+    # many streams are live (None: no limit; capacity checks can add reasons).
+    "MAX_LIVE_STREAMS": None,
+    # Fallback TwiML: {"SAY": text, "DIAL": number or sip: URI} or {"TWIML": "<Response>..."}.
+    # Without DIAL (or TWIML) the call is hung up after the SAY.
+    "OVERFLOW": {"SAY": "All our lines are busy. Please call again later."},
+    # What send_to_voicemail plays: SAY, then a <Record> of up to MAX_SECONDS
+    # (the recording's callbacks come to the recording status webhook); or TWIML.
+    "VOICEMAIL": {"SAY": "Please leave a message after the tone.", "MAX_SECONDS": 120},
+    # Timeout of each REST request to Twilio, in seconds.
+    "API_TIMEOUT_SECONDS": 10.0,
 }
 
 #: Every Django setting whose change clears the cache.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["TwilioEvent", "STREAM_STATUS_EVENTS"]
+__all__ = ["TwilioEvent", "ControlEvent", "STREAM_STATUS_EVENTS"]
 
 
 class TwilioEvent(StrEnum):
@@ -20,6 +20,23 @@ class TwilioEvent(StrEnum):
     STREAM_ERROR = "twilio.stream.error"
     #: A stream status callback with a ``StreamEvent`` Twilio does not document.
     STREAM_OTHER = "twilio.stream.other"
+    #: The answering-machine detection callback (``AnsweredBy``).
+    CALL_AMD = "twilio.call.amd"
+    #: A recording status callback.
+    RECORDING_STATUS = "twilio.recording.status"
+
+
+class ControlEvent(StrEnum):
+    """What this app asked Twilio to do with a call (voicecall.control), under ``control.``."""
+
+    PLACED = "control.placed"
+    HUNG_UP = "control.hung_up"
+    TRANSFERRED = "control.transferred"
+    VOICEMAIL = "control.voicemail"
+    RECORDING_STARTED = "control.recording_started"
+    RECORDING_STOPPED = "control.recording_stopped"
+    TIME_LIMIT = "control.time_limit"
+    FAILED = "control.failed"
 
 
 #: Twilio's ``StreamEvent`` values and the event type each is recorded as.

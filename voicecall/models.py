@@ -6,7 +6,17 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-__all__ = ["CallStatus", "Call", "MediaStream", "TranscriptSegment", "CallEvent", "WebhookReceipt"]
+__all__ = [
+    "CallStatus",
+    "AnsweredBy",
+    "Call",
+    "MediaStream",
+    "TranscriptSegment",
+    "CallEvent",
+    "WebhookReceipt",
+    "Recording",
+    "PacingSlot",
+]
 
 
 class CallStatus(models.TextChoices):
@@ -21,6 +31,18 @@ class CallStatus(models.TextChoices):
     FAILED = "failed", _("failed")
     NO_ANSWER = "no-answer", _("no answer")
     CANCELED = "canceled", _("canceled")
+
+
+class AnsweredBy(models.TextChoices):
+    """Twilio's ``AnsweredBy`` values from answering-machine detection."""
+
+    HUMAN = "human", _("human")
+    MACHINE_START = "machine_start", _("machine (greeting started)")
+    MACHINE_END_BEEP = "machine_end_beep", _("machine (after the beep)")
+    MACHINE_END_SILENCE = "machine_end_silence", _("machine (greeting ended in silence)")
+    MACHINE_END_OTHER = "machine_end_other", _("machine (greeting ended)")
+    FAX = "fax", _("fax")
+    UNKNOWN = "unknown", _("unknown")
 
 
 TERMINAL_STATUSES = frozenset(
@@ -51,6 +73,14 @@ class Call(models.Model):
     )
     stream_token_hash = models.CharField(
         max_length=128, blank=True, help_text="SHA-256 of the per-call stream token; never the token."
+    )
+    agent = models.JSONField(
+        null=True, blank=True, help_text="What answers the call: a dotted path or a config dict (place_call)."
+    )
+    metadata = models.JSONField(default=dict, blank=True, help_text="The caller's own data from place_call.")
+    answered_by = models.CharField(
+        max_length=32, choices=AnsweredBy.choices, blank=True,
+        help_text="Answering-machine detection's result (outbound calls that asked for it).",
     )
 
     class Meta:
@@ -149,3 +179,36 @@ class WebhookReceipt(models.Model):
 
     class Meta:
         verbose_name = _("webhook receipt")
+
+
+class Recording(models.Model):
+    """A recording of a live call started through the REST API, as its status callbacks report it."""
+
+    recording_sid = models.CharField(_("recording SID"), max_length=64, unique=True)
+    call = models.ForeignKey(Call, on_delete=models.CASCADE, related_name="recordings")
+    status = models.CharField(max_length=16, blank=True, help_text="in-progress, paused, stopped, completed, absent...")
+    url = models.URLField(max_length=500, blank=True, help_text="Twilio's RecordingUrl (append .wav or .mp3).")
+    duration = models.PositiveIntegerField(null=True, blank=True, help_text="Seconds, from RecordingDuration.")
+    channels = models.PositiveSmallIntegerField(null=True, blank=True)
+    source = models.CharField(max_length=32, blank=True)
+    error_code = models.CharField(max_length=16, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        verbose_name = _("recording")
+
+    def __str__(self) -> str:
+        return self.recording_sid
+
+
+class PacingSlot(models.Model):
+    """The next free start time for outbound calls of one account (voicecall.pacing)."""
+
+    key = models.CharField(max_length=64, unique=True)
+    next_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = _("pacing slot")

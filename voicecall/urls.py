@@ -17,4 +17,6 @@ urlpatterns = [
     re_path(r"^voice/?$", views.voice, name="voice"),
     re_path(r"^status/?$", views.call_status, name="status"),
     re_path(r"^stream-status/?$", views.stream_status, name="stream-status"),
+    re_path(r"^amd-status/?$", views.amd_status, name="amd-status"),
+    re_path(r"^recording-status/?$", views.recording_status, name="recording-status"),
 ]

@@ -28,16 +28,25 @@ from django.utils.cache import add_never_cache_headers
 from django.utils.log import log_response
 from django.views.decorators.csrf import csrf_exempt
 
-from . import records
+from . import capacity, control_records, records
+from .fallback import configured_twiml
 from .conf import voicecall_settings
 from .logsafe import sanitize
-from .models import Call
+from .models import Call, MediaStream
 from .replay import handle_once, replay_key
-from .signals import call_started, call_status_changed
+from .signals import call_answered_by, call_started, call_status_changed, recording_status_changed
 from .twilio_auth import SIGNATURE_HEADER, public_url_for, request_public_url, validate_http_request
 from .twiml import TWIML_CONTENT_TYPE, connect_stream_twiml, empty_twiml, hangup_twiml
 
-__all__ = ["twilio_webhook", "voice", "call_status", "stream_status", "stream_status_callback_url"]
+__all__ = [
+    "twilio_webhook",
+    "voice",
+    "call_status",
+    "stream_status",
+    "stream_status_callback_url",
+    "amd_status",
+    "recording_status",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +147,9 @@ def voice(request: HttpRequest) -> HttpResponse:
     call_sid = _call_sid(request)
     if not call_sid:
         return _missing_call_sid(request)
+    overflow = _overflow_answer(request, call_sid)
+    if overflow is not None:
+        return overflow
     outcome = records.record_voice_webhook(call_sid, request.POST)
     _status_signal(outcome.change, outcome.call, outcome.created)
     if outcome.token is None:
@@ -175,5 +187,54 @@ def stream_status(request: HttpRequest) -> HttpResponse:
             "Stream status %s for unknown call %s ignored",
             sanitize(request.POST.get("StreamEvent", ""), 40),
             sanitize(call_sid),
+        )
+    return _twiml(empty_twiml())
+
+
+# --- Call control: capacity, answering-machine detection, recordings ---------------------
+
+
+def _overflow_answer(request: HttpRequest, call_sid: str) -> HttpResponse | None:
+    """``VOICECALL["OVERFLOW"]`` when no stream can be taken now (see voicecall.capacity), else None.
+
+    A call whose own stream is still live is left to the normal answer: it
+    needs no new capacity.
+    """
+    reason = capacity.full_reason()
+    if reason is None or MediaStream.objects.filter(call__call_sid=call_sid, stopped_at__isnull=True).exists():
+        return None
+    outcome = control_records.record_overflow(call_sid, request.POST, reason)
+    _status_signal(outcome.change, outcome.call, outcome.created)
+    logger.warning("Voice webhook for call %s answered with OVERFLOW: %s", sanitize(call_sid), sanitize(reason, 200))
+    return _twiml(configured_twiml(voicecall_settings.OVERFLOW or {}))
+
+
+@twilio_webhook
+def amd_status(request: HttpRequest) -> HttpResponse:
+    """Async answering-machine detection callback: ``Call.answered_by``, an event and ``call_answered_by``."""
+    call_sid = _call_sid(request)
+    if not call_sid:
+        return _missing_call_sid(request)
+    outcome = control_records.record_amd(call_sid, request.POST)
+    if outcome.answered_by:
+        _signal_on_commit(
+            call_answered_by, call=outcome.call, answered_by=outcome.answered_by, detection_ms=outcome.detection_ms
+        )
+    return _twiml(empty_twiml())
+
+
+@twilio_webhook
+def recording_status(request: HttpRequest) -> HttpResponse:
+    """Recording status callback (and ``<Record>``'s action): the Recording row and ``recording_status_changed``.
+
+    Answers empty TwiML, which ends a call that was recording a voicemail.
+    """
+    call_sid = _call_sid(request)
+    if not call_sid:
+        return _missing_call_sid(request)
+    outcome = control_records.record_recording_status(call_sid, request.POST)
+    if outcome.recording is not None and outcome.changed:
+        _signal_on_commit(
+            recording_status_changed, call=outcome.call, recording=outcome.recording, status=outcome.status
         )
     return _twiml(empty_twiml())
