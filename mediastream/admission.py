@@ -8,13 +8,16 @@ which is what the limits are for. Each daphne process enforces its own caps.
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import lru_cache
 
-__all__ = ["Admission", "AdmissionRegistry", "registry", "resolve_client_ip"]
+__all__ = ["Admission", "AdmissionRegistry", "registry", "resolve_client_ip", "invalid_trusted_proxies"]
+
+logger = logging.getLogger(__name__)
 
 
 class Admission(Enum):
@@ -49,13 +52,14 @@ class AdmissionRegistry:
     pending_per_ip: Counter[str] = field(default_factory=Counter)
     evictions: int = 0
 
-    def open_connection(self, conn_id: str, max_connections: int, client_ip: str = "") -> Admission:
-        """Reserve a slot for a new socket at the handshake (before accept)."""
+    def open_connection(self, conn_id: str, max_connections: int) -> Admission:
+        """Reserve a slot for a new socket at the handshake (before accept).
+
+        Silent sockets hold at most the pending slots (they are evicted beyond
+        that), so the rest of this cap is left to streams that started.
+        """
         if len(self.open) >= max_connections:
-            victim = self._victim(client_ip)
-            if victim is None:
-                return Admission.TOO_MANY_CONNECTIONS
-            self._evict(victim)
+            return Admission.TOO_MANY_CONNECTIONS
         self.open.add(conn_id)
         return Admission.OK
 
@@ -112,7 +116,7 @@ class AdmissionRegistry:
 
     def _victim(self, newcomer_ip: str) -> str | None:
         """The oldest silent socket of the address with the most pending, if it holds more than the newcomer's."""
-        victim, most = None, self.pending_per_ip[newcomer_ip] if newcomer_ip else 0
+        victim, most = None, self.pending_per_ip[newcomer_ip]
         for conn_id, entry in self.pending.items():
             count = self.pending_per_ip[entry.ip]
             if not entry.starting and entry.evict is not None and count > most:
@@ -143,14 +147,36 @@ def _normalise(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | 
     return ip
 
 
+def parse_trusted_proxy(entry: object) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """One ``TRUSTED_PROXIES`` entry (an IP or a CIDR network) as a network; ValueError if it is neither."""
+    if not isinstance(entry, str):
+        raise ValueError(f"{entry!r} is not a string")
+    try:
+        return ipaddress.ip_network(entry.strip().strip("[]"), strict=False)
+    except ValueError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def invalid_trusted_proxies(entries: Iterable[object]) -> list[tuple[object, str]]:
+    """The entries that are not an IP or a network, each with why (``manage.py check`` reports them)."""
+    invalid = []
+    for entry in entries:
+        try:
+            parse_trusted_proxy(entry)
+        except ValueError as exc:
+            invalid.append((entry, str(exc)))
+    return invalid
+
+
 @lru_cache(maxsize=32)
 def _networks(trusted: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     networks = []
     for entry in trusted:
         try:
-            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
-        except ValueError:
-            continue
+            networks.append(parse_trusted_proxy(entry))
+        except ValueError as exc:
+            # Trusting less is the safe side: the entry is skipped, said once per setting value.
+            logger.warning("TRUSTED_PROXIES entry %r is not an IP or network (%s): not trusted", entry, exc)
     return tuple(networks)
 
 

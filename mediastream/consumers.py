@@ -14,7 +14,6 @@ import logging
 import uuid
 
 from channels.consumer import get_handler_name
-from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
@@ -22,6 +21,7 @@ from channels.layers import get_channel_layer
 from . import db
 from . import session as s
 from .admission import registry
+from .dbgate import UNAVAILABLE, database
 from .dispatch import dispatch_loop
 from .groups import call_group
 from .layer import LayerLink
@@ -61,9 +61,13 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             s.OpenStream: self._open,
             s.Announce: lambda a: self.parts.announcer.announce(a),
             s.FeedAudio: lambda a: self.parts.speech.feed(a.mulaw),
-            s.Play: self._play,
-            s.InterruptPlayback: self._interrupt,
+            s.Play: lambda a: self.parts.play(a.item),
+            s.InterruptPlayback: lambda a: self.parts.interrupt(a.reason, a.reply_to),
             s.DeliverMark: lambda a: self.parts.player.on_mark(a.name),
+            s.StartBargeInTimer: self._start_barge_in_timer,
+            s.StartReply: lambda a: self.parts.start_reply(a.turn_id, a.text, a.dtmf, a.resume),
+            s.CancelReply: lambda a: self.parts.cancel_reply(a.turn_id),
+            s.ReplyHeard: lambda a: self.parts.heard(a.text),
             s.Reply: lambda a: self.tasks.spawn(self.channel_layer.send(a.channel, a.message.to_message()), "reply", reply=True),
             s.Teardown: self._teardown,
         }
@@ -135,44 +139,36 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         self._timer = asyncio.get_running_loop().call_later(action.seconds, on_timeout)
 
     async def _admit(self, a: s.AdmitStream) -> None:
-        admission = asyncio.ensure_future(database_sync_to_async(db.admit_stream)(**dataclasses.asdict(a)))
+        admission = asyncio.ensure_future(database.run(db.admit_stream, **dataclasses.asdict(a)))
         try:
             outcome = await asyncio.shield(admission)
         except asyncio.CancelledError:
             # Shutting down mid-admission: let it finish so teardown can close the row it wrote.
             self.session.admission_interrupted(await admission)
             raise
+        except UNAVAILABLE as exc:  # the database is away: 4013, not a crash
+            return await self._do(self.session.admission_failed(exc))
         await self._do(self.session.admission_done(outcome))
 
-    def _open(self, a: s.OpenStream) -> None:
-        self.parts = StreamParts.open(
+    def _start_barge_in_timer(self, a: s.StartBargeInTimer) -> None:
+        fired = lambda: self._soon(self.session.barge_in_timer_fired(self.parts.player))  # noqa: E731
+        asyncio.get_running_loop().call_later(a.seconds, fired)
+
+    async def _open(self, a: s.OpenStream) -> None:
+        self.parts = await StreamParts.open(
             a.admitted,
             session=self.session,
             perform=self._soon,
-            send=self._send_audio,
+            send=lambda text: self.send(text_data=text),
             sender=type(self),
             channel_layer=self.channel_layer,
             vad_enabled=a.vad_enabled,
         )
-
-    def _play(self, a: s.Play) -> None:
-        if self.parts.player.enqueue(a.item):
-            self._soon(self.session.playback_queued(a.item))
-
-    async def _interrupt(self, a: s.InterruptPlayback) -> None:
-        count = await self.parts.player.interrupt(a.reason)
-        self._soon(self.session.playback_interrupted(count, a.reply_to))
-
-    async def _send_audio(self, text: str) -> None:
-        """The player's send: nothing goes out once the stream is closing."""
-        if not self.session.may_send:
-            return
-        try:
-            await self.send(text_data=text)
-        except Exception as exc:
-            self.session.send_failed(exc)
-            return
-        self._soon(self.session.audio_sent(self.parts.player.unconfirmed_audio_bytes))
+        parts = self.parts
+        opened = self.session.stream_opened(
+            finals_expected=parts.speech.finals_expected, agent=parts.conversation is not None, agent_greeting=parts.agent_greeting
+        )
+        await self._do(opened)
 
     # --- teardown ------------------------------------------------------------------
 

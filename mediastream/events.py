@@ -28,6 +28,14 @@ class StreamEvent(StrEnum):
     TRANSCRIPTION_READY = "transcription.ready"
     TRANSCRIPTION_FAILED = "transcription.failed"
     TRANSCRIPTION_ERROR = "transcription.error"
+    # The conversation engine: every step of an agent's turn, with its turn_id and timings in ms.
+    AGENT_TURN_STARTED = "agent.turn.started"
+    AGENT_FIRST_TOKEN = "agent.first_token"
+    AGENT_FIRST_AUDIO = "agent.first_audio"
+    AGENT_TOOL_CALLED = "agent.tool.called"
+    AGENT_TOOL_RESULT = "agent.tool.result"
+    AGENT_REPLY_FINISHED = "agent.reply.finished"
+    AGENT_REPLY_CANCELLED = "agent.reply.cancelled"
 
     @property
     def recorded(self) -> bool:

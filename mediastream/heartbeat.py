@@ -1,4 +1,4 @@
-"""One heartbeat per process for all its live streams.
+"""One heartbeat per process for all its live streams, and the reaper for dead processes' streams.
 
 The reaper closes streams whose heartbeat is older than STALE_STREAM_SECONDS.
 Instead of each stream writing its own row every interval (one query, and
@@ -14,6 +14,7 @@ import logging
 from channels.db import database_sync_to_async
 from django.utils import timezone
 
+from . import db
 from .conf import app_settings
 
 __all__ = ["beat", "forget"]
@@ -43,6 +44,10 @@ async def _run() -> None:
         await asyncio.sleep(app_settings.STREAM_HEARTBEAT_SECONDS)
         try:
             await database_sync_to_async(_write)(list(_live))
+            # The same tick closes the streams of processes that died without a teardown.
+            await database_sync_to_async(db.reap_stale_streams)(
+                stale_after=app_settings.STALE_STREAM_SECONDS, server_id=db.SERVER_ID
+            )
         except Exception:
             logger.exception("Could not write the media stream heartbeat")
 

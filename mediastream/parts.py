@@ -1,9 +1,10 @@
-"""The running parts of one admitted stream, built together and closed together.
+"""The running parts of one admitted stream, built together, driven by the session, closed together.
 
 An admitted stream has an announcer (event rows, signals, the events group), a
-player (speech out) and speech in (VAD and transcription). The consumer builds
-them when the session says ``OpenStream`` and closes them at teardown. What
-they report goes to the callbacks given here, which hand it to the session:
+player (speech out), speech in (VAD and transcription) and, when an agent
+holds the call, a conversation runner. The consumer builds them when the
+session says ``OpenStream``, hands them the session's actions, and closes them
+at teardown. What they report goes back to the session through ``perform``:
 the parts never call each other.
 """
 
@@ -11,16 +12,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from channels.db import database_sync_to_async
 from channels.layers import BaseChannelLayer
 
 from . import db, heartbeat
+from .agents.base import BaseAgent, CallContext
 from .announcer import Announcer
 from .backends import backends
 from .db import Admitted
-from .playback.player import PlayerConfig, StreamPlayer
+from .playback.player import PlaybackItem, PlayerConfig, StreamPlayer
+from .rows import StreamRows, finish_row
 from .session import Action, Announce, StreamSession
 from .speech_in import SpeechIn
 
@@ -34,9 +37,15 @@ class StreamParts:
     announcer: Announcer
     player: StreamPlayer
     speech: SpeechIn
+    session: StreamSession
+    perform: Callable[[list[Action]], None]
+    send: Callable[[str], Awaitable[None]]
+    conversation: object | None = None  # a mediastream.agents.engine.ConversationRunner
+    agent_greeting: str = ""
+    _closed: bool = field(default=False, repr=False)
 
     @classmethod
-    def open(
+    async def open(
         cls,
         admitted: Admitted,
         *,
@@ -57,47 +66,115 @@ class StreamParts:
             channel_layer=channel_layer,
         )
         announcer.start()
-        player = StreamPlayer(
+        parts = cls(announcer, None, None, session, perform, send)  # type: ignore[arg-type]
+        parts.player = StreamPlayer(
             stream_sid=admitted.stream_sid,
-            send=send,
+            send=parts._send_audio,
             tts=lambda: backends.tts,
             on_result=lambda item, result: perform(session.playback_finished(item, result)),
             on_started=lambda item: perform(session.playback_started(item)),
+            on_first_audio=lambda item: perform(session.playback_first_audio(item)),
             config=PlayerConfig.from_settings(),
         )
-        speech = SpeechIn(
+        parts.speech = SpeechIn(
             call_sid=admitted.call_sid,
             stream_sid=admitted.stream_sid,
             backend=backends.transcription,
-            on_event=lambda event: perform(session.speech(event, player)),
+            on_event=lambda event: perform(session.speech(event, parts.player)),
             vad_enabled=vad_enabled,
         )
-        session.stream_opened(finals_expected=speech.finals_expected)
-        speech.start()
+        await parts._open_conversation(admitted)
+        parts.speech.start()
         heartbeat.beat(admitted.stream_id)
-        return cls(announcer, player, speech)
+        return parts
+
+    async def _open_conversation(self, admitted: Admitted) -> None:
+        from .agents.engine import ConversationRunner
+        from .agents.tools import ToolBox, load_tools
+
+        agent, history = await database_sync_to_async(_agent_and_history)(admitted)
+        if agent is None:
+            return
+        self.agent_greeting = agent.greeting
+        if not isinstance(agent, BaseAgent):
+            logger.warning("Stream %s: speech agents are not wired into media streams yet", admitted.stream_sid)
+            return
+        self.conversation = ConversationRunner(
+            agent,
+            call=CallContext(admitted.call_sid, admitted.stream_sid),
+            history=history,
+            toolbox=ToolBox(load_tools(agent.tool_paths), timeout=agent.tool_timeout),
+            session=self.session,
+            perform=self.perform,
+        )
+
+    # --- the session's actions on the parts ----------------------------------------------
+
+    def play(self, item: PlaybackItem) -> None:
+        if self.player.enqueue(item):
+            self.perform(self.session.playback_queued(item))
+
+    async def interrupt(self, reason: str, reply_to: str | None) -> None:
+        count = await self.player.interrupt(reason)
+        self.perform(self.session.playback_interrupted(count, reply_to))
+
+    def start_reply(self, turn_id: int, text: str, dtmf: str, resume: bool) -> None:
+        if self.conversation is not None:
+            self.conversation.start_reply(turn_id, text, dtmf, resume)
+
+    def cancel_reply(self, turn_id: int) -> None:
+        if self.conversation is not None:
+            self.conversation.cancel(turn_id)
+
+    def heard(self, text: str) -> None:
+        if self.conversation is not None:
+            self.conversation.heard(text)
+
+    async def _send_audio(self, text: str) -> None:
+        """The player's send: nothing goes out once the stream is closing."""
+        if not self.session.may_send:
+            return
+        try:
+            await self.send(text)
+        except Exception as exc:
+            self.session.send_failed(exc)
+            return
+        self.perform(self.session.audio_sent(self.player.unconfirmed_audio_bytes))
 
     async def close(self) -> None:
-        """Stop speech out and in; what they still owe (outcomes, a last final) is reported first."""
+        """Stop the conversation, speech out and in; what they still owe (outcomes, a last final) is reported first."""
+        if self.conversation is not None:
+            await self.conversation.close()
         await self.player.close("stream closed")
         await self.speech.close()
         heartbeat.forget(self.announcer.stream_id)
 
 
+def _agent_and_history(admitted: Admitted) -> tuple[object | None, list]:
+    """The agent for the call (its own, the selector's, or the default) and its history so far."""
+    from voicecall.models import Call
+
+    from .agents.history import load_history
+    from .agents.selection import agent_for_call
+
+    call = Call.objects.filter(pk=admitted.call_id).first()
+    agent = agent_for_call(call) if call is not None else None
+    return agent, (load_history(admitted.call_id) if agent is not None else [])
+
 
 async def record_end(
     admitted: Admitted, parts: StreamParts | None, *, code: int | None, reason: str, stats: dict, last: list[Announce]
 ) -> None:
-    """Write how the stream ended, after the rows it still owes (outcomes, transcripts); then its last events."""
-    if parts is not None:
-        await parts.announcer.flush()
-    try:
-        await database_sync_to_async(db.finish_stream)(
-            admitted.stream_id, close_code=code, close_reason=reason, stats=stats
-        )
-    except Exception:
-        logger.exception("Could not record the end of stream %s", admitted.stream_sid)
-    if parts is not None:
-        for announcement in last:
-            parts.announcer.announce(announcement)
-        await parts.announcer.close()
+    """Write how the stream ended, after the rows it still owes (outcomes, transcripts); then its last events.
+
+    While the database is away, the end waits with those rows and is written when it is back (mediastream.rows).
+    """
+    if parts is None:  # admitted but never opened: closed, or shut down, while the database answered
+        rows = StreamRows(admitted.stream_sid)
+        rows.add(finish_row(admitted.stream_id, close_code=code, close_reason=reason, stats=stats))
+        await rows.close(timeout=5.0)
+        return
+    await parts.announcer.finish(close_code=code, close_reason=reason, stats=stats)
+    for announcement in last:
+        parts.announcer.announce(announcement)
+    await parts.announcer.close()

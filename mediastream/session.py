@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -84,6 +85,10 @@ class SessionConfig:
     greeting_interruptible: bool = True
     stale_stream_seconds: float = 120
     max_transcript_chars: int = 2000
+    #: Caller speech over the agent interrupts it only after this much speech (0: at once) ...
+    barge_in_min_speech_seconds: float = 0.0
+    #: ... or this many words in a transcript (0: no words needed); backchannels ("uh-huh") then pass.
+    barge_in_min_words: int = 0
 
     @classmethod
     def from_settings(cls) -> SessionConfig:
@@ -105,6 +110,8 @@ class SessionConfig:
             greeting_interruptible=not s.SUPPRESS_BARGE_IN_DURING_GREETING,
             stale_stream_seconds=s.STALE_STREAM_SECONDS,
             max_transcript_chars=s.MAX_TRANSCRIPT_CHARS,
+            barge_in_min_speech_seconds=s.BARGE_IN_MIN_SPEECH_SECONDS,
+            barge_in_min_words=s.BARGE_IN_MIN_WORDS,
         )
 
 
@@ -233,6 +240,44 @@ class Reply:
 
 
 @dataclass(frozen=True, slots=True)
+class StartBargeInTimer:
+    """Call :meth:`StreamSession.barge_in_timer_fired` after ``seconds`` (the caller must keep talking)."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class StartReply:
+    """Have the agent answer caller turn ``turn_id``.
+
+    ``text`` or ``dtmf`` is the caller's turn; with ``resume`` the turn adds
+    nothing (its reply was cut off before a word was heard, and the caller only
+    made a noise since): answer the conversation as it stands.
+    """
+
+    turn_id: int
+    text: str = ""
+    dtmf: str = ""
+    resume: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CancelReply:
+    """Stop generating the reply to ``turn_id``; none of its audio may be sent from now on."""
+
+    turn_id: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyHeard:
+    """The caller heard ``text`` of the reply to ``turn_id`` (0: the greeting): it goes into the history."""
+
+    turn_id: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class Teardown:
     """Release everything once and record how the stream ended."""
 
@@ -256,6 +301,10 @@ Action = (
     | DeliverMark
     | Reply
     | Teardown
+    | StartBargeInTimer
+    | StartReply
+    | CancelReply
+    | ReplyHeard
 )
 
 _NOTHING: list[Action] = []
@@ -273,6 +322,7 @@ class StreamSession:
         registry: AdmissionRegistry,
         config: SessionConfig | None = None,
         refusal_log: RefusalLog = refusals,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.conn_id = conn_id
         self.registry = registry
@@ -291,6 +341,17 @@ class StreamSession:
         self.turns = CallerTurns()
         self._start_msg = Start(sequence_number=None, stream_sid="", call_sid="")
         self._opened = False  # the stream's parts are up (player, speech in)
+        self._clock = clock
+        # The conversation, when an agent holds it.
+        self.agent = False
+        self.turn_id = 0  # the caller's latest turn
+        self.reply_turn: int | None = None  # the turn whose reply is being written or played
+        self._turn_started = 0.0
+        self._reply_heard = False  # some of the current reply's audio went out
+        self._unanswered = False  # a turn's reply was cancelled before the caller heard any of it
+        self._floor_pending = False  # the caller talks over the agent; the barge-in rule has not yet said yes
+        self._end_after_reply = False  # a tool ended the call: close once the goodbye has played
+        self._public_parameters: dict[str, str] = {}
 
     @property
     def may_send(self) -> bool:
@@ -315,7 +376,7 @@ class StreamSession:
             )
             return [Refuse()]
         config, registry = self.config, self.registry
-        if registry.open_connection(self.conn_id, config.max_connections, self.client_ip) is not Admission.OK:
+        if registry.open_connection(self.conn_id, config.max_connections) is not Admission.OK:
             self.refusals.note(
                 "MAX_CONNECTIONS",
                 "Refused media stream handshake from %s: %d connections open (MAX_CONNECTIONS)",
@@ -385,7 +446,10 @@ class StreamSession:
             if self.state is not State.STREAMING:
                 return _NOTHING
             self.stats.dtmf += 1
-            return [Announce(StreamEvent.DTMF, {"digit": msg.digit})]
+            actions: list[Action] = [Announce(StreamEvent.DTMF, {"digit": msg.digit})]
+            if self.agent:
+                actions += self._new_turn(dtmf=msg.digit)
+            return actions
         if kind is Stop and self.state is State.STREAMING:
             self.state = State.STOPPED
             return self.close(CLOSES.STOPPED)
@@ -435,10 +499,8 @@ class StreamSession:
             # reaction to stream_started cannot miss it.
             JoinCallGroup(outcome.call_sid),
             OpenStream(outcome, vad_enabled=self.config.vad_enabled),
-            Announce(StreamEvent.STREAM_STARTED, {"tracks": list(msg.tracks), "custom_parameters": public_parameters}),
         ]
-        if self.config.greeting:
-            actions.append(Play(PlaybackItem(text=self.config.greeting, interruptible=self.config.greeting_interruptible)))
+        self._public_parameters = public_parameters
         return actions
 
     def admission_interrupted(self, outcome: Admitted | Close) -> None:
@@ -446,12 +508,39 @@ class StreamSession:
         if isinstance(outcome, Admitted):
             self.admitted = outcome
 
-    def stream_opened(self, *, finals_expected: bool) -> None:
-        """The stream's parts are up; ``finals_expected``: whether final transcripts will come.
+    def admission_failed(self, error: BaseException) -> list[Action]:
+        """The database could not be reached for :class:`AdmitStream` (``error``): 4013, try again later.
 
-        Without them (a backend that drops audio) the VAD alone ends a caller utterance.
+        No row was written. The close is one counted line per socket; the cause
+        is logged once per outage (``mediastream.dbgate``).
+        """
+        logger.debug("Media stream %s: admission failed: %r", self.stream_sid, error)
+        return self.close(CLOSES.DATABASE_UNAVAILABLE)
+
+    def stream_opened(self, *, finals_expected: bool, agent: bool = False, agent_greeting: str = "") -> list[Action]:
+        """The stream's parts are up: announce the stream, then greet.
+
+        ``finals_expected``: whether final transcripts will come (without them,
+        a backend that drops audio, the VAD alone ends a caller utterance).
+        ``agent``: an agent holds the conversation; ``agent_greeting`` is its
+        opening line (``STREAM_GREETING`` wins when both are set).
         """
         self.turns = CallerTurns(finals_expected=finals_expected)
+        self.agent = agent
+        msg = self._start_msg
+        actions: list[Action] = [
+            Announce(
+                StreamEvent.STREAM_STARTED,
+                {"tracks": list(msg.tracks), "custom_parameters": self._public_parameters},
+            )
+        ]
+        greeting = self.config.greeting or agent_greeting
+        if greeting:
+            item = PlaybackItem(text=greeting, interruptible=self.config.greeting_interruptible)
+            if agent:
+                item.turn_id = 0
+            actions.append(Play(item))
+        return actions
 
     def _reject(self, close: Close) -> list[Action]:
         msg = self._start_msg
@@ -480,15 +569,24 @@ class StreamSession:
             return self._speech_started(event.offset_ms, "transcription", playback) if turns.on_backend_start() else _NOTHING
         if kind is Partial:
             actions = self._speech_started(None, "partial", playback) if turns.on_partial(event.text) else []
+            actions += self._words_heard(event.text, playback)
             return [*actions, Announce(StreamEvent.TRANSCRIPT_PARTIAL, {"text": self._capped(event.text)})]
         if kind is Final:
             actions = self._speech_started(event.start_ms, "final", playback) if turns.on_final(event.text) else []
+            actions += self._words_heard(event.text, playback)
+            backchannel, self._floor_pending = self._floor_pending, False
             if not event.text:
+                if self.agent and self._unanswered and self.reply_turn is None:
+                    actions += self._new_turn(resume=True)  # only a noise cut the last reply off: answer it
                 return actions
             text = self._capped(event.text)
             row = TranscriptRow("caller", text, start_ms=event.start_ms, end_ms=event.end_ms)
             data = {"text": text, "start_ms": event.start_ms, "end_ms": event.end_ms}
-            return [*actions, Announce(StreamEvent.TRANSCRIPT_FINAL, data, transcript=row)]
+            actions.append(Announce(StreamEvent.TRANSCRIPT_FINAL, data, transcript=row))
+            # A backchannel ("uh-huh") under the agent's reply is not a turn of its own.
+            if self.agent and not (backchannel and self.reply_turn is not None):
+                actions += self._new_turn(text=text)
+            return actions
         if kind is TranscriptionReady:
             return [Announce(StreamEvent.TRANSCRIPTION_READY, {"backend": event.backend})]
         if kind is TranscriptionFailed:
@@ -504,9 +602,109 @@ class StreamSession:
 
     def _speech_started(self, offset_ms: int | None, source: str, playback: PlaybackState) -> list[Action]:
         actions: list[Action] = [Announce(StreamEvent.SPEECH_STARTED, {"offset_ms": offset_ms, "source": source})]
+        config = self.config
+        talking_over = self._is_barge_in(playback) or (self.agent and self.reply_turn is not None)
+        if not talking_over:
+            return actions
+        if source == "final" or not (config.barge_in_min_speech_seconds or config.barge_in_min_words):
+            return actions + self._take_floor(playback)
+        # The barge-in rule wants more speech, or words, before the agent stops.
+        self._floor_pending = True
+        if config.barge_in_min_speech_seconds and not config.barge_in_min_words:
+            actions.append(StartBargeInTimer(config.barge_in_min_speech_seconds))
+        return actions
+
+    def _words_heard(self, text: str, playback: PlaybackState) -> list[Action]:
+        """A transcript of the utterance talking over the agent: enough words take the floor."""
+        words = self.config.barge_in_min_words
+        if self._floor_pending and words and len(text.split()) >= words:
+            return self._take_floor(playback)
+        return _NOTHING
+
+    def barge_in_timer_fired(self, playback: PlaybackState) -> list[Action]:
+        """The minimum barge-in speech time has passed: if the caller still talks, the agent stops."""
+        if self._floor_pending and self.turns.in_utterance and not self.turns.quiet and self.state is State.STREAMING:
+            return self._take_floor(playback)
+        return _NOTHING
+
+    def _take_floor(self, playback: PlaybackState) -> list[Action]:
+        """The caller talks over the agent: it stops at once, and the reply being written is fenced off."""
+        self._floor_pending = False
+        actions: list[Action] = []
         if self._is_barge_in(playback):
             actions.append(InterruptPlayback("barge-in"))
+        if self.agent and self.reply_turn is not None:
+            actions += self._cancel_reply("caller spoke again")
         return actions
+
+    # --- the conversation (an agent holds it) ---------------------------------------------
+
+    def _new_turn(self, *, text: str = "", dtmf: str = "", resume: bool = False) -> list[Action]:
+        """The caller's turn ended (a final transcript, a keypress): the agent answers it, and only it."""
+        actions: list[Action] = []
+        if self.reply_turn is not None:
+            actions += self._cancel_reply("caller spoke again")
+        self._unanswered = False
+        self.turn_id += 1
+        self.reply_turn = self.turn_id
+        self._reply_heard = False
+        self._turn_started = self._clock()
+        data = {"turn_id": self.turn_id, "text": text, "dtmf": dtmf, "resume": resume}
+        return [*actions, Announce(StreamEvent.AGENT_TURN_STARTED, data), StartReply(self.turn_id, text, dtmf, resume)]
+
+    def _cancel_reply(self, reason: str) -> list[Action]:
+        turn, self.reply_turn = self.reply_turn, None
+        if turn is None:
+            return _NOTHING
+        if not self._reply_heard:
+            self._unanswered = True
+        data = {"turn_id": turn, "reason": reason, "ms": self._ms()}
+        return [CancelReply(turn, reason), Announce(StreamEvent.AGENT_REPLY_CANCELLED, data)]
+
+    def _ms(self) -> float:
+        """Milliseconds since the current turn started."""
+        return round((self._clock() - self._turn_started) * 1000, 1)
+
+    def reply_ready(self, turn_id: int, item: PlaybackItem) -> list[Action]:
+        """The first sentence of a reply is written. Played only if its turn is still the caller's latest."""
+        if turn_id != self.reply_turn or self.state is not State.STREAMING:
+            return [CancelReply(turn_id, "stale")]  # fenced: not one frame of it goes out
+        return [Play(item)]
+
+    def agent_progress(self, turn_id: int, event: StreamEvent, data: dict[str, Any]) -> list[Action]:
+        """First token, tool called, tool result: announced with the turn's timing, if the turn is current."""
+        if turn_id != self.reply_turn:
+            return _NOTHING
+        return [Announce(event, {"turn_id": turn_id, "ms": self._ms(), **data})]
+
+    def reply_done(self, turn_id: int, *, text: str, spoke: bool, end_call: bool) -> list[Action]:
+        """The agent finished writing; a reply that spoke finishes when its audio has played."""
+        if turn_id != self.reply_turn:
+            return _NOTHING
+        self._end_after_reply = self._end_after_reply or end_call
+        if spoke:
+            return _NOTHING
+        self.reply_turn = None
+        data = {"turn_id": turn_id, "text": text, "heard_text": "", "interrupted": False, "ms": self._ms()}
+        actions: list[Action] = [Announce(StreamEvent.AGENT_REPLY_FINISHED, data)]
+        if self._end_after_reply:
+            actions += self.close(CLOSES.AGENT_ENDED)
+        return actions
+
+    def reply_failed(self, turn_id: int, error: str) -> list[Action]:
+        """The agent's model or vendor failed: the turn ends unanswered, and the log says why."""
+        if turn_id != self.reply_turn:
+            return _NOTHING
+        self.reply_turn = None
+        data = {"turn_id": turn_id, "reason": f"agent error: {sanitize(error, 200)}", "ms": self._ms()}
+        return [Announce(StreamEvent.AGENT_REPLY_CANCELLED, data)]
+
+    def playback_first_audio(self, item: PlaybackItem) -> list[Action]:
+        """The first frame of an item went out: for a reply, that is the turn's first audio."""
+        if item.turn_id is None or item.turn_id != self.reply_turn:
+            return _NOTHING
+        self._reply_heard = True
+        return [Announce(StreamEvent.AGENT_FIRST_AUDIO, {"turn_id": item.turn_id, "ms": self._ms()})]
 
     def _is_barge_in(self, playback: PlaybackState) -> bool:
         """Caller speech cuts the agent off only when it talks over the agent.
@@ -558,12 +756,29 @@ class StreamSession:
         """An item's outcome: its event, the transcript of what the caller heard, the waiting caller's answer."""
         row = None
         interrupted = result.outcome is Outcome.INTERRUPTED
-        if item.text and result.outcome in _SPOKEN and (not interrupted or result.audio_seconds):
-            row = TranscriptRow("agent", item.text, interrupted=interrupted)
-        return [
+        spoken = bool(item.text) and result.outcome in _SPOKEN and (not interrupted or result.audio_seconds > 0)
+        if spoken:
+            # An agent's reply is kept as far as the caller let it go (that is what the
+            # conversation history is made of); any other item with its whole text.
+            reply = interrupted and item.turn_id is not None and self.agent
+            row = TranscriptRow("agent", (result.heard_text if reply else "") or item.text, interrupted=interrupted)
+        actions: list[Action] = [
             Announce(StreamEvent.PLAYBACK_FINISHED, result.as_dict(), transcript=row),
             *self._reply(item.reply_to, messages.Result(result)),
         ]
+        if item.turn_id is None or not self.agent:
+            return actions
+        heard = row.text if row is not None else ""
+        if heard:
+            actions.append(ReplyHeard(item.turn_id, heard))
+        if item.turn_id == 0 or item.turn_id != self.reply_turn:
+            return actions  # the greeting, or a reply already cancelled (and announced so)
+        self.reply_turn = None
+        data = {"turn_id": item.turn_id, "text": item.text, "heard_text": heard, "interrupted": interrupted, "ms": self._ms()}
+        actions.append(Announce(StreamEvent.AGENT_REPLY_FINISHED, data))
+        if self._end_after_reply:
+            actions += self.close(CLOSES.AGENT_ENDED)
+        return actions
 
     def playback_interrupted(self, count: int, reply_to: str | None) -> list[Action]:
         return self._reply(reply_to, messages.Interrupted(count=count, live=True))

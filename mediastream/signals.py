@@ -19,6 +19,13 @@ __all__ = [
     "dtmf_received",
     "playback_started",
     "playback_finished",
+    "agent_turn_started",
+    "agent_first_token",
+    "agent_first_audio",
+    "agent_tool_called",
+    "agent_tool_result",
+    "agent_reply_finished",
+    "agent_reply_cancelled",
     "SIGNALS",
 ]
 
@@ -30,6 +37,14 @@ transcript_final = Signal()  # text, start_ms, end_ms
 dtmf_received = Signal()  # digit
 playback_started = Signal()  # item_id, text
 playback_finished = Signal()  # item_id, outcome, text, error, reason, audio_seconds, ...
+# The conversation engine (an agent on the call); each with turn_id and timings in ms.
+agent_turn_started = Signal()  # turn_id, text, dtmf
+agent_first_token = Signal()  # turn_id, ms
+agent_first_audio = Signal()  # turn_id, ms
+agent_tool_called = Signal()  # turn_id, call_id, name, arguments
+agent_tool_result = Signal()  # turn_id, call_id, name, ok, output, error, ms
+agent_reply_finished = Signal()  # turn_id, text, heard_text, interrupted, ms
+agent_reply_cancelled = Signal()  # turn_id, reason, ms
 
 #: The signal sent for each stream event that has one.
 SIGNALS: dict[StreamEvent, Signal] = {
@@ -41,4 +56,11 @@ SIGNALS: dict[StreamEvent, Signal] = {
     StreamEvent.DTMF: dtmf_received,
     StreamEvent.PLAYBACK_STARTED: playback_started,
     StreamEvent.PLAYBACK_FINISHED: playback_finished,
+    StreamEvent.AGENT_TURN_STARTED: agent_turn_started,
+    StreamEvent.AGENT_FIRST_TOKEN: agent_first_token,
+    StreamEvent.AGENT_FIRST_AUDIO: agent_first_audio,
+    StreamEvent.AGENT_TOOL_CALLED: agent_tool_called,
+    StreamEvent.AGENT_TOOL_RESULT: agent_tool_result,
+    StreamEvent.AGENT_REPLY_FINISHED: agent_reply_finished,
+    StreamEvent.AGENT_REPLY_CANCELLED: agent_reply_cancelled,
 }

@@ -50,6 +50,11 @@ class CallerTurns:
         self._finals_owed = 0
 
     @property
+    def quiet(self) -> bool:
+        """Whether the VAD heard the open utterance stop (its final is still to come)."""
+        return self._quiet
+
+    @property
     def in_utterance(self) -> bool:
         """Whether a caller utterance is open (its final has not arrived yet)."""
         return self._open

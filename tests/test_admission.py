@@ -86,17 +86,6 @@ def test_a_socket_that_sent_start_is_never_evicted():
     assert evicted == []
 
 
-def test_full_open_cap_evicts_a_silent_pending_socket():
-    reg, evicted = AdmissionRegistry(), []
-    for conn, ip in (("a", "10.0.0.1"), ("b", "10.0.0.1")):
-        assert reg.open_connection(conn, 2, ip) is Admission.OK
-        reg.add_pending(conn, ip, 10, 4, evict=lambda conn=conn: evicted.append(conn))
-    assert reg.open_connection("c", 2, "10.0.0.2") is Admission.OK
-    assert evicted == ["a"] and reg.open == {"b", "c"}
-    reg.release("a")  # the evicted socket's own teardown later: harmless
-    assert reg.open == {"b", "c"}
-
-
 def test_pressure_starts_at_half_the_pending_slots():
     reg = AdmissionRegistry()
     for n in range(3):

@@ -85,14 +85,35 @@ async def test_total_connection_cap_refuses_handshake():
         await first.disconnect()
 
 
-async def test_pending_cap_closes_new_socket_and_keeps_first():
+async def test_full_pending_cap_evicts_the_silent_socket_of_the_busier_address():
+    # A socket that never sends start must not keep a real call out: the newcomer
+    # from an address holding fewer pending sockets takes the slot.
     with ms(MAX_PENDING_CONNECTIONS=1):
         first = communicator(client="198.51.100.1")
         assert (await first.connect())[0]
         second = communicator(client="198.51.100.2")
         assert (await second.connect())[0]
-        await expect_close(second, CLOSES.TOO_MANY_PENDING)
-        assert await first.receive_nothing(0.05)
+        await expect_close(first, CLOSES.EVICTED)
+        assert await second.receive_nothing(0.05)
+        # The same address cannot evict its own: the pending cap still refuses.
+        third = communicator(client="198.51.100.2")
+        assert (await third.connect())[0]
+        await expect_close(third, CLOSES.TOO_MANY_PENDING)
+        await second.disconnect()
+
+
+async def test_a_socket_that_sent_start_is_not_evicted():
+    with ms(MAX_PENDING_CONNECTIONS=1):
+        call, token = await make_call()
+        first = communicator(client="198.51.100.1")
+        assert (await first.connect())[0]
+        stream_sid = new_sid("MZ")
+        await first.send_to(text_data=streams.start(call.call_sid, stream_sid, token))
+        await wait_for(lambda: MediaStream.objects.filter(stream_sid=stream_sid).exists())
+        second = communicator(client="198.51.100.2")
+        assert (await second.connect())[0]
+        assert await first.receive_nothing(0.05)  # streaming, promoted: it holds no pending slot at all
+        await second.disconnect()
         await first.disconnect()
 
 

@@ -69,6 +69,21 @@ async def test_a_new_process_reaps_on_its_first_stream(daphne):
     assert row.close_reason == "reaped: owner process gone"
 
 
+async def test_a_live_process_reaps_a_killed_neighbours_streams_without_cron(daphne):
+    # Each heartbeat of a process with live streams also reaps dead processes' streams.
+    overrides = {"STREAM_HEARTBEAT_SECONDS": 0.5, "STALE_STREAM_SECONDS": 5}
+    with daphne.start(overrides, name="daphne-survivor") as survivor:
+        await open_stream(survivor)  # its first-stream reap has run: the orphan below does not exist yet
+        with daphne.start(overrides, name="daphne-killed") as doomed:
+            orphan = await open_stream(doomed)
+            doomed.proc.kill()
+            doomed.proc.wait(10)
+        row = await wait_for(
+            lambda: MediaStream.objects.filter(stream_sid=orphan.stream_sid, stopped_at__isnull=False).first(), timeout=10
+        )
+    assert row.close_reason == "reaped: owner process gone"
+
+
 async def test_shutdown_during_teardown_still_records_the_stop(daphne):
     with daphne.start() as live:
         stream = await open_stream(live)

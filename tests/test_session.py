@@ -154,15 +154,22 @@ def test_admitted_stream_joins_its_group_before_announcing_and_then_greets():
     session.connect(scope())
     session.receive(streams.start(CALL, STREAM, "tok", caller="alice"))
     actions = session.admission_done(ADMITTED)
-    kinds = [type(a) for a in actions]
-    assert kinds == [s.CancelTimer, s.JoinCallGroup, s.OpenStream, s.Announce, s.Play]
-    assert actions[1] == s.JoinCallGroup(CALL)
-    assert actions[2] == s.OpenStream(ADMITTED, vad_enabled=False)
-    assert actions[3].event is StreamEvent.STREAM_STARTED
-    assert actions[3].data == {"tracks": ["inbound"], "custom_parameters": {"caller": "alice"}}
-    assert actions[4].item.text == "Hello" and actions[4].item.interruptible is False
+    assert actions == [s.CancelTimer(), s.JoinCallGroup(CALL), s.OpenStream(ADMITTED, vad_enabled=False)]
     assert session.state is State.STREAMING and session.admitted == ADMITTED
     assert registry.pending_count == 0 and registry.open_count == 1
+    # Once the parts are up: the stream is announced, then greeted.
+    announce, play = session.stream_opened(finals_expected=True)
+    assert announce == s.Announce(StreamEvent.STREAM_STARTED, {"tracks": ["inbound"], "custom_parameters": {"caller": "alice"}})
+    assert play.item.text == "Hello" and play.item.interruptible is False and play.item.turn_id is None
+
+
+def test_an_agent_greets_when_no_stream_greeting_is_set():
+    session = new()
+    session.connect(scope())
+    session.receive(streams.start(CALL, STREAM, "tok"))
+    session.admission_done(ADMITTED)
+    _, play = session.stream_opened(finals_expected=True, agent=True, agent_greeting="Hi, this is the restaurant.")
+    assert play.item.text == "Hi, this is the restaurant." and play.item.turn_id == 0
 
 
 def test_refused_admission_closes_with_the_databases_reason():

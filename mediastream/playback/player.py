@@ -48,10 +48,18 @@ class Outcome(str, Enum):
 
 @dataclass
 class PlaybackItem:
-    """Something to say: text to synthesize, or ready 8 kHz mu-law audio."""
+    """Something to say: text to synthesize, ready 8 kHz mu-law audio, or a stream of either.
+
+    A streamed item is a reply still being written: text pieces (synthesized
+    one after another, the next while one plays) or mu-law chunks arrive on
+    ``stream``, and ``None`` ends it. Its ``text`` grows as pieces arrive.
+    """
 
     text: str = ""
     audio: bytes | None = None
+    stream: asyncio.Queue | None = None
+    #: The caller turn a reply answers (None for anything else).
+    turn_id: int | None = None
     id: str = field(default_factory=lambda: f"say-{next(_item_ids)}")
     reply_to: str | None = None
     #: False for items caller speech must not cut off (e.g. a greeting); interrupt() still does.
@@ -61,6 +69,39 @@ class PlaybackItem:
     started_at: float | None = None
     first_audio_at: float | None = None
     audio_bytes_sent: int = 0
+    #: (text, audio bytes sent when its first frame went out) per spoken piece.
+    pieces: list[tuple[str, int]] = field(default_factory=list)
+
+    def heard_text(self, unplayed_bytes: int = 0) -> str:
+        """The text the caller heard: pieces whose audio started, the last one cut in proportion.
+
+        ``unplayed_bytes`` were sent but, by Twilio's marks, not played (cleared at barge-in).
+        """
+        heard = max(0, self.audio_bytes_sent - unplayed_bytes)
+        if not self.pieces:
+            return self.text if heard >= self.audio_bytes_sent else _cut(self.text, heard / max(1, self.audio_bytes_sent))
+        words: list[str] = []
+        for index, (text, start) in enumerate(self.pieces):
+            if start >= heard:
+                break
+            end = self.pieces[index + 1][1] if index + 1 < len(self.pieces) else self.audio_bytes_sent
+            words.append(text if heard >= end else _cut(text, (heard - start) / max(1, end - start)))
+        return " ".join(w for w in words if w)
+
+
+def _cut(text: str, fraction: float) -> str:
+    """The first ``fraction`` of ``text``'s words."""
+    words = text.split()
+    return " ".join(words[: round(len(words) * min(1.0, max(0.0, fraction)))])
+
+
+class _PieceStart:
+    """Marks where a streamed piece's audio begins in the producer's queue."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
 
 
 @dataclass
@@ -74,6 +115,8 @@ class PlaybackResult:
     queued_ms: float | None = None  # time spent waiting in the queue
     first_audio_ms: float | None = None  # from start of play to the first frame sent
     total_ms: float | None = None  # from queued to resolved
+    heard_text: str = ""  # what the caller heard of the text (all of it unless interrupted)
+    turn_id: int | None = None
 
     def as_dict(self) -> dict:
         return {
@@ -86,6 +129,8 @@ class PlaybackResult:
             "queued_ms": _round(self.queued_ms),
             "first_audio_ms": _round(self.first_audio_ms),
             "total_ms": _round(self.total_ms),
+            "heard_text": self.heard_text,
+            "turn_id": self.turn_id,
         }
 
 
@@ -128,6 +173,7 @@ class StreamPlayer:
         tts: Callable[[], BaseTTSBackend],
         on_result: Callable[[PlaybackItem, PlaybackResult], None],
         on_started: Callable[[PlaybackItem], None] = lambda item: None,
+        on_first_audio: Callable[[PlaybackItem], None] = lambda item: None,
         config: PlayerConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -137,6 +183,7 @@ class StreamPlayer:
         self._tts = tts
         self._on_result = on_result
         self._on_started = on_started
+        self._on_first_audio = on_first_audio
         self.config = config or PlayerConfig()
         self._clock = clock
         self._sleep = sleep
@@ -251,8 +298,19 @@ class StreamPlayer:
             fields.setdefault("audio_seconds", item.audio_bytes_sent * FRAME_SECONDS / FRAME_BYTES)
             if item.first_audio_at is not None:
                 fields.setdefault("first_audio_ms", (item.first_audio_at - item.started_at) * 1000)
+        if item.text and "heard_text" not in fields:
+            unplayed = 0
+            if outcome is Outcome.INTERRUPTED:
+                # What the lead kept buffered at Twilio was cleared, not played.
+                unplayed = min(item.audio_bytes_sent, int(self.config.lead_seconds * FRAME_BYTES / FRAME_SECONDS))
+            fields["heard_text"] = item.heard_text(unplayed) if item.started_at is not None else ""
         result = PlaybackResult(
-            item_id=item.id, outcome=outcome, text=item.text, total_ms=(now - item.queued_at) * 1000, **fields
+            item_id=item.id,
+            outcome=outcome,
+            text=item.text,
+            total_ms=(now - item.queued_at) * 1000,
+            turn_id=item.turn_id,
+            **fields,
         )
         try:
             self._on_result(item, result)
@@ -296,6 +354,9 @@ class StreamPlayer:
         self._on_started(item)
         pacer = _Pacer(self, item, lead=self.config.lead_seconds)
         async for mulaw in self._audio_for(item):
+            if type(mulaw) is _PieceStart:
+                item.pieces.append((mulaw.text, item.audio_bytes_sent + len(pacer._remainder)))
+                continue
             await pacer.feed(mulaw)
         await pacer.finish()
         if pacer.audio_bytes == 0:
@@ -317,12 +378,15 @@ class StreamPlayer:
 
     async def _audio_for(self, item: PlaybackItem) -> AsyncIterator[bytes]:
         """Mu-law audio for the item, synthesizing the next piece while this one plays."""
-        if item.audio is not None:
+        if item.stream is not None:
+            pieces = self._streamed_pieces(item)
+        elif item.audio is not None:
             yield item.audio
             return
-        pieces = split_text(item.text, self.config.max_chars)
-        if not pieces:
-            raise _PlaybackFailed("nothing to say")
+        else:
+            pieces = split_text(item.text, self.config.max_chars)
+            if not pieces:
+                raise _PlaybackFailed("nothing to say")
         backend = self._tts()
         # One piece of look-ahead: the producer synthesizes piece n+1 while piece n plays.
         queue: asyncio.Queue = asyncio.Queue(maxsize=4)
@@ -340,10 +404,34 @@ class StreamPlayer:
                 producer.cancel()
             await asyncio.gather(producer, return_exceptions=True)
 
-    async def _synthesize(self, backend: BaseTTSBackend, pieces: list[str], queue: asyncio.Queue) -> None:
+    async def _streamed_pieces(self, item: PlaybackItem) -> AsyncIterator[str | bytes]:
+        """A streamed item's pieces as they arrive: text split to ``max_chars``, audio as is."""
+        while True:
+            piece = await item.stream.get()
+            if piece is None:
+                return
+            if isinstance(piece, bytes):
+                yield piece
+                continue
+            item.text = f"{item.text} {piece}".strip() if item.text else piece.strip()
+            for part in split_text(piece, self.config.max_chars):
+                yield part
+
+    async def _synthesize(
+        self, backend: BaseTTSBackend, pieces: list[str] | AsyncIterator[str | bytes], queue: asyncio.Queue
+    ) -> None:
         timeout = self.config.synthesis_timeout
+        streamed = not isinstance(pieces, list)
+        total = "?" if streamed else len(pieces)
         try:
-            for index, piece in enumerate(pieces, start=1):
+            index = 0
+            async for piece in _iterate(pieces):
+                index += 1
+                if isinstance(piece, bytes):  # ready audio (a speech agent's)
+                    await queue.put(piece)
+                    continue
+                if streamed:
+                    await queue.put(_PieceStart(piece))
                 converter = MulawConverter()
                 produced = 0
                 try:
@@ -356,7 +444,7 @@ class StreamPlayer:
                         tail = converter.flush()
                 except TimeoutError:
                     raise _PlaybackFailed(
-                        f"synthesis timed out after {timeout:g}s (piece {index} of {len(pieces)})"
+                        f"synthesis timed out after {timeout:g}s (piece {index} of {total})"
                     ) from None
                 except TTSError as exc:
                     raise _PlaybackFailed(f"synthesis failed: {exc}") from None
@@ -364,7 +452,7 @@ class StreamPlayer:
                     produced += len(tail)
                     await queue.put(tail)
                 if produced == 0:
-                    raise _PlaybackFailed(f"synthesis produced no audio (piece {index} of {len(pieces)})")
+                    raise _PlaybackFailed(f"synthesis produced no audio (piece {index} of {total})")
             await queue.put(None)
         except asyncio.CancelledError:
             raise
@@ -373,6 +461,15 @@ class StreamPlayer:
         except Exception as exc:
             logger.exception("TTS backend crashed")
             await queue.put(_PlaybackFailed(f"synthesis failed: {type(exc).__name__}: {exc}"[:200]))
+
+
+async def _iterate(pieces: list[str] | AsyncIterator[str | bytes]) -> AsyncIterator[str | bytes]:
+    if isinstance(pieces, list):
+        for piece in pieces:
+            yield piece
+    else:
+        async for piece in pieces:
+            yield piece
 
 
 class _PlaybackFailed(Exception):
@@ -440,6 +537,10 @@ class _Pacer:
         await player._send(media_message(player.stream_sid, frame))
         if self.item.first_audio_at is None:
             self.item.first_audio_at = time.monotonic()
+            try:
+                player._on_first_audio(self.item)
+            except Exception:
+                logger.exception("first-audio callback failed for %s", self.item.id)
         self.item.audio_bytes_sent += len(frame)
         self.frames_sent += 1
         self.audio_bytes += len(frame)

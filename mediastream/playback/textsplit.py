@@ -115,3 +115,43 @@ def _break_after(window: str, char: str | None) -> int:
             continue
         best = run.end()
     return best
+
+
+class SentenceStream:
+    """Cuts text that arrives token by token into sentences as soon as each is complete.
+
+    A model's reply streams in fragments; TTS wants whole sentences (the first
+    one as early as possible, so it plays while the model writes the rest). A
+    sentence is complete at ``. ! ?`` followed by whitespace (or a CJK
+    terminator), the same rule as :func:`split_text`; a run longer than
+    ``max_chars`` without one is cut at the last whitespace that fits.
+    """
+
+    def __init__(self, max_chars: int = DEFAULT_MAX_CHARS) -> None:
+        self.max_chars = max_chars
+        self._buffer = ""
+
+    def feed(self, text: str) -> list[str]:
+        """Add ``text``; return the sentences it completed."""
+        self._buffer += text
+        done: list[str] = []
+        while True:
+            match = _COMPLETE.match(self._buffer)
+            if match is None:
+                break
+            done.append(match.group(0).strip())
+            self._buffer = self._buffer[match.end() :]
+        while len(self._buffer) > self.max_chars:
+            cut = _break_after(self._buffer[: self.max_chars], None) or self.max_chars
+            done.append(self._buffer[:cut].strip())
+            self._buffer = self._buffer[cut:]
+        return [sentence for sentence in done if sentence]
+
+    def flush(self) -> list[str]:
+        """The unfinished rest, once the reply is complete."""
+        rest, self._buffer = self._buffer.strip(), ""
+        return [rest] if rest else []
+
+
+# A complete sentence: up to terminators that are followed by whitespace (which is consumed).
+_COMPLETE = re.compile(r".*?(?:[.!?]+\s+|[。！？]+)", re.DOTALL)
