@@ -43,5 +43,7 @@ class CLOSES:
     DUPLICATE_STREAM_SID = Close(CloseCode.POLICY, "Duplicate streamSid")
     MESSAGE_TOO_BIG = Close(CloseCode.TOO_BIG, "Message too big")
     BACKPRESSURE = Close(CloseCode.TRY_AGAIN_LATER, "Backpressure: send buffer exceeded")
+    DATABASE_UNAVAILABLE = Close(CloseCode.TRY_AGAIN_LATER, "Database unavailable")
     INTERNAL_ERROR = Close(CloseCode.INTERNAL_ERROR, "Internal error")
     SHUTDOWN = Close(CloseCode.TRY_AGAIN_LATER, "Server shutting down")
+    AGENT_ENDED = Close(CloseCode.NORMAL, "Call ended by the agent")

@@ -39,10 +39,18 @@ DEFAULTS: dict[str, Any] = {
     # seconds has stopped draining and is closed (4013 "Backpressure").
     "MAX_UNCONFIRMED_AUDIO_SECONDS": 15.0,
     # Streams whose heartbeat is older than this are closed by the reaper.
-    "STREAM_HEARTBEAT_SECONDS": 30,
-    "STALE_STREAM_SECONDS": 120,
+    # Every process with live streams also reaps, each heartbeat, the streams of
+    # dead processes of its host and those whose heartbeat is older than this.
+    "STREAM_HEARTBEAT_SECONDS": 10,
+    "STALE_STREAM_SECONDS": 35,
     # Malformed/unknown message log lines per stream (the rest are only counted).
     "MAX_PROTOCOL_WARNINGS_PER_STREAM": 5,
+    # While the database is unavailable a stream's events still reach signals and
+    # the events group; their rows wait, at most this many per stream (later ones
+    # are logged as lost), and are written when it answers again...
+    "DATABASE_BACKLOG_ROWS": 1000,
+    # ...also after the stream ended, for this many seconds (teardown does not wait).
+    "DATABASE_BACKLOG_SECONDS": 60.0,
     # --- Speech out ------------------------------------------------------------
     "TTS": {"BACKEND": "mediastream.tts.piper.PiperBackend", "OPTIONS": {}},
     "TTS_MAX_PENDING": 8,
@@ -66,6 +74,11 @@ DEFAULTS: dict[str, Any] = {
         "END_SILENCE_SECONDS": 0.5,
     },
     "BARGE_IN": True,
+    # Caller speech over the agent interrupts it only after this many seconds of
+    # speech, or this many transcribed words (0 and 0: at the first sign of speech).
+    # Either lets backchannels ("uh-huh", a cough) pass under a reply.
+    "BARGE_IN_MIN_SPEECH_SECONDS": 0.0,
+    "BARGE_IN_MIN_WORDS": 0,
     # Spoken through TTS when a stream starts (empty: nothing).
     "STREAM_GREETING": "",
     # Caller speech does not interrupt the greeting while it plays.
