@@ -33,7 +33,7 @@ def fake():
 
 
 def test_place_call_asks_for_our_twiml_and_every_status_event(fake):
-    call = control.place_call(TO, FROM, agent="examples.echobot.Agent", metadata={"order": 42})
+    call = control.place_call(TO, FROM, agent="myproject.agents.Booking", metadata={"order": 42})
     [request] = fake.requests_to("/Calls.json")
     assert request.status == 201
     assert request.path == f"/2010-04-01/Accounts/{fake.account_sid}/Calls.json"
@@ -49,20 +49,20 @@ def test_place_call_asks_for_our_twiml_and_every_status_event(fake):
     assert (saved.direction, saved.to_number, saved.from_number) == ("outbound-api", TO, FROM)
     assert saved.account_sid == fake.account_sid
     assert saved.status == CallStatus.QUEUED
-    assert saved.agent == "examples.echobot.Agent" and saved.metadata == {"order": 42}
+    assert saved.agent == "myproject.agents.Booking" and saved.metadata == {"order": 42}
     placed = CallEvent.objects.get(call=saved, type=ControlEvent.PLACED)
     assert placed.payload["to"] == TO and placed.payload["time_limit"] == 4 * 3600 + 60
 
 
 def test_place_call_with_machine_detection_asks_for_async_amd(fake):
-    control.place_call(TO, FROM, machine_detection="DetectMessageEnd", timeout=25, agent={"greeting": "hi"})
+    control.place_call(TO, FROM, machine_detection="DetectMessageEnd", timeout=25, agent={"BACKEND": "myproject.agents.Booking", "OPTIONS": {"greeting": "hi"}})
     [request] = fake.requests_to("/Calls.json")
     assert request.form["MachineDetection"] == ["DetectMessageEnd"]
     assert request.form["AsyncAmd"] == ["true"]
     assert request.form["AsyncAmdStatusCallback"] == [f"{PUBLIC}/twilio/amd-status/"]
     assert request.form["AsyncAmdStatusCallbackMethod"] == ["POST"]
     assert request.form["Timeout"] == ["25"]
-    assert Call.objects.get().agent == {"greeting": "hi"}
+    assert Call.objects.get().agent == {"BACKEND": "myproject.agents.Booking", "OPTIONS": {"greeting": "hi"}}
 
 
 @override_settings(VOICECALL={"MAX_CALL_SECONDS": None})

@@ -220,6 +220,7 @@ class FakeTwilio:
         self._runner: web.AppRunner | None = None
         self._session: ClientSession | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._deliveries: set[asyncio.Task] = set()
 
     # --- running --------------------------------------------------------------------------
 
@@ -305,7 +306,7 @@ class FakeTwilio:
     async def _shutdown(self) -> None:
         for task in list(self._tasks):
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._deliveries, return_exceptions=True)
         for call in self.calls.values():
             if call.stream is not None:
                 await call.stream.close()
@@ -530,6 +531,13 @@ class FakeTwilio:
         }
 
     async def _post(self, kind: str, url: str, params: dict[str, str]) -> tuple[int, str]:
+        """Post a signed webhook; once sent it completes even if what sent it is cancelled (a hang-up)."""
+        delivery = asyncio.get_running_loop().create_task(self._deliver(kind, url, params))
+        self._deliveries.add(delivery)
+        delivery.add_done_callback(self._deliveries.discard)
+        return await asyncio.shield(delivery)
+
+    async def _deliver(self, kind: str, url: str, params: dict[str, str]) -> tuple[int, str]:
         """Post a signed webhook as Twilio does; the public URL's path goes to webhook_origin."""
         if self.webhook_origin is None:  # not playing calls: note what would have been posted
             self.callbacks.append(Callback(kind, url, dict(params), 0, "", time.time()))
@@ -595,6 +603,7 @@ class FakeTwilio:
         if task is not None and task is not asyncio.current_task():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(*self._deliveries, return_exceptions=True)  # what was sent arrives first
         await self._stop_stream(call)
         if document is None:
             return
