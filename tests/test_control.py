@@ -23,7 +23,7 @@ from .control_support import FROM, PUBLIC, TO, fake_twilio
 from .fake_twilio.server import INVALID_TO
 from .live import free_port
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.filterwarnings("ignore::DeprecationWarning:twilio.*")]
 
 
 @pytest.fixture

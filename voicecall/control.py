@@ -218,13 +218,12 @@ def _refused(action: str, error: CallControlError) -> CallControlError:
     return error
 
 
-def _rest(action: str, operation: Callable[[Client], T]) -> T:
-    """Run ``operation`` on a client; Twilio's refusals and network errors become CallControlErrors."""
+def _rest(action: str, operation: Callable[[], T]) -> T:
+    """Run ``operation``; Twilio's refusals and network errors become CallControlErrors."""
     import requests
 
-    client = twilio_client()
     try:
-        return operation(client)
+        return operation()
     except (TwilioRestException, TwilioServiceException) as exc:
         raise _refused(action, _from_twilio(exc)) from exc
     except requests.RequestException as exc:
@@ -233,15 +232,14 @@ def _rest(action: str, operation: Callable[[Client], T]) -> T:
         raise _refused(action, CallControlError(sanitize(exc, 300))) from exc
 
 
-async def _arest(action: str, operation: Callable[[Client], Awaitable[T]]) -> T:
+async def _arest(action: str, operation: Callable[[], Awaitable[T]]) -> T:
     """:func:`_rest` for the async client."""
     import asyncio
 
     import aiohttp
 
-    client = twilio_client(asynchronous=True)
     try:
-        return await operation(client)
+        return await operation()
     except (TwilioRestException, TwilioServiceException) as exc:
         raise _refused(action, _from_twilio(exc)) from exc
     except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
@@ -363,9 +361,10 @@ def place_call(
     seconds (1-600). Waits for a pacing slot first (TWILIO_CALLS_PER_SECOND).
     """
     kwargs, record = _placement(to, from_, agent, machine_detection, timeout, metadata)
-    account, _token = _account()
-    pacing.wait_for_slot(account, _pacing_rate())
-    instance = _rest(f"a call to {sanitize(kwargs['to'], 40)}", lambda client: client.calls.create(**kwargs))
+    client = twilio_client()
+    calls = client.calls  # built (and imported) now, not between the slot and the request
+    pacing.wait_for_slot(client.account_sid, _pacing_rate())
+    instance = _rest(f"a call to {sanitize(kwargs['to'], 40)}", lambda: calls.create(**kwargs))
     return control_records.record_placed(instance, kwargs, **record)
 
 
@@ -380,11 +379,10 @@ async def aplace_call(
 ) -> Call:
     """:func:`place_call` for async code."""
     kwargs, record = _placement(to, from_, agent, machine_detection, timeout, metadata)
-    account, _token = _account()
-    await pacing.await_slot(account, _pacing_rate())
-    instance = await _arest(
-        f"a call to {sanitize(kwargs['to'], 40)}", lambda client: client.calls.create_async(**kwargs)
-    )
+    client = twilio_client(asynchronous=True)
+    calls = client.calls
+    await pacing.await_slot(client.account_sid, _pacing_rate())
+    instance = await _arest(f"a call to {sanitize(kwargs['to'], 40)}", lambda: calls.create_async(**kwargs))
     return await sync_to_async(control_records.record_placed)(instance, kwargs, **record)
 
 
@@ -392,13 +390,15 @@ async def aplace_call(
 
 
 def _update(call_sid: str, action: str, event: ControlEvent, note: dict[str, Any], **update: Any) -> str:
-    instance = _rest(f"{action} of {call_sid}", lambda client: client.calls(call_sid).update(**update))
+    instance = _rest(f"{action} of {call_sid}", lambda: twilio_client().calls(call_sid).update(**update))
     control_records.note(call_sid, event, {**note, "status": instance.status or ""})
     return instance.status or ""
 
 
 async def _aupdate(call_sid: str, action: str, event: ControlEvent, note: dict[str, Any], **update: Any) -> str:
-    instance = await _arest(f"{action} of {call_sid}", lambda client: client.calls(call_sid).update_async(**update))
+    instance = await _arest(
+        f"{action} of {call_sid}", lambda: twilio_client(asynchronous=True).calls(call_sid).update_async(**update)
+    )
     await sync_to_async(control_records.note)(call_sid, event, {**note, "status": instance.status or ""})
     return instance.status or ""
 
@@ -478,7 +478,7 @@ def start_recording(call_sid: str, *, channels: str = "dual") -> Recording:
     """
     call_sid = _call_sid(call_sid)
     kwargs = _recording_kwargs(channels)
-    instance = _rest(f"recording of {call_sid}", lambda client: client.calls(call_sid).recordings.create(**kwargs))
+    instance = _rest(f"recording of {call_sid}", lambda: twilio_client().calls(call_sid).recordings.create(**kwargs))
     return control_records.record_recording_started(call_sid, instance)
 
 
@@ -486,7 +486,8 @@ async def astart_recording(call_sid: str, *, channels: str = "dual") -> Recordin
     call_sid = _call_sid(call_sid)
     kwargs = _recording_kwargs(channels)
     instance = await _arest(
-        f"recording of {call_sid}", lambda client: client.calls(call_sid).recordings.create_async(**kwargs)
+        f"recording of {call_sid}",
+        lambda: twilio_client(asynchronous=True).calls(call_sid).recordings.create_async(**kwargs),
     )
     return await sync_to_async(control_records.record_recording_started)(call_sid, instance)
 
@@ -496,7 +497,7 @@ def stop_recording(call_sid: str, recording_sid: str = CURRENT_RECORDING) -> str
     call_sid = _call_sid(call_sid)
     instance = _rest(
         f"stop of a recording of {call_sid}",
-        lambda client: client.calls(call_sid).recordings(recording_sid).update(status="stopped"),
+        lambda: twilio_client().calls(call_sid).recordings(recording_sid).update(status="stopped"),
     )
     return control_records.record_recording_stopped(call_sid, instance)
 
@@ -505,6 +506,6 @@ async def astop_recording(call_sid: str, recording_sid: str = CURRENT_RECORDING)
     call_sid = _call_sid(call_sid)
     instance = await _arest(
         f"stop of a recording of {call_sid}",
-        lambda client: client.calls(call_sid).recordings(recording_sid).update_async(status="stopped"),
+        lambda: twilio_client(asynchronous=True).calls(call_sid).recordings(recording_sid).update_async(status="stopped"),
     )
     return await sync_to_async(control_records.record_recording_stopped)(call_sid, instance)
