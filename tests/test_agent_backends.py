@@ -258,6 +258,13 @@ class TestScriptedAgent(TextAgentContract):
         assert backends.agent is None
 
 
+def story_model(body: dict) -> Reply:
+    """A long story when asked for one (many tokens), a short answer otherwise."""
+    if "story" in body["messages"][-1].get("content", ""):
+        return Reply(text="word " * 500)
+    return Reply(text="Yes, still here.")
+
+
 # --- ChatCompletionsAgent ---------------------------------------------------------------------------------
 
 
@@ -294,7 +301,7 @@ class TestChatCompletionsAgent(TextAgentContract):
 
     @pytest_asyncio.fixture
     async def slow_server(self):
-        async with FakeChatCompletions(api_key=KEY, respond=lambda body: Reply(text="word " * 500), token_delay=0.005) as server:
+        async with FakeChatCompletions(api_key=KEY, respond=story_model, token_delay=0.005) as server:
             yield server
 
     @pytest_asyncio.fixture
@@ -389,7 +396,7 @@ class TestChatCompletionsAgent(TextAgentContract):
             await collect(failing_agent, [user("Hello")])
 
     async def test_a_silent_server_times_out(self):
-        async with FakeChatCompletions(api_key=KEY, first_token_delay=5) as server:
+        async with FakeChatCompletions(api_key=KEY, hold=asyncio.Event()) as server:
             agent = ChatCompletionsAgent(API_KEY=KEY, BASE_URL=server.base_url, REQUEST_TIMEOUT=0.2)
             with pytest.raises(AgentError, match=r"timed out \(ReadTimeout, limit 0.2s\)"):
                 await collect(agent, [user("Hello")])

@@ -240,7 +240,10 @@ class RealtimeSession(BaseSpeechSession):
                     compression=None,
                     open_timeout=None,
                 )
-                await self._send({"type": "session.update", "session": self.agent.session_config(self.tools)})
+                try:
+                    await self._send({"type": "session.update", "session": self.agent.session_config(self.tools)})
+                except AgentError:
+                    pass  # closed at once: the server's error event, read next, says why
                 await self._await_session_updated()
         except TimeoutError:
             await self._abort()
@@ -277,7 +280,8 @@ class RealtimeSession(BaseSpeechSession):
                 return
             if kind == "error":
                 raise AgentError(f"OpenAI Realtime rejected the session: {self.agent.clean(_error_text(event))}")
-        raise AgentError("OpenAI Realtime closed the connection before the session was configured")
+        reason = self.agent.clean(f"{self._ws.close_code} {self._ws.close_reason or ''}".strip())
+        raise AgentError(f"OpenAI Realtime closed the connection before the session was configured ({reason})")
 
     # --- client actions ---------------------------------------------------------------------------------
 

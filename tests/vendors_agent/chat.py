@@ -11,8 +11,10 @@ is 401, and :class:`Reply` can ask for any status (429, 500, ...).
 
 What each request gets is decided by ``respond(body) -> Reply`` (default:
 echo the caller's last words, or report a tool result). ``first_token_delay``
-and ``token_delay`` (seconds) make a slow model; ``aborted`` counts streams
-the client closed before the end, and ``wait_aborted()`` waits for one.
+and ``token_delay`` (seconds) make a slow model; ``hold`` (an event) keeps
+every stream before its first token until it is set (always on exit);
+``aborted`` counts streams the client closed before the end, and
+``wait_aborted()`` waits for one.
 """
 
 from __future__ import annotations
@@ -133,17 +135,24 @@ class FakeChatCompletions(FakeVendorServer):
         chunk_id = f"chatcmpl-{int(time.time() * 1000)}"
         events = list(self._chunks(body["model"], chunk_id, reply))
         try:
+            if self.hold is not None:
+                await self.hold.wait()
             if self.first_token_delay:
                 await asyncio.sleep(self.first_token_delay)
             for index, event in enumerate(events):
                 if index and self.token_delay:
                     await asyncio.sleep(self.token_delay)
+                if request.transport is None or request.transport.is_closing():
+                    raise ConnectionResetError("the client closed the stream")
                 await response.write(f"data: {json.dumps(event)}\n\n".encode())
             await response.write(b"data: [DONE]\n\n")
             await response.write_eof()
-        except (ConnectionError, asyncio.CancelledError):
+        except asyncio.CancelledError:
             self._note_aborted()
             raise
+        except ConnectionError:
+            self._note_aborted()
+            return response
         self.completed += 1
         return response
 
