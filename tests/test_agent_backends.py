@@ -211,6 +211,15 @@ class TestScriptedAgent(TextAgentContract):
         assert request.call.name == "end_call" and result.ends_call
         assert await collect(agent, await run_tools(agent, messages, events)) == []
 
+    async def test_a_key_can_run_a_tool(self):
+        agent = ScriptedAgent(
+            **{**ORDER_SCRIPT, "DTMF": {"7": {"tool": {"name": "lookup_order", "arguments": {"order_id": "Z-7"}}, "reply": "Order {order_id}: {status}."}}}
+        )
+        messages = [user(dtmf="7")]
+        events = await collect(agent, messages)
+        assert text_of(events) == ""
+        assert text_of(await collect(agent, await run_tools(agent, messages, events))) == "Order Z-7: shipped."
+
     async def test_options_override_the_script_module(self):
         agent = ScriptedAgent(SCRIPT="mediastream.agents.demo", GREETING="Ciao!", FALLBACK="Come?")
         assert agent.greeting == "Ciao!"

@@ -302,6 +302,9 @@ async def test_a_tools_exception_is_an_error_result_and_is_logged(caplog):
     assert not result.ok and result.error == "KeyError: 'the database row is gone'"
     assert "Tool broken failed on call CA1111" in caplog.text and "Traceback" in caplog.text
     caplog.clear()
+    await run(box, "broken", {"value": "x"})
+    assert caplog.text.count("Tool broken failed") == 1 and "Traceback" not in caplog.text  # repeats: one line
+    caplog.clear()
     refused = await run(box, "refuses", {"value": "x"})
     assert refused.error == "that order cannot be changed any more"
     assert caplog.text == ""  # a ToolError is the tool's answer, not a bug

@@ -378,6 +378,7 @@ class ToolBox:
         self.tools: dict[str, Tool] = {tool.name: tool for tool in tools}
         self.timeout = timeout
         self.client_runner = client_runner
+        self._failed_tools: set[str] = set()
 
     def __contains__(self, name: object) -> bool:
         return name in self.tools
@@ -404,8 +405,15 @@ class ToolBox:
         except ToolError as exc:
             return self._failed(call, started, str(exc) or type(exc).__name__)
         except Exception as exc:
+            # The first failure of each tool carries its traceback; repeats are one line each.
+            first = call.name not in self._failed_tools
+            self._failed_tools.add(call.name)
             logger.warning(
-                "Tool %s failed on call %s", call.name, sanitize(context.call_sid, 64), exc_info=True
+                "Tool %s failed on call %s: %s",
+                call.name,
+                sanitize(context.call_sid, 64),
+                sanitize(f"{type(exc).__name__}: {exc}", MAX_ERROR_CHARS),
+                exc_info=first,
             )
             return self._failed(call, started, f"{type(exc).__name__}: {exc}")
         return ToolResult(call, True, output, duration_ms=_ms_since(started), value=value)
