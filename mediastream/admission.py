@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from functools import lru_cache
 
-__all__ = ["Admission", "AdmissionRegistry", "registry", "resolve_client_ip", "invalid_trusted_proxies"]
+from .proxies import parse_trusted_proxy
+
+__all__ = ["Admission", "AdmissionRegistry", "registry", "resolve_client_ip"]
 
 logger = logging.getLogger(__name__)
 
@@ -145,27 +147,6 @@ def _normalise(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | 
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
     return ip
-
-
-def parse_trusted_proxy(entry: object) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    """One ``TRUSTED_PROXIES`` entry (an IP or a CIDR network) as a network; ValueError if it is neither."""
-    if not isinstance(entry, str):
-        raise ValueError(f"{entry!r} is not a string")
-    try:
-        return ipaddress.ip_network(entry.strip().strip("[]"), strict=False)
-    except ValueError as exc:
-        raise ValueError(str(exc)) from None
-
-
-def invalid_trusted_proxies(entries: Iterable[object]) -> list[tuple[object, str]]:
-    """The entries that are not an IP or a network, each with why (``manage.py check`` reports them)."""
-    invalid = []
-    for entry in entries:
-        try:
-            parse_trusted_proxy(entry)
-        except ValueError as exc:
-            invalid.append((entry, str(exc)))
-    return invalid
 
 
 @lru_cache(maxsize=32)

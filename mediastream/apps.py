@@ -1,5 +1,22 @@
 from django.apps import AppConfig
+from django.conf import settings
 from django.utils.translation import gettext_lazy as _
+
+#: The channel layer a project without ``CHANNEL_LAYERS`` gets: one process only
+#: (``mediastream.preflight`` warns when a server starts on it; ``check --deploy`` too).
+DEFAULT_CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+
+def default_channel_layers() -> bool:
+    """Give a project without ``CHANNEL_LAYERS`` the in-memory layer; True if it had none.
+
+    Streams join a per-call group and ``mediastream.api`` sends to it, so a
+    layer is needed even in one process; Channels has no default of its own.
+    """
+    if hasattr(settings, "CHANNEL_LAYERS"):
+        return False
+    settings.CHANNEL_LAYERS = DEFAULT_CHANNEL_LAYERS
+    return True
 
 
 class MediaStreamConfig(AppConfig):
@@ -8,3 +25,5 @@ class MediaStreamConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers system checks)
+
+        default_channel_layers()

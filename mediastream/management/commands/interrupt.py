@@ -1,6 +1,13 @@
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
 from mediastream.api import interrupt
+from mediastream.management.errors import (
+    LAYER_ERRORS,
+    layer_unreachable,
+    no_stream_answered,
+    quiet_library_logs,
+    require_shared_layer,
+)
 
 
 class Command(BaseCommand):
@@ -11,7 +18,12 @@ class Command(BaseCommand):
         parser.add_argument("--reason", default="operator")
 
     def handle(self, call_sid, reason="operator", **options):
-        count = interrupt(call_sid, reason, wait=True)
+        quiet_library_logs()
+        require_shared_layer()
+        try:
+            count = interrupt(call_sid, reason, wait=True)
+        except LAYER_ERRORS as exc:
+            raise layer_unreachable(exc) from exc
         if count is None:
-            raise CommandError(f"No live stream answered for {call_sid}.")
+            raise no_stream_answered(call_sid)
         self.stdout.write(f"interrupted {count} item(s)")

@@ -1,7 +1,9 @@
 from django.core.management.base import BaseCommand
+from django.db import DatabaseError
 
 from mediastream import db
 from mediastream.conf import app_settings
+from mediastream.management.errors import database_failure, quiet_library_logs
 
 
 class Command(BaseCommand):
@@ -20,6 +22,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, older_than=None, local=False, **options):
+        quiet_library_logs()
         stale_after = app_settings.STALE_STREAM_SECONDS if older_than is None else older_than
-        reaped = db.reap_stale_streams(stale_after=stale_after, server_id=db.SERVER_ID if local else None)
+        try:
+            reaped = db.reap_stale_streams(stale_after=stale_after, server_id=db.SERVER_ID if local else None)
+        except DatabaseError as exc:
+            raise database_failure(exc) from exc
         self.stdout.write(f"Closed {len(reaped)} stale stream(s)" + (": " + ", ".join(reaped) if reaped else "."))

@@ -6,12 +6,18 @@ import asyncio
 import time
 from pathlib import Path
 
+import httpx
 from channels.db import database_sync_to_async
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
+from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
 from mediastream.audio import FRAME_BYTES, MulawConverter, mulaw_to_wav_bytes, wav_to_mulaw
 from mediastream.backends import backends
+from mediastream.management.errors import database_failure, first_line, quiet_library_logs
 from mediastream.simulator import TwilioCall, TwilioStream, stream_urls
+from mediastream.tts.base import TTSError
 from voicecall.conf import voicecall_settings
 from voicecall.events import TwilioEvent
 from voicecall.models import CallEvent
@@ -26,7 +32,9 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--server", default="http://127.0.0.1:8000", help="Where the server listens.")
+        parser.add_argument(
+            "--server", default=None, help="Where the server listens (default: TWILIO_PUBLIC_BASE_URL)."
+        )
         source = parser.add_mutually_exclusive_group()
         source.add_argument("--wav", help="Caller audio: a WAV file in any common format.")
         source.add_argument("--say", help="Caller audio: this text, spoken by the configured TTS backend.")
@@ -40,14 +48,31 @@ class Command(BaseCommand):
         parser.add_argument("--to-number", default="+14155551212")
 
     def handle(self, *args, **options):
+        quiet_library_logs()
         token = voicecall_settings.TWILIO_AUTH_TOKEN
         if not token and voicecall_settings.VALIDATE_SIGNATURES:
             raise CommandError("TWILIO_AUTH_TOKEN is not set: the server refuses unsigned calls (bin/run sets one up).")
+        options["server"] = server = options.get("server") or voicecall_settings.TWILIO_PUBLIC_BASE_URL
         caller_audio = self._caller_audio(options)
         try:
             asyncio.run(self._run(token, caller_audio, options))
-        except (ConnectionError, OSError) as exc:
-            raise CommandError(f"Could not reach the server at {options['server']}: {exc}") from exc
+        except httpx.HTTPStatusError as exc:
+            raise webhook_refused(exc.response) from exc
+        except InvalidStatus as exc:
+            raise stream_refused(exc.response.status_code, server) from exc
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            raise CommandError(
+                f"The server at {server} stopped answering ({first_line(exc)}).\nIts log says why; is it overloaded?"
+            ) from exc
+        except (httpx.TransportError, InvalidHandshake, InvalidURI, OSError) as exc:
+            raise CommandError(
+                f"Could not reach the server at {server} ({first_line(exc)}).\n"
+                "Start it (bin/run, or daphne mediastream.asgi:application), or pass --server URL."
+            ) from exc
+        except DatabaseError as exc:  # the events are read from the server's database
+            raise database_failure(exc) from exc
+        except ValueError as exc:  # the voice webhook answered something that is not stream TwiML
+            raise CommandError(f"{exc}.\nIs {server} serving this project (voicecall.urls under twilio/)?") from exc
 
     def _caller_audio(self, options) -> bytes:
         if options.get("wav"):
@@ -56,7 +81,13 @@ class Command(BaseCommand):
             except (OSError, ValueError) as exc:
                 raise CommandError(f"Cannot read {options['wav']}: {exc}") from exc
         if options.get("say"):
-            return asyncio.run(_synthesize(options["say"]))
+            try:
+                return asyncio.run(_synthesize(options["say"]))
+            except (ImproperlyConfigured, TTSError, OSError, RuntimeError) as exc:
+                raise CommandError(
+                    f"The TTS backend cannot speak --say ({first_line(exc)}).\n"
+                    "Pass --wav FILE instead, or install the speech extra (pip install 'django-twilio-mediastream[speech]')."
+                ) from exc
         return b""
 
     async def _run(self, token: str, caller_audio: bytes, options) -> None:
@@ -134,6 +165,43 @@ class Command(BaseCommand):
             if event.type in QUEUE_NOISE:
                 continue
             say(f"{event.type}: {_describe(event.payload)}")
+
+
+def webhook_refused(response: httpx.Response) -> CommandError:
+    """The voice webhook answered an error status: which setting it points at."""
+    status, url = response.status_code, voicecall_settings.TWILIO_PUBLIC_BASE_URL
+    if status == 403:
+        return CommandError(
+            "The server refused the signed voice webhook (403): it checks the signature with its TWILIO_AUTH_TOKEN "
+            f"and TWILIO_PUBLIC_BASE_URL (here {url!r}),\nand AccountSid against TWILIO_ACCOUNT_SID. Run "
+            "simulate_call with the server's settings; the server's log names the check that failed."
+        )
+    if status == 404:
+        return CommandError(
+            f"The server has no voice webhook at {response.request.url} (404).\n"
+            'Add path("twilio/", include("voicecall.urls")) to the project\'s urlpatterns.'
+        )
+    if status == 400:
+        return CommandError(
+            f"The server answered 400 to {response.request.url}: its ALLOWED_HOSTS probably lacks "
+            f"{response.request.url.host!r}.\nAdd it to ALLOWED_HOSTS, or pass the --server URL it serves."
+        )
+    return CommandError(
+        f"The server answered {status} to the voice webhook at {response.request.url}; its log says why."
+    )
+
+
+def stream_refused(status: int, server: str) -> CommandError:
+    """The media stream upgrade was answered with an HTTP status instead of a WebSocket."""
+    if status == 403:
+        return CommandError(
+            "The server refused the media stream (403): the upgrade's signature (TWILIO_AUTH_TOKEN, "
+            "TWILIO_PUBLIC_BASE_URL), the stream path or its connection cap.\nThe server's log says which."
+        )
+    return CommandError(
+        f"The server at {server} answered {status} to the media stream upgrade: it does not serve media streams.\n"
+        'Set ASGI_APPLICATION = "mediastream.asgi.application" and serve it with daphne (manage.py check says more).'
+    )
 
 
 QUEUE_NOISE = {TwilioEvent.CALL_VOICE, TwilioEvent.CALL_STATUS, "playback.queued"} | QUIET_EVENTS

@@ -1,0 +1,62 @@
+"""A ready ASGI application: ``ASGI_APPLICATION = "mediastream.asgi.application"``.
+
+Django serves HTTP (the project's own URLs, ``voicecall``'s webhooks among
+them); WebSockets go to :func:`mediastream.routing.websocket_router`: the
+media stream routes, and a 403 for any other path. Serve it with daphne and
+the project's settings, as for any Django project::
+
+    DJANGO_SETTINGS_MODULE=mysite.settings daphne mediastream.asgi:application
+
+Loading it also installs the daphne fixes (a shutdown that tears down every
+stream, an access log without query strings) and starts the startup probes
+(:mod:`mediastream.preflight`).
+
+No AuthMiddlewareStack or origin validator on the WebSocket side: Twilio sends
+neither cookies nor Origin; it is authenticated by X-Twilio-Signature and the
+per-call stream token instead. Projects that compose their own router use
+``mediastream.routing.websocket_urlpatterns`` and call
+:func:`install_daphne_fixes` themselves.
+"""
+
+from __future__ import annotations
+
+import os
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+if not os.environ.get("DJANGO_SETTINGS_MODULE") and not settings.configured:
+    raise ImproperlyConfigured(
+        "mediastream.asgi serves your project: set DJANGO_SETTINGS_MODULE to its settings, "
+        "e.g. DJANGO_SETTINGS_MODULE=mysite.settings daphne mediastream.asgi:application"
+    )
+
+from django.core.asgi import get_asgi_application  # noqa: E402
+
+# Django is set up (apps loaded) before the consumers are imported.
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter  # noqa: E402
+
+from . import daphne_access, daphne_shutdown, preflight  # noqa: E402
+from .routing import websocket_router  # noqa: E402
+
+__all__ = ["application", "django_asgi_app", "install_daphne_fixes"]
+
+
+def install_daphne_fixes() -> None:
+    """daphne 4.2 cancels no application at shutdown when any connection has none (so streams would
+    end without their teardown), and its access log prints raw query strings: fix both."""
+    daphne_shutdown.install()
+    daphne_access.install()
+
+
+install_daphne_fixes()
+preflight.start_when_serving()
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": websocket_router(),
+    }
+)
