@@ -3,6 +3,17 @@
 Inbound JSON text becomes frozen dataclasses (numeric strings parsed, base64
 decoded once, here); outbound messages are built here and nowhere else. No
 asyncio, Channels or Django in this module, so it is tested with plain strings.
+
+:func:`parse_message` raises nothing but :class:`RemoteProtocolError`, whatever
+the frame holds: JSON nested too deeply for the parser is malformed like any
+other bad JSON. What a ``start`` carries into the database (``tracks``,
+``mediaFormat``, ``customParameters``) must be storable as PostgreSQL text and
+JSON: no NUL character, no lone surrogate, no NaN or infinity, nesting at most
+:data:`MAX_STORED_DEPTH` deep. A start that breaks this is refused as an
+:class:`InvalidMessage` rather than cleaned up, since Twilio never sends one (its
+frames come from the TwiML's XML, which cannot hold those characters): it is
+counted like any bad frame, and the socket closes with 4008 "Start timeout"
+unless a valid start follows in time.
 """
 
 from __future__ import annotations
@@ -10,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +38,7 @@ __all__ = [
     "MalformedMessage",
     "UnknownEvent",
     "InvalidMessage",
+    "MAX_STORED_DEPTH",
     "parse_message",
     "media_message",
     "mark_message",
@@ -111,6 +124,10 @@ InboundMessage = Connected | Start | Media | Dtmf | Mark | Stop
 
 
 _INTEGER = re.compile(r"-?[0-9]{1,18}")
+#: Counters beyond 18 digits (as numbers or strings) are not Twilio's.
+_INTEGER_LIMIT = 10**18
+#: How deeply ``start.mediaFormat`` may nest (Twilio's is one flat object).
+MAX_STORED_DEPTH = 4
 # Twilio SIDs are two letters and 32 hex digits; anything beyond letters and digits
 # (control characters, NUL, spaces) is refused before it reaches a log or a row.
 _SID = re.compile(r"[A-Za-z0-9]{1,64}")
@@ -124,7 +141,9 @@ def _int(value: Any, name: str) -> int | None:
     if isinstance(value, bool):
         raise InvalidMessage(f"{name} is not a number")
     if isinstance(value, int):
-        return value
+        if -_INTEGER_LIMIT < value < _INTEGER_LIMIT:
+            return value
+        raise InvalidMessage(f"{name} is out of range")
     if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
         return int(value)
     raise InvalidMessage(f"{name} is not a number")
@@ -147,6 +166,35 @@ def _str(value: Any, name: str, *, required: bool = False) -> str:
     if required and not value:
         raise InvalidMessage(f"missing {name}")
     return value
+
+
+def _storable_text(value: str, name: str) -> str:
+    """``value`` if PostgreSQL can store it as text: no NUL, no lone surrogate."""
+    if "\x00" in value:
+        raise InvalidMessage(f"{name} holds a NUL character")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidMessage(f"{name} holds a lone surrogate") from None
+    return value
+
+
+def _storable_json(value: Any, name: str, depth: int = 0) -> None:
+    """Refuse what PostgreSQL JSON cannot hold (see the module docstring); the recursion stops at MAX_STORED_DEPTH."""
+    if isinstance(value, str):
+        _storable_text(value, name)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidMessage(f"{name} holds a number JSON cannot store")
+    elif isinstance(value, (dict, list)):
+        if depth >= MAX_STORED_DEPTH:
+            raise InvalidMessage(f"{name} is nested too deeply")
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            if isinstance(key, str):
+                _storable_text(key, name)
+            _storable_json(item, name, depth + 1)
 
 
 def _obj(message: dict[str, Any], key: str) -> dict[str, Any]:
@@ -179,24 +227,31 @@ def _parse_start(m: dict[str, Any]) -> Start:
     tracks = start.get("tracks") or []
     if not isinstance(tracks, list):
         raise InvalidMessage("start.tracks is not a list")
+    if not all(isinstance(t, str) for t in tracks):
+        raise InvalidMessage("start.tracks are not strings")
+    _storable_json(tracks, "start.tracks")
     media_format = start.get("mediaFormat") or {}
     if not isinstance(media_format, dict):
         raise InvalidMessage("start.mediaFormat is not an object")
+    _storable_json(media_format, "start.mediaFormat")
     return Start(
         sequence_number=_int(m.get("sequenceNumber"), "sequenceNumber"),
         stream_sid=_sid(m.get("streamSid") or start.get("streamSid"), "streamSid", required=True),
         call_sid=_sid(start.get("callSid"), "start.callSid"),
         account_sid=_sid(start.get("accountSid"), "start.accountSid"),
-        tracks=tuple(str(t) for t in tracks),
+        tracks=tuple(tracks),
         media_format=media_format,
         custom_parameters=_string_map(params, "start.customParameters"),
     )
 
 
 def _string_map(values: dict[str, Any], name: str) -> dict[str, str]:
-    """<Parameter> name/value pairs: strings only, as Twilio sends them."""
+    """<Parameter> name/value pairs: storable strings only, as Twilio sends them."""
     if not all(isinstance(v, str) for v in values.values()):
         raise InvalidMessage(f"{name} values must be strings")
+    for key, value in values.items():
+        _storable_text(key, name)
+        _storable_text(value, name)
     return dict(values)
 
 
@@ -266,6 +321,8 @@ def parse_message(text: str | bytes) -> InboundMessage:
         message = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedMessage("Twilio media stream message was malformed JSON") from exc
+    except RecursionError:  # e.g. "[" * 30000: the C parser gives up at the recursion limit
+        raise MalformedMessage("Twilio media stream message was nested too deeply") from None
     if not isinstance(message, dict):
         raise MalformedMessage("Twilio media stream message was not a JSON object")
     event = message.get("event")

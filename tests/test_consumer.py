@@ -14,7 +14,8 @@ from mediastream.admission import registry
 from mediastream.closing import CLOSES
 from mediastream.groups import events_group
 from mediastream.simulator import new_sid
-from voicecall.models import CallEvent, CallStatus, MediaStream
+from voicecall.models import Call, CallEvent, CallStatus, MediaStream
+from voicecall.tokens import mint_stream_token
 
 from . import streams
 from .support import mediastream_settings as ms
@@ -264,9 +265,12 @@ async def test_a_call_has_one_live_stream():
     assert (await first.connect())[0]
     await first.send_to(text_data=streams.start(call.call_sid, new_sid("MZ"), token))
     await wait_for(lambda: MediaStream.objects.filter(call=call).exists())
+    # The first stream spent its token; even a valid unspent one cannot open a second live stream.
+    fresh, fresh_hash = mint_stream_token()
+    await Call.objects.filter(pk=call.pk).aupdate(stream_token_hash=fresh_hash)
     second = communicator(client="198.51.100.3")
     assert (await second.connect())[0]
-    await second.send_to(text_data=streams.start(call.call_sid, new_sid("MZ"), token))
+    await second.send_to(text_data=streams.start(call.call_sid, new_sid("MZ"), fresh))
     await expect_close(second, CLOSES.STREAM_EXISTS)
     assert await first.receive_nothing(0.05)
     await first.disconnect()

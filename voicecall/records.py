@@ -2,7 +2,7 @@
 
 Call status callbacks are separate HTTP requests with no arrival-order
 guarantee, and several daphne processes may handle them at once. Every update
-here locks the call row (``select_for_update``) and follows three rules:
+here locks the call row (:func:`locked_calls`) and follows three rules:
 
 * a status callback whose ``SequenceNumber`` is not above the last applied one
   changes nothing;
@@ -17,12 +17,16 @@ source of truth, so a signed callback for an unknown CallSid creates the call.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from datetime import timezone as dt_timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from django.db import connection
+from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -36,11 +40,14 @@ __all__ = [
     "StatusChange",
     "VoiceOutcome",
     "StatusOutcome",
+    "MAX_INTEGER",
+    "storable_text",
     "clean_param",
     "parse_status",
     "parse_int",
     "parse_timestamp",
     "payload_from",
+    "locked_calls",
     "lock_call",
     "apply_status",
     "close_open_streams",
@@ -78,12 +85,17 @@ class StatusChange:
 
 @dataclass(frozen=True)
 class VoiceOutcome:
-    """Result of :func:`record_voice_webhook`; ``token`` is None when the call has ended."""
+    """Result of :func:`record_voice_webhook`.
+
+    ``token`` is None when the call has ended or has a live stream; then
+    ``live_stream`` names that stream's SID ("" when the call has ended).
+    """
 
     call: Call
     created: bool
     change: StatusChange | None
     token: str | None
+    live_stream: str = ""
 
 
 @dataclass(frozen=True)
@@ -96,11 +108,26 @@ class StatusOutcome:
 
 
 # --- Parsing Twilio's form values ----------------------------------------------------
+# Every value Twilio sends is stored in PostgreSQL, which refuses NUL in text and
+# JSON and whose integer columns end at 2**31 - 1: what cannot be stored is
+# cleaned (text) or treated as absent (numbers, timestamps), never a 500.
+
+#: The largest value a PostgreSQL ``integer`` column holds (SequenceNumber, CallDuration).
+MAX_INTEGER = 2**31 - 1
+_DECIMAL = re.compile(r"[0-9]{1,10}")
+
+
+def storable_text(value: Any) -> str:
+    """``str(value)`` without NUL characters or lone surrogates (replaced by U+FFFD)."""
+    text = str(value).replace("\x00", "")
+    if not text.isascii():
+        text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return text
 
 
 def clean_param(value: Any, max_length: int) -> str:
-    """A form value fit for a CharField: no NUL characters, stripped, cut to size."""
-    return str(value or "").replace("\x00", "").strip()[:max_length]
+    """A form value fit for a CharField: storable, stripped, cut to size."""
+    return storable_text(value or "").strip()[:max_length]
 
 
 def parse_status(value: Any) -> str | None:
@@ -109,34 +136,43 @@ def parse_status(value: Any) -> str | None:
     return text if text in CallStatus.values else None
 
 
-def parse_int(value: Any) -> int | None:
-    """A non-negative int from a form value, or None."""
+def parse_int(value: Any, maximum: int = MAX_INTEGER) -> int | None:
+    """A non-negative ASCII decimal up to ``maximum``, or None (absent, malformed or out of range)."""
     text = clean_param(value, 20)
-    if not text.isdigit():
+    if not _DECIMAL.fullmatch(text):
         return None
-    return int(text)
+    number = int(text)
+    return number if number <= maximum else None
 
 
 def parse_timestamp(value: Any) -> datetime | None:
-    """Twilio's ``Timestamp``: RFC 2822 on call callbacks, ISO 8601 on stream callbacks."""
+    """Twilio's ``Timestamp``: RFC 2822 on call callbacks, ISO 8601 on stream callbacks.
+
+    None unless it names an aware instant that also exists in UTC (a year-1 time
+    east of Greenwich does not, and would fail when saved).
+    """
     text = clean_param(value, 64)
     if not text:
         return None
     try:
         parsed = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         try:
             parsed = parse_datetime(text)
-        except ValueError:
+        except (ValueError, OverflowError):
             parsed = None
     if parsed is None or parsed.tzinfo is None:
+        return None
+    try:
+        parsed.astimezone(dt_timezone.utc)
+    except (ValueError, OverflowError):
         return None
     return parsed
 
 
 def payload_from(params: Mapping[str, Any]) -> dict[str, str]:
-    """Webhook params as a JSON-safe dict (last value per name, no NUL characters)."""
-    return {str(name): str(params.get(name, "")).replace("\x00", "") for name in params.keys()}
+    """Webhook params as a storable JSON dict (last value per name; names and values cleaned)."""
+    return {storable_text(name): storable_text(params.get(name, "")) for name in params.keys()}
 
 
 # --- Call updates ----------------------------------------------------------------------
@@ -151,10 +187,20 @@ def _identity(params: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
+def locked_calls() -> QuerySet[Call]:
+    """Calls locked for update, as ``FOR NO KEY UPDATE`` where the database has it (PostgreSQL).
+
+    That serialises every update of a call, yet leaves inserting rows that only
+    reference it (events, streams) unblocked, so a webhook holding the lock and
+    a stream refusal writing its event never wait on each other.
+    """
+    return Call.objects.select_for_update(no_key=connection.features.has_select_for_no_key_update)
+
+
 def lock_call(call_sid: str, params: Mapping[str, Any]) -> tuple[Call, bool]:
     """Lock the call row for ``call_sid`` (creating it from ``params`` if new); fill blank fields."""
     identity = _identity(params)
-    call, created = Call.objects.select_for_update().get_or_create(
+    call, created = locked_calls().get_or_create(
         call_sid=call_sid, defaults=identity
     )
     if not created:
@@ -226,18 +272,29 @@ def apply_status(
 
 
 def record_voice_webhook(call_sid: str, params: Mapping[str, Any]) -> VoiceOutcome:
-    """Create or update the call, and mint a stream token unless the call has ended."""
+    """Create or update the call, and mint a stream token unless it has ended or has a live stream.
+
+    A live stream (a MediaStream row not stopped) keeps its call's token
+    unminted: a new one would let whoever replayed the webhook open the next
+    stream. The call row lock orders this against the stream's admission.
+    """
     call, created = lock_call(call_sid, params)
     status = parse_status(params.get("CallStatus"))
     change = apply_status(call, status) if status else None
     token = None
+    live_stream = ""
     if not call.is_terminal:
+        live_stream = (
+            MediaStream.objects.filter(call=call, stopped_at__isnull=True).values_list("stream_sid", flat=True).first()
+            or ""
+        )
+    if not call.is_terminal and not live_stream:
         token, call.stream_token_hash = mint_stream_token()
         call.save(update_fields=["stream_token_hash", "updated_at"])
     payload = payload_from(params)
-    payload["answer"] = "stream" if token else "hangup"
+    payload["answer"] = "stream" if token else ("live stream" if live_stream else "hangup")
     CallEvent.objects.create(call=call, type=TwilioEvent.CALL_VOICE, payload=payload)
-    return VoiceOutcome(call=call, created=created, change=change, token=token)
+    return VoiceOutcome(call=call, created=created, change=change, token=token, live_stream=live_stream)
 
 
 def record_call_status(call_sid: str, params: Mapping[str, Any]) -> StatusOutcome:

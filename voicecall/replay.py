@@ -2,10 +2,15 @@
 
 A valid signature proves Twilio sent a request once, not that it is new:
 Twilio retries, and anyone who saw a request can send it again. After the
-signature check, the request gets a key (sha256 of URL, sorted params and
-signature). The first request with a key runs its side effects and stores its
-response in a :class:`~voicecall.models.WebhookReceipt`; the same key within
-``VOICECALL["REPLAY_WINDOW_SECONDS"]`` gets that stored response back and changes nothing.
+signature check, the request gets a key: the sha256 of exactly what the
+signature covers (:func:`voicecall.twilio_auth.signed_material`), so every body
+that validates under one signature (a duplicated pair, ``a=bc`` for ``ab=c``)
+is the same request. The first request with a key runs its side effects and
+stores its response in a :class:`~voicecall.models.WebhookReceipt`; the same key
+within ``VOICECALL["REPLAY_WINDOW_SECONDS"]`` gets that stored response back and
+changes nothing. After the window a replay is handled again, which the
+handlers make harmless: status callbacks apply in SequenceNumber order, and the
+voice webhook never mints a new stream token while the call has a live stream.
 
 The key column is unique, so of two identical requests arriving at once in
 different daphne processes only one inserts its receipt; the other waits for
@@ -26,7 +31,6 @@ import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode
 
 from cryptography.fernet import Fernet, InvalidToken
 from django.db import IntegrityError, transaction
@@ -37,6 +41,7 @@ from django.utils.crypto import salted_hmac
 from .conf import voicecall_settings
 from .logsafe import sanitize
 from .models import WebhookReceipt
+from .twilio_auth import signed_material
 
 __all__ = ["PRUNE_EVERY", "replay_key", "handle_once", "prune_expired"]
 
@@ -48,24 +53,9 @@ PRUNE_EVERY = 64
 _KEY_SALT = "voicecall.replay.WebhookReceipt.body"
 
 
-def _canonical_params(params: Mapping[str, Any] | str | None) -> str:
-    """Params as one unambiguous string: sorted, url-encoded (a raw body stays as is)."""
-    if params is None:
-        return ""
-    if isinstance(params, str):
-        return params
-    getlist = getattr(params, "getlist", None)
-    pairs = []
-    for name in params.keys():
-        values = getlist(name) if getlist is not None else [params[name]]
-        pairs.extend((str(name), str(value)) for value in values)
-    return urlencode(sorted(pairs))
-
-
-def replay_key(url: str, params: Mapping[str, Any] | str | None, signature: str) -> str:
-    """sha256 hex of ``url``, the canonical sorted params and the signature, one per line."""
-    material = "\n".join((url, _canonical_params(params), signature or ""))
-    return hashlib.sha256(material.encode("utf-8")).hexdigest()
+def replay_key(url: str, params: Mapping[str, Any] | str | None) -> str:
+    """sha256 hex of what a Twilio signature covers for ``url`` and ``params``."""
+    return hashlib.sha256(signed_material(url, params).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _fernet() -> Fernet:

@@ -4,6 +4,10 @@ The voice webhook puts a fresh random token in ``<Parameter name="token">``;
 the media stream consumer checks the token that comes back in
 ``start.customParameters`` against the stored hash. Storing only the SHA-256
 means a database read does not hand out a working token.
+
+A token opens one stream: admitting a stream clears the stored hash, so the
+token is spent (a later start with it is refused) until the voice webhook
+mints the next one, which it never does while the call has a live stream.
 """
 
 from __future__ import annotations

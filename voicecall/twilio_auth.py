@@ -6,7 +6,9 @@ checked against, and breaks behind TLS-terminating proxies, so every URL here
 is built from the ``TWILIO_PUBLIC_BASE_URL`` setting plus the path received.
 
 The HMAC itself is twilio-python's :class:`~twilio.request_validator.RequestValidator`;
-this module only chooses the URL candidates and says why a check failed.
+this module only chooses the URL candidates and says why a check failed, and
+names what the HMAC covers (:func:`signed_material`), so replay protection can
+treat every request that validates under one signature as one request.
 Only ``VOICECALL["VALIDATE_SIGNATURES"]`` turns the checks off; ``DEBUG`` never does.
 """
 
@@ -30,6 +32,7 @@ __all__ = [
     "public_url_for",
     "public_websocket_url_for",
     "request_public_url",
+    "signed_material",
     "validate_http_request",
     "validate_websocket_upgrade",
 ]
@@ -84,6 +87,34 @@ def public_websocket_url_for(path: str) -> str:
 def request_public_url(request: HttpRequest) -> str:
     """The URL Twilio signed for ``request``: public origin + the path and query received."""
     return public_url_for(escape_uri_path(request.path), request.META.get("QUERY_STRING", ""))
+
+
+# --- What a signature covers ------------------------------------------------------
+
+
+def _signed_params(url: str, params: Any) -> Any:
+    """The params the validator hashes: none for a JSON body whose hash is in the URL."""
+    if isinstance(params, str):
+        return {} if "bodySHA256" in QueryDict(urlsplit(url).query) else {"": params}
+    return params or {}
+
+
+def signed_material(url: str, params: Mapping[str, Any] | str | None) -> str:
+    """The exact string Twilio's HMAC covers for ``url`` and ``params``.
+
+    As ``RequestValidator.compute_signature`` builds it: the URL, then for each
+    distinct param name in sorted order, name + value for each of its distinct
+    values in sorted order. So ``a=bc`` and ``ab=c``, or ``x=1&x=1`` and ``x=1``,
+    share one material and one signature. A JSON body is covered through the
+    ``bodySHA256`` in the URL (a raw body without one is covered whole).
+    """
+    params = _signed_params(url, params)
+    getlist = getattr(params, "getlist", None)
+    parts = [url]
+    for name in sorted(set(params)):
+        values = getlist(name) if getlist is not None else [params[name]]
+        parts.extend(name + value for value in sorted(set(values)))
+    return "".join(parts)
 
 
 # --- Checks ----------------------------------------------------------------------

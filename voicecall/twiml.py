@@ -18,6 +18,7 @@ __all__ = [
     "stream_url",
     "connect_stream_twiml",
     "hangup_twiml",
+    "retry_twiml",
     "empty_twiml",
 ]
 
@@ -50,6 +51,14 @@ def hangup_twiml() -> str:
     """``<Response><Hangup/></Response>``: the answer for a call that has already ended."""
     response = VoiceResponse()
     response.hangup()
+    return str(response)
+
+
+def retry_twiml(url: str, pause_seconds: int = 1) -> str:
+    """``<Pause>`` then ``<Redirect>`` to ``url``: ask Twilio for this call's TwiML again shortly."""
+    response = VoiceResponse()
+    response.pause(length=pause_seconds)
+    response.redirect(url, method="POST")
     return str(response)
 
 

@@ -9,7 +9,9 @@ CSRF does not apply: the signature authenticates the request.
 Decisions: a status callback for an unknown CallSid creates the call (Twilio
 is the source of truth and the request is signed); a stream status callback
 for an unknown call is only logged, since streams exist only for calls our
-voice webhook answered. Neither ever answers 500 for an unknown call.
+voice webhook answered. Neither ever answers 500 for an unknown call. A form
+Django cannot parse (over ``DATA_UPLOAD_MAX_NUMBER_FIELDS`` fields: 413; a
+non-UTF-8 charset: 400) is refused at the gate like an oversize body.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from collections.abc import Callable
 from functools import partial, wraps
 from typing import Any
 
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import BadRequest, RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
 from django.db import transaction
 from django.dispatch import Signal
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.http.multipartparser import MultiPartParserError
 from django.urls import reverse
 from django.utils.cache import add_never_cache_headers
 from django.utils.log import log_response
@@ -35,8 +38,8 @@ from .logsafe import sanitize
 from .models import Call, MediaStream
 from .replay import handle_once, replay_key
 from .signals import call_answered_by, call_started, call_status_changed, recording_status_changed
-from .twilio_auth import SIGNATURE_HEADER, public_url_for, request_public_url, validate_http_request
-from .twiml import TWIML_CONTENT_TYPE, connect_stream_twiml, empty_twiml, hangup_twiml
+from .twilio_auth import public_url_for, request_public_url, validate_http_request
+from .twiml import TWIML_CONTENT_TYPE, connect_stream_twiml, empty_twiml, hangup_twiml, retry_twiml
 
 __all__ = [
     "twilio_webhook",
@@ -84,6 +87,17 @@ def _body_too_big(request: HttpRequest) -> bool:
         return True
 
 
+def _unreadable_form(request: HttpRequest) -> HttpResponse | None:
+    """413 or 400 if Django cannot parse the query or the form; None when both parse."""
+    try:
+        request.GET, request.POST  # noqa: B018 (parsed here, once, so no later access raises)
+    except TooManyFieldsSent:
+        return HttpResponse("Too many form fields", status=413, content_type="text/plain")
+    except (SuspiciousOperation, BadRequest, MultiPartParserError):
+        return HttpResponse("Unreadable form body", status=400, content_type="text/plain")
+    return None
+
+
 def _twiml(body: str, status: int = 200) -> HttpResponse:
     return HttpResponse(body, content_type=TWIML_CONTENT_TYPE, status=status)
 
@@ -110,6 +124,9 @@ def twilio_webhook(handler: Handler) -> Handler:
         if _body_too_big(request):
             response = HttpResponse("Payload Too Large", status=413, content_type="text/plain")
             return _refuse(request, response, "body over MAX_WEBHOOK_BODY_BYTES")
+        unreadable = _unreadable_form(request)
+        if unreadable is not None:
+            return _refuse(request, unreadable, unreadable.content.decode())
         check = validate_http_request(request)
         if not check.ok:
             response = HttpResponse("Forbidden", status=403, content_type="text/plain")
@@ -119,7 +136,7 @@ def twilio_webhook(handler: Handler) -> Handler:
             response = HttpResponse("Forbidden", status=403, content_type="text/plain")
             return _refuse(request, response, "AccountSid is not TWILIO_ACCOUNT_SID")
         params = request.POST or request.body.decode("utf-8", errors="replace")
-        key = replay_key(request_public_url(request), params, request.headers.get(SIGNATURE_HEADER, ""))
+        key = replay_key(request_public_url(request), params)
         response, _replayed = handle_once(key, request.path, lambda: handler(request))
         add_never_cache_headers(response)  # the voice TwiML carries a stream token
         return response
@@ -141,9 +158,49 @@ def stream_status_callback_url() -> str:
     return public_url_for(reverse("voicecall:stream-status").rstrip("/") + "/")
 
 
+#: The signed query parameter counting how often the voice URL found the call's stream still live.
+LIVE_STREAM_RETRY_PARAMETER = "stream_retry"
+#: How often (a second apart) Twilio is asked again before the call is hung up.
+LIVE_STREAM_RETRIES = 3
+
+
+def _live_stream_answer(request: HttpRequest, call_sid: str, stream_sid: str) -> HttpResponse:
+    """The answer to a voice webhook for a call whose stream is live: never a new token.
+
+    Twilio asks for a call's TwiML only when it is not (or no longer) running
+    a stream, so a request that finds one live is either a replay, whose sender
+    must get no token, or Twilio after a redirect that beat the stream's stop
+    to the database. Pause a second and redirect to the voice URL with a retry
+    count in the (signed) query: Twilio gets a stream once the stop is
+    recorded, a replayer gets nothing usable, and no call is lost to a race.
+    After LIVE_STREAM_RETRIES tries the stream row is stale, and the call is hung up.
+    """
+    retry = min(records.parse_int(request.GET.get(LIVE_STREAM_RETRY_PARAMETER)) or 0, LIVE_STREAM_RETRIES)
+    if retry >= LIVE_STREAM_RETRIES:
+        logger.warning(
+            "Voice webhook for call %s: stream %s still live after %d retries; hanging up",
+            sanitize(call_sid),
+            sanitize(stream_sid),
+            retry,
+        )
+        return _twiml(hangup_twiml())
+    logger.warning(
+        "Voice webhook for call %s while its stream %s is live (a replay, or a redirect racing the stream's stop): "
+        "no new token, retry %d",
+        sanitize(call_sid),
+        sanitize(stream_sid),
+        retry + 1,
+    )
+    path = reverse("voicecall:voice").rstrip("/") + "/"
+    return _twiml(retry_twiml(public_url_for(path, f"{LIVE_STREAM_RETRY_PARAMETER}={retry + 1}")))
+
+
 @twilio_webhook
 def voice(request: HttpRequest) -> HttpResponse:
-    """Voice URL: record the call, answer ``<Connect><Stream>`` with a fresh token (or hang up)."""
+    """Voice URL: record the call, answer ``<Connect><Stream>`` with a fresh token (or hang up).
+
+    A call whose stream is live gets no new token (see :func:`_live_stream_answer`).
+    """
     call_sid = _call_sid(request)
     if not call_sid:
         return _missing_call_sid(request)
@@ -152,6 +209,8 @@ def voice(request: HttpRequest) -> HttpResponse:
         return overflow
     outcome = records.record_voice_webhook(call_sid, request.POST)
     _status_signal(outcome.change, outcome.call, outcome.created)
+    if outcome.live_stream:
+        return _live_stream_answer(request, call_sid, outcome.live_stream)
     if outcome.token is None:
         logger.info("Voice webhook for ended call %s: hanging up", sanitize(call_sid))
         return _twiml(hangup_twiml())
