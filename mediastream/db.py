@@ -13,10 +13,11 @@ import socket
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from voicecall.models import Call, CallEvent, CallStatus, MediaStream, TranscriptSegment
+from voicecall.records import locked_calls
 from voicecall.tokens import verify_stream_token
 
 from .closing import CLOSES, Close
@@ -64,17 +65,30 @@ def admit_stream(
     custom_parameters: dict,
     stale_after: float,
 ) -> Admitted | Close:
-    """Accept a ``start``: the call exists, is live, the token matches, and it has no live stream."""
+    """Accept a ``start``: the call exists, is live, the token matches and is unspent, and it has no live stream.
+
+    Unknown calls, ended calls and wrong tokens are refused from an unlocked
+    read (the token compared in constant time against the stored hash), so a
+    flood of bad starts never takes the call's row lock, which its webhooks
+    need; each refusal writes at most one ``stream.rejected`` row per call per
+    :data:`REJECTION_ROW_SECONDS`. The checks are repeated under the lock before
+    the stream row is written. Admission spends the token: a later ``start``
+    with it is refused "Invalid stream token" until the voice webhook mints a
+    new one.
+    """
+    call = Call.objects.filter(call_sid=call_sid).only("pk", "status", "stream_token_hash").first()
+    if call is None:
+        return CLOSES.UNKNOWN_CALL
+    refusal = _token_refusal(call, token)
+    if refusal is not None:
+        _note_rejection(call.pk, stream_sid, refusal.reason)
+        return refusal
     with transaction.atomic():
-        call = Call.objects.select_for_update().filter(call_sid=call_sid).first()
-        if call is None:
-            return CLOSES.UNKNOWN_CALL
-        if call.is_terminal:
-            _event(call, None, "stream.rejected", {"stream_sid": stream_sid, "reason": CLOSES.CALL_ENDED.reason})
-            return CLOSES.CALL_ENDED
-        if not verify_stream_token(token, call.stream_token_hash):
-            _event(call, None, "stream.rejected", {"stream_sid": stream_sid, "reason": CLOSES.INVALID_TOKEN.reason})
-            return CLOSES.INVALID_TOKEN
+        call = locked_calls().get(pk=call.pk)
+        refusal = _token_refusal(call, token)  # ended, or the token spent, since the read above
+        if refusal is not None:
+            _note_rejection(call.pk, stream_sid, refusal.reason)
+            return refusal
         now = timezone.now()
         live = list(call.streams.filter(stopped_at__isnull=True))
         for other in live:
@@ -82,12 +96,7 @@ def admit_stream(
             if now - last_seen > timedelta(seconds=stale_after):
                 _close(other, now, CLOSES.INTERNAL_ERROR.code, "stale: owner stopped heartbeating")
             else:
-                _event(
-                    call,
-                    None,
-                    "stream.rejected",
-                    {"stream_sid": stream_sid, "reason": CLOSES.STREAM_EXISTS.reason, "live": other.stream_sid},
-                )
+                _note_rejection(call.pk, stream_sid, CLOSES.STREAM_EXISTS.reason, live=other.stream_sid)
                 return CLOSES.STREAM_EXISTS
         try:
             with transaction.atomic():
@@ -102,9 +111,10 @@ def admit_stream(
                     server=SERVER_ID,
                 )
         except IntegrityError:
-            _event(call, None, "stream.rejected", {"stream_sid": stream_sid, "reason": "duplicate streamSid"})
+            _note_rejection(call.pk, stream_sid, "duplicate streamSid")
             return CLOSES.DUPLICATE_STREAM_SID
-        fields = ["status", "updated_at"]
+        call.stream_token_hash = ""  # spent: one stream per minted token
+        fields = ["status", "stream_token_hash", "updated_at"]
         if call.status != CallStatus.IN_PROGRESS:
             call.status = CallStatus.IN_PROGRESS
         if call.answered_at is None:
@@ -113,6 +123,43 @@ def admit_stream(
         call.save(update_fields=fields)
         _event(call, stream, "stream.started", {"stream_sid": stream_sid, "tracks": tracks})
         return Admitted(call_id=call.pk, stream_id=stream.pk, call_sid=call_sid, stream_sid=stream_sid)
+
+
+def _token_refusal(call: Call, token: str | None) -> Close | None:
+    """Why ``token`` cannot start a stream on ``call`` (ended, or not its unspent token), or None."""
+    if call.is_terminal:
+        return CLOSES.CALL_ENDED
+    if not verify_stream_token(token, call.stream_token_hash):
+        return CLOSES.INVALID_TOKEN
+    return None
+
+
+#: At most one ``stream.rejected`` row per call in this many seconds; the refusals themselves are unchanged.
+REJECTION_ROW_SECONDS = 1.0
+# pg_try_advisory_xact_lock(class, id): the class keeps these locks apart from any other use.
+_REJECTION_LOCK_CLASS = 0x6D73  # "ms"
+
+
+def _note_rejection(call_id: int, stream_sid: str, reason: str, **extra: str) -> None:
+    """Write a ``stream.rejected`` row unless the call got one within REJECTION_ROW_SECONDS.
+
+    On PostgreSQL a non-blocking advisory lock per call makes the check and the
+    insert one step across processes: whoever does not get it skips the row.
+    """
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_try_advisory_xact_lock(%s, %s)", [_REJECTION_LOCK_CLASS, call_id % 2**31]
+                )
+                if not cursor.fetchone()[0]:
+                    return
+        since = timezone.now() - timedelta(seconds=REJECTION_ROW_SECONDS)
+        if CallEvent.objects.filter(call_id=call_id, type="stream.rejected", created_at__gte=since).exists():
+            return
+        CallEvent.objects.create(
+            call_id=call_id, type="stream.rejected", payload={"stream_sid": stream_sid, "reason": reason, **extra}
+        )
 
 
 def finish_stream(stream_id: int, *, close_code: int | None, close_reason: str, stats: dict) -> bool:
