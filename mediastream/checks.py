@@ -22,7 +22,15 @@ from .proxies import invalid_trusted_proxies
 from .asgi_inspect import routes_media_stream
 from .conf import DEFAULTS, MOVED_TO_VOICECALL, app_settings
 
-__all__ = ["W004", "check_settings", "check_deploy", "check_channel_layers", "check_asgi_application", "check_speech_extra"]
+__all__ = [
+    "W004",
+    "W006",
+    "check_settings",
+    "check_deploy",
+    "check_channel_layers",
+    "check_asgi_application",
+    "check_speech_extra",
+]
 
 READY_ASGI_APPLICATION = "mediastream.asgi.application"
 
@@ -158,7 +166,8 @@ def check_channel_layers(app_configs=None, **kwargs) -> list:
         return []  # mediastream's AppConfig gave the project the in-memory layer
     default = layers.get("default") if isinstance(layers, dict) else None
     if not isinstance(default, dict):
-        return [Error("CHANNEL_LAYERS has no 'default' layer; media streams and mediastream.api use it.", hint=hint, id="mediastream.E007")]
+        message = "CHANNEL_LAYERS has no 'default' layer; media streams and mediastream.api use it."
+        return [Error(message, hint=hint, id="mediastream.E007")]
     backend = default.get("BACKEND")
     try:
         if not backend:
@@ -186,7 +195,8 @@ def check_asgi_application(app_configs=None, **kwargs) -> list:
     try:
         application = import_string(str(path))
     except Exception as exc:
-        return [Error(f"ASGI_APPLICATION {path!r} cannot be imported: {type(exc).__name__}: {exc}", hint=fix, id="mediastream.E008")]
+        message = f"ASGI_APPLICATION {path!r} cannot be imported: {type(exc).__name__}: {exc}"
+        return [Error(message, hint=fix, id="mediastream.E008")]
     stream_path = voicecall_settings.STREAM_PATH
     if routes_media_stream(application, stream_path) is False:
         return [

@@ -16,7 +16,15 @@ import logging
 import threading
 from dataclasses import dataclass
 
-__all__ = ["Finding", "describe_redis_host", "check_database", "check_channel_layer", "report", "start", "start_when_serving"]
+__all__ = [
+    "Finding",
+    "describe_redis_host",
+    "check_database",
+    "check_channel_layer",
+    "report",
+    "start",
+    "start_when_serving",
+]
 
 logger = logging.getLogger(__name__)
 

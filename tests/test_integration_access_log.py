@@ -29,7 +29,8 @@ def test_every_access_log_entry_passes_through_the_redaction():
 
     assert install() and install()  # idempotent
     seen = []
-    server = Server(application=None, endpoints=["tcp:port=0:interface=127.0.0.1"], action_logger=lambda *entry: seen.append(entry))
+    endpoints = ["tcp:port=0:interface=127.0.0.1"]
+    server = Server(application=None, endpoints=endpoints, action_logger=lambda *entry: seen.append(entry))
     server.log_action("http", "complete", {"path": f"/twilio/status/?AccountSid={SECRET}", "status": 200})
     server.log_action("websocket", "connecting", {"path": "/twilio/media-stream/", "client": "127.0.0.1:1"})
     assert [details["path"] for _, _, details in seen] == ["/twilio/status/?...", "/twilio/media-stream/"]

@@ -168,7 +168,8 @@ def test_the_dropped_entry_is_said_once_at_run_time(caplog):
 
 def test_embedded_backends_without_the_speech_extra_warn(monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in {"piper", "faster_whisper"} else real(name, *a))
+    hidden = {"piper", "faster_whisper"}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in hidden else real(name, *a))
     with mediastream_settings(
         TTS={"BACKEND": "mediastream.tts.piper.PiperBackend", "OPTIONS": {}},
         TRANSCRIPTION={"BACKEND": "mediastream.transcription.whisper.WhisperBackend", "OPTIONS": {}},

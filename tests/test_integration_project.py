@@ -54,15 +54,17 @@ def test_the_readme_section_comes_first_and_names_every_piece():
     assert re.findall(r"^## .*$", readme, flags=re.M)[0] == SECTION
     blocks = readme_blocks()
     assert set(blocks) == {"settings.py", "urls.py"}
-    for piece in ('"daphne"', '"channels"', '"voicecall"', '"mediastream"', 'ASGI_APPLICATION = "mediastream.asgi.application"',
-                  "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_PUBLIC_BASE_URL"):
+    pieces = ('"daphne"', '"channels"', '"voicecall"', '"mediastream"', 'ASGI_APPLICATION = "mediastream.asgi.application"',
+              "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_PUBLIC_BASE_URL")
+    for piece in pieces:
         assert piece in blocks["settings.py"]
     assert 'path("twilio/", include("voicecall.urls"))' in blocks["urls.py"]
 
 
 def run(args: list[str], *, cwd: Path, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{' '.join(map(str, args))} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+    command = " ".join(map(str, args))
+    assert result.returncode == 0, f"{command} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
     return result
 
 

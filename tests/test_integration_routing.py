@@ -83,3 +83,18 @@ async def test_daphne_answers_403_for_an_unrouted_path_and_still_serves_streams(
     assert "no route serves that path" in log
     assert "Traceback" not in log and "No route found" not in log
     assert row.stopped_at is not None
+
+
+def test_the_ready_application_without_settings_says_which_variable_to_set():
+    import os
+    import subprocess
+    import sys
+
+    from .live import ROOT
+
+    env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
+    result = subprocess.run([sys.executable, "-c", "import mediastream.asgi"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "ImproperlyConfigured: mediastream.asgi serves your project: set DJANGO_SETTINGS_MODULE" in result.stderr
+    assert "DJANGO_SETTINGS_MODULE=mysite.settings daphne mediastream.asgi:application" in result.stderr

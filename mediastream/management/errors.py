@@ -53,7 +53,8 @@ def _layer_hosts() -> str:
 
     from ..preflight import describe_redis_host
 
-    hosts = [describe_redis_host(host) for host in getattr(get_channel_layer(), "hosts", None) or [] if isinstance(host, dict)]
+    entries = getattr(get_channel_layer(), "hosts", None) or []
+    hosts = [describe_redis_host(host) for host in entries if isinstance(host, dict)]
     return ", ".join(hosts) or "its server"
 
 
@@ -94,7 +95,9 @@ def database_failure(exc: BaseException) -> CommandError:
     host = connection.settings_dict.get("HOST") or "local"
     text = str(exc).lower()
     if "no such table" in text or ("relation" in text and "does not exist" in text):
-        return CommandError(f"The {connection.vendor} database {name!s} has no call tables yet ({first_line(exc)}).\nRun manage.py migrate.")
+        return CommandError(
+            f"The {connection.vendor} database {name!s} has no call tables yet ({first_line(exc)}).\nRun manage.py migrate."
+        )
     return CommandError(
         f"Cannot use the {connection.vendor} database {name!s} ({host}): {first_line(exc)}.\n"
         "Start it, or fix DATABASES (DATABASE_URL in the demo settings)."
