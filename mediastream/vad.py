@@ -275,6 +275,7 @@ class SpeechDetector:
         self._run = 0  # consecutive loud windows (before a start) / quiet windows (after)
         self._gated_run = 0  # consecutive windows below the energy gate
         self._model_fresh = True  # the model has seen nothing since its last reset
+        self._voiced_until = 0  # stream ms where the open utterance's latest voiced window ended
         #: Windows seen and windows the model actually ran on (the rest were gated).
         self.windows = 0
         self.model_windows = 0
@@ -284,6 +285,24 @@ class SpeechDetector:
     def speaking(self) -> bool:
         """Whether the caller is currently inside a detected utterance."""
         return self._speaking
+
+    @property
+    def silence_ms(self) -> int:
+        """Inside an utterance: how long the caller has been quiet so far (0 while voiced or not speaking).
+
+        Speech ends when this reaches ``END_SILENCE_SECONDS``; a transcriber can
+        start early on a shorter silence and keep the result if no voice follows.
+        """
+        return self._run * WINDOW_MS if self._speaking else 0
+
+    @property
+    def voiced_until_ms(self) -> int:
+        """Stream ms where the latest voiced window of the open (or last) utterance ended.
+
+        It changes only when more voice is heard: work done on the audio up to it
+        stays valid while it stays the same.
+        """
+        return self._voiced_until
 
     @property
     def offset_ms(self) -> int:
@@ -375,10 +394,15 @@ class SpeechDetector:
             if self._run >= self.start_windows:
                 self._speaking = True
                 self._run = 0
+                self._voiced_until = (index + 1) * WINDOW_MS
                 first = index - self.start_windows + 1
                 return SpeechStarted(offset_ms=first * WINDOW_MS, detected_ms=(index + 1) * WINDOW_MS)
             return None
-        self._run = self._run + 1 if p < self.end_threshold else 0
+        if p < self.end_threshold:
+            self._run += 1
+        else:
+            self._run = 0
+            self._voiced_until = (index + 1) * WINDOW_MS
         if self._run >= self.end_windows:
             self._speaking = False
             first = index - self.end_windows + 1

@@ -34,6 +34,7 @@ __all__ = [
     "silence",
     "speech_clip",
     "speech_wav",
+    "telephone",
     "to_mulaw_8k",
     "white_noise",
 ]
@@ -93,6 +94,29 @@ def to_mulaw_8k(samples: np.ndarray, rate: int) -> bytes:
     if rate != SAMPLE_RATE:
         x = soxr.resample(x.astype(np.int16), rate, SAMPLE_RATE, quality="HQ")
     return ulaw_encode(np.asarray(x, dtype=np.int16))
+
+
+def _band_filter(low_hz: float = 300.0, high_hz: float = 3400.0, taps: int = 129) -> np.ndarray:
+    """A linear-phase FIR band-pass at 8 kHz (windowed sinc): the telephone channel."""
+    n = np.arange(taps) - (taps - 1) / 2
+    def lowpass(cutoff: float) -> np.ndarray:
+        return 2 * cutoff / SAMPLE_RATE * np.sinc(2 * cutoff / SAMPLE_RATE * n)
+    return (lowpass(high_hz) - lowpass(low_hz)) * np.blackman(taps)
+
+
+def telephone(samples: np.ndarray, rate: int, *, noise_dbfs: float | None = None, seed: int = 0) -> bytes:
+    """Audio at any rate through the phone path the consumer receives: 8 kHz (soxr HQ),
+    300-3400 Hz band, optional white line noise at ``noise_dbfs`` RMS, G.711 mu-law."""
+    x = np.asarray(samples)
+    x = x.astype(np.float64) / 32768.0 if x.dtype.kind in "iu" else x.astype(np.float64)
+    if x.ndim > 1:
+        x = x.mean(axis=1)
+    if rate != SAMPLE_RATE:
+        x = soxr.resample(x, rate, SAMPLE_RATE, quality="HQ")
+    x = np.convolve(x, _band_filter(), mode="same")
+    if noise_dbfs is not None:
+        x = x + np.random.default_rng(seed).standard_normal(len(x)) * 10 ** (noise_dbfs / 20)
+    return ulaw_encode(np.clip(x * 32768.0, -32768, 32767).astype(np.int16))
 
 
 @dataclass(frozen=True)

