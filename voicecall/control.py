@@ -220,13 +220,11 @@ def _refused(action: str, error: CallControlError) -> CallControlError:
 
 def _rest(action: str, operation: Callable[[], T]) -> T:
     """Run ``operation``; Twilio's refusals and network errors become CallControlErrors."""
-    import requests
-
     try:
         return operation()
     except (TwilioRestException, TwilioServiceException) as exc:
         raise _refused(action, _from_twilio(exc)) from exc
-    except requests.RequestException as exc:
+    except OSError as exc:  # requests' errors (connection, timeout, bad URL) are OSErrors
         raise _refused(action, _unreachable(exc)) from exc
     except TwilioException as exc:  # e.g. an answer that is not Twilio's JSON
         raise _refused(action, CallControlError(sanitize(exc, 300))) from exc
