@@ -95,12 +95,37 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {
-    "default": dj_database_url.parse(
-        os.environ.get("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
-        conn_max_age=int(os.environ.get("CONN_MAX_AGE", "0")),
+
+def database_settings(url: str) -> dict:
+    """``DATABASES["default"]`` for ``DATABASE_URL``, with pooled connections on PostgreSQL.
+
+    Under ASGI each HTTP request runs on a thread of its own, so persistent
+    connections (``CONN_MAX_AGE``) would leave one session per request
+    thread open until it is garbage-collected: a ramp of calls runs PostgreSQL
+    out of sessions. PostgreSQL gets psycopg's pool instead: at most
+    ``DB_POOL_MAX_SIZE`` sessions per process, health-checked before each use
+    (a restarted database costs no request a dead session), waited for at most
+    ``DB_POOL_TIMEOUT`` seconds. ``DB_POOL=0`` turns it off (then
+    ``CONN_MAX_AGE`` applies). Connection attempts give up after
+    ``DB_CONNECT_TIMEOUT`` seconds.
+    """
+    database = dj_database_url.parse(
+        url, conn_max_age=int(os.environ.get("CONN_MAX_AGE", "0")), conn_health_checks=True
     )
-}
+    if database["ENGINE"] == "django.db.backends.postgresql":
+        options = database.setdefault("OPTIONS", {})
+        options.setdefault("connect_timeout", int(os.environ.get("DB_CONNECT_TIMEOUT", "5")))
+        if env_bool("DB_POOL", True):
+            database["CONN_MAX_AGE"] = 0  # the pool keeps the sessions
+            options["pool"] = {
+                "min_size": int(os.environ.get("DB_POOL_MIN_SIZE", "2")),
+                "max_size": int(os.environ.get("DB_POOL_MAX_SIZE", "10")),
+                "timeout": float(os.environ.get("DB_POOL_TIMEOUT", "3")),
+            }
+    return database
+
+
+DATABASES = {"default": database_settings(os.environ.get("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")

@@ -66,3 +66,88 @@ def private_redis() -> Iterator[PrivateRedis]:
         yield redis
     finally:
         redis.kill()
+
+
+# --- a database outage ---------------------------------------------------------------
+
+
+class BlockedDatabase:
+    """The test's own PostgreSQL database, refusing every connection while blocked.
+
+    ``ALTER DATABASE ... ALLOW_CONNECTIONS false`` and ``pg_terminate_backend`` of
+    its sessions, from a connection to the ``postgres`` database; the sessions
+    of the shared server's other databases are never touched. Only a test
+    database (its name starts with ``test``) can be blocked. ``spare`` backend
+    pids survive the block (the test process's own main-thread connection, so
+    pytest-django can flush the database afterwards).
+    """
+
+    def __init__(self, name: str, admin_dsn: str, spare: tuple[int, ...] = ()) -> None:
+        if not name.startswith("test"):
+            raise ValueError(f"refusing to block {name!r}: only a test database may be blocked")
+        self.name = name
+        self.admin_dsn = admin_dsn
+        self.spare = spare
+        self.blocked = False
+
+    def _execute(self, sql: str, params: list | None = None) -> list:
+        import psycopg
+        from psycopg import sql as pgsql
+
+        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
+            cursor = conn.execute(pgsql.SQL(sql).format(db=pgsql.Identifier(self.name)), params)
+            return cursor.fetchall() if cursor.description else []
+
+    def block(self) -> int:
+        """Refuse new connections and end the open ones; returns how many sessions were ended."""
+        self._execute("ALTER DATABASE {db} ALLOW_CONNECTIONS false")
+        self.blocked = True
+        return self.terminate()
+
+    def terminate(self) -> int:
+        rows = self._execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid() AND NOT pid = ANY(%s)",
+            [self.name, list(self.spare)],
+        )
+        return sum(1 for (ended,) in rows if ended)
+
+    def allow(self) -> None:
+        self._execute("ALTER DATABASE {db} ALLOW_CONNECTIONS true")
+        self.blocked = False
+
+
+def _admin_dsn(database: dict) -> str:
+    parts = {
+        "host": database.get("HOST") or "127.0.0.1",
+        "port": database.get("PORT") or 5432,
+        "user": database.get("USER") or "postgres",
+        "password": database.get("PASSWORD") or "",
+        "dbname": "postgres",
+    }
+    return " ".join(f"{key}={value}" for key, value in parts.items() if value != "")
+
+
+@contextmanager
+def blocked_database(name: str | None = None, *, block: bool = True) -> Iterator[BlockedDatabase]:
+    """The test database (Django's ``default``, or ``name``) blocked; connections allowed again at the end.
+
+    With ``block=False`` the test calls ``.block()`` and ``.allow()`` itself;
+    either way the database accepts connections again when the block ends.
+    """
+    from django.conf import settings
+    from django.db import connection
+
+    database = settings.DATABASES["default"]
+    raw = connection.connection  # this thread's session, if it has one: spared
+    spare = (raw.info.backend_pid,) if raw is not None and not raw.closed else ()
+    blocked = BlockedDatabase(name or database["NAME"], _admin_dsn(database), spare)
+    if block:
+        blocked.block()
+    try:
+        yield blocked
+    finally:
+        blocked.allow()
+
+
+__all__ += ["BlockedDatabase", "blocked_database"]
