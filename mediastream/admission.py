@@ -31,7 +31,7 @@ class Admission(Enum):
 @dataclass
 class _Pending:
     ip: str
-    #: Called when the socket is evicted to make room (it must close itself).
+    #: Called when the socket must close to make room (it closes itself).
     evict: Callable[[], None] | None = None
     #: The socket sent ``start``: it is no longer silent and is never evicted.
     starting: bool = False
@@ -42,17 +42,23 @@ class AdmissionRegistry:
     """Counts open sockets and sockets that have not sent an accepted ``start``.
 
     Anyone who saw one signed upgrade can open sockets that never start (the
-    signature covers only the URL). When the caps are full, a new socket
-    evicts the oldest silent one of the address holding the most pending
-    sockets, as long as that address holds more than the newcomer's: a flood
-    from many addresses then only churns itself, while a real stream, which
-    sends ``start`` within a fraction of a second, is never evicted.
+    signature covers only the URL). When the pending slots are full, a new
+    socket takes the slot of the oldest silent one of the address holding the
+    most pending sockets, as long as that address holds more than the
+    newcomer's. The displaced socket is *parked*, not closed: it keeps its
+    start window (a real stream that was slow to start still gets in) but
+    holds no slot and does not count against ``MAX_CONNECTIONS``. Closing it
+    would only make a flood reconnect at once, and a flood's cost is its
+    churn; a parked socket costs a little memory, bounded by the parking cap
+    (the oldest parked socket is closed beyond it). A socket that sent
+    ``start`` is never displaced.
     """
 
     open: set[str] = field(default_factory=set)
     pending: dict[str, _Pending] = field(default_factory=dict)  # connection id -> entry, oldest first
     pending_per_ip: Counter[str] = field(default_factory=Counter)
-    evictions: int = 0
+    parked: dict[str, _Pending] = field(default_factory=dict)  # displaced silent sockets, oldest first
+    evictions: int = 0  # parked sockets closed to make room
 
     def open_connection(self, conn_id: str, max_connections: int) -> Admission:
         """Reserve a slot for a new socket at the handshake (before accept).
@@ -60,7 +66,7 @@ class AdmissionRegistry:
         Silent sockets hold at most the pending slots (they are evicted beyond
         that), so the rest of this cap is left to streams that started.
         """
-        if len(self.open) >= max_connections:
+        if len(self.open) - len(self.parked) >= max_connections:
             return Admission.TOO_MANY_CONNECTIONS
         self.open.add(conn_id)
         return Admission.OK
@@ -72,6 +78,7 @@ class AdmissionRegistry:
         max_pending: int,
         max_per_ip: int,
         evict: Callable[[], None] | None = None,
+        max_parked: int = 0,
     ) -> Admission:
         """Mark an accepted socket as waiting for ``start``; ``evict`` closes it if it must make room."""
         if self.pending_per_ip[client_ip] >= max_per_ip:
@@ -80,19 +87,20 @@ class AdmissionRegistry:
             victim = self._victim(client_ip)
             if victim is None:
                 return Admission.TOO_MANY_PENDING
-            self._evict(victim)
+            self._park(victim, max_parked)
         self.pending[conn_id] = _Pending(client_ip, evict)
         self.pending_per_ip[client_ip] += 1
         return Admission.OK
 
     def starting(self, conn_id: str) -> None:
         """The socket sent ``start``: its admission is under way, it may not be evicted."""
-        entry = self.pending.get(conn_id)
+        entry = self.pending.get(conn_id) or self.parked.get(conn_id)
         if entry is not None:
             entry.starting = True
 
     def promote(self, conn_id: str) -> None:
         """The socket sent an accepted ``start``: it no longer counts as pending."""
+        self.parked.pop(conn_id, None)
         entry = self.pending.pop(conn_id, None)
         if entry is not None:
             self.pending_per_ip[entry.ip] -= 1
@@ -103,10 +111,6 @@ class AdmissionRegistry:
         """Forget the socket entirely; safe to call more than once."""
         self.promote(conn_id)
         self.open.discard(conn_id)
-
-    def under_pressure(self, max_pending: int) -> bool:
-        """Half the pending slots are taken: new sockets get a shorter window to start."""
-        return len(self.pending) * 2 >= max_pending
 
     @property
     def open_count(self) -> int:
@@ -125,11 +129,15 @@ class AdmissionRegistry:
                 victim, most = conn_id, count
         return victim
 
-    def _evict(self, conn_id: str) -> None:
+    def _park(self, conn_id: str, max_parked: int) -> None:
         entry = self.pending[conn_id]
-        self.release(conn_id)
-        self.evictions += 1
-        entry.evict()
+        self.promote(conn_id)  # gives up its slot
+        self.parked[conn_id] = entry
+        while len(self.parked) > max_parked:
+            oldest, parked = next(iter(self.parked.items()))
+            self.release(oldest)
+            self.evictions += 1
+            parked.evict()
 
 
 #: This process's registry (one event loop, one set of sockets).

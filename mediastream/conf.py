@@ -25,10 +25,11 @@ DEFAULTS: dict[str, Any] = {
     "MAX_CONNECTIONS": 128,
     "MAX_PENDING_CONNECTIONS": 32,
     "MAX_PENDING_CONNECTIONS_PER_IP": 4,
+    # Silent sockets displaced from a full pending cap wait here (holding no slot,
+    # not counted in MAX_CONNECTIONS) until their start window ends; beyond this
+    # many, the oldest is closed (4013).
+    "MAX_PARKED_CONNECTIONS": 1024,
     "PRE_START_TIMEOUT": 5.0,  # seconds
-    # When half the pending slots are taken, new sockets get this long to send
-    # start instead (Twilio sends it within a fraction of a second).
-    "PRE_START_TIMEOUT_UNDER_PRESSURE": 1.0,
     # Peers whose X-Forwarded-For is believed (IPs or CIDR networks).
     "TRUSTED_PROXIES": [],
     # Inbound messages over this close the socket before parsing. Run daphne with

@@ -135,6 +135,7 @@ def daphne_server(
             "--websocket-max-message-size", str(max_message_size),
             "--websocket-max-frame-size", str(max_message_size),
             "--application-close-timeout", "10",
+            *os.environ.get("TEST_DAPHNE_ARGS", "").split(),
             "settings.asgi:application",
         ],
         cwd=ROOT,

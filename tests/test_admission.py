@@ -61,13 +61,35 @@ def _fill(reg: AdmissionRegistry, per_ip: dict[str, int], max_pending: int, evic
             assert reg.add_pending(conn, ip, max_pending, 4, evict=lambda conn=conn: evicted.append(conn)) is Admission.OK
 
 
-def test_full_pending_evicts_the_oldest_silent_socket_of_the_busiest_address():
+def test_full_pending_parks_the_oldest_silent_socket_of_the_busiest_address():
     reg, evicted = AdmissionRegistry(), []
     _fill(reg, {"10.0.0.1": 1, "10.0.0.2": 3, "10.0.0.3": 2}, 6, evicted)
-    assert reg.add_pending("new", "10.0.0.9", 6, 4, evict=lambda: None) is Admission.OK
-    assert evicted == ["10.0.0.2#0"]
-    assert reg.pending_count == 6 and reg.pending_per_ip["10.0.0.2"] == 2 and reg.evictions == 1
-    assert "10.0.0.2#0" not in reg.open and "10.0.0.2#0" not in reg.pending
+    assert reg.add_pending("new", "10.0.0.9", 6, 4, evict=lambda: None, max_parked=10) is Admission.OK
+    # Displaced, not closed: it keeps its start window but holds no slot and no MAX_CONNECTIONS share.
+    assert evicted == [] and list(reg.parked) == ["10.0.0.2#0"]
+    assert reg.pending_count == 6 and reg.pending_per_ip["10.0.0.2"] == 2
+    reg.promote("10.0.0.2#0")  # a parked socket that starts after all is admitted like any other
+    assert not reg.parked
+
+
+def test_beyond_the_parking_cap_the_oldest_parked_socket_is_closed():
+    reg, evicted = AdmissionRegistry(), []
+    _fill(reg, {"10.0.0.1": 2}, 2, evicted)
+    assert reg.add_pending("a", "10.0.0.8", 2, 4, evict=lambda: evicted.append("a"), max_parked=1) is Admission.OK
+    assert evicted == [] and list(reg.parked) == ["10.0.0.1#0"]
+    assert reg.add_pending("b", "10.0.0.9", 2, 4, evict=lambda: None, max_parked=1) is Admission.OK
+    assert evicted == ["10.0.0.1#0"] and list(reg.parked) == ["10.0.0.1#1"] and reg.evictions == 1
+    assert "10.0.0.1#0" not in reg.open
+
+
+def test_parked_sockets_do_not_count_against_the_connection_cap():
+    reg = AdmissionRegistry()
+    for conn, ip in (("a", "10.0.0.1"), ("b", "10.0.0.2")):
+        assert reg.open_connection(conn, 2) is Admission.OK
+        reg.add_pending(conn, ip, 1, 4, evict=lambda: None, max_parked=10)
+    assert list(reg.parked) == ["a"]
+    assert reg.open_connection("c", 2) is Admission.OK  # a is parked: only b counts
+    assert reg.open_connection("d", 2) is Admission.TOO_MANY_CONNECTIONS
 
 
 def test_no_eviction_for_an_address_that_already_holds_as_many():
@@ -84,12 +106,3 @@ def test_a_socket_that_sent_start_is_never_evicted():
     reg.starting("10.0.0.1#1")
     assert reg.add_pending("new", "10.0.0.9", 2, 4, evict=lambda: None) is Admission.TOO_MANY_PENDING
     assert evicted == []
-
-
-def test_pressure_starts_at_half_the_pending_slots():
-    reg = AdmissionRegistry()
-    for n in range(3):
-        reg.add_pending(str(n), f"10.0.0.{n}", 8, 4)
-    assert not reg.under_pressure(8)
-    reg.add_pending("3", "10.0.0.3", 8, 4)
-    assert reg.under_pressure(8)

@@ -86,20 +86,35 @@ async def test_total_connection_cap_refuses_handshake():
         await first.disconnect()
 
 
-async def test_full_pending_cap_evicts_the_silent_socket_of_the_busier_address():
+async def test_full_pending_cap_parks_the_silent_socket_of_the_busier_address():
     # A socket that never sends start must not keep a real call out: the newcomer
-    # from an address holding fewer pending sockets takes the slot.
+    # from an address holding fewer pending sockets takes the slot; the displaced
+    # one keeps its start window (a slow real stream still gets in).
     with ms(MAX_PENDING_CONNECTIONS=1):
+        call, token = await make_call()
+        first = communicator(client="198.51.100.1")
+        assert (await first.connect())[0]
+        second = communicator(client="198.51.100.2")
+        assert (await second.connect())[0]
+        assert await first.receive_nothing(0.05) and await second.receive_nothing(0.05)
+        stream_sid = new_sid("MZ")
+        await first.send_to(text_data=streams.start(call.call_sid, stream_sid, token))
+        await wait_for(lambda: MediaStream.objects.filter(stream_sid=stream_sid).exists())
+        # The same address cannot displace its own: the pending cap still refuses.
+        third = communicator(client="198.51.100.2")
+        assert (await third.connect())[0]
+        await expect_close(third, CLOSES.TOO_MANY_PENDING)
+        await second.disconnect()
+        await first.disconnect()
+
+
+async def test_beyond_the_parking_cap_a_displaced_socket_is_closed_4013():
+    with ms(MAX_PENDING_CONNECTIONS=1, MAX_PARKED_CONNECTIONS=0):
         first = communicator(client="198.51.100.1")
         assert (await first.connect())[0]
         second = communicator(client="198.51.100.2")
         assert (await second.connect())[0]
         await expect_close(first, CLOSES.EVICTED)
-        assert await second.receive_nothing(0.05)
-        # The same address cannot evict its own: the pending cap still refuses.
-        third = communicator(client="198.51.100.2")
-        assert (await third.connect())[0]
-        await expect_close(third, CLOSES.TOO_MANY_PENDING)
         await second.disconnect()
 
 
