@@ -67,6 +67,9 @@ class StreamParts:
         )
         announcer.start()
         parts = cls(announcer, None, None, session, perform, send)  # type: ignore[arg-type]
+        # The one wait (the database, for the agent and its history) comes before the
+        # parts that report anything exist: the consumer holds them once this returns.
+        await parts._open_conversation(admitted)
         parts.player = StreamPlayer(
             stream_sid=admitted.stream_sid,
             send=parts._send_audio,
@@ -83,7 +86,6 @@ class StreamParts:
             on_event=lambda event: perform(session.speech(event, parts.player)),
             vad_enabled=vad_enabled,
         )
-        await parts._open_conversation(admitted)
         parts.speech.start()
         heartbeat.beat(admitted.stream_id)
         return parts
