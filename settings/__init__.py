@@ -77,7 +77,8 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "settings.urls"
-ASGI_APPLICATION = "settings.asgi.application"
+# The app's ready ASGI application (settings/asgi.py serves the same for `daphne settings.asgi:application`).
+ASGI_APPLICATION = "mediastream.asgi.application"
 WSGI_APPLICATION = None
 
 TEMPLATES = [
@@ -94,6 +95,7 @@ TEMPLATES = [
         },
     },
 ]
+
 
 
 def database_settings(url: str) -> dict:
@@ -180,11 +182,18 @@ if os.environ.get("MEDIASTREAM_TRANSCRIPTION_BACKEND"):
         "OPTIONS": {},
     }
 
+# One handler, on the root logger: Django's own console handler (DEBUG only) is dropped, or every
+# django.* line would print twice (once there, once through root).
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"daphne": {"level": os.environ.get("DAPHNE_LOG_LEVEL", "WARNING")}, "django.channels.server": {"level": "WARNING"}},
+    "loggers": {
+        "django": {"handlers": [], "level": "INFO"},
+        # daphne's own lines ("Listening on ...") and runserver's request lines.
+        "daphne": {"level": os.environ.get("DAPHNE_LOG_LEVEL", "WARNING")},
+        "django.channels.server": {"level": os.environ.get("DAPHNE_LOG_LEVEL", "WARNING")},
+    },
 }
