@@ -60,14 +60,14 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             s.JoinCallGroup: lambda a: self.link.join(call_group(a.call_sid)),
             s.OpenStream: self._open,
             s.Announce: lambda a: self.parts.announcer.announce(a),
-            s.FeedAudio: lambda a: self.parts.speech.feed(a.mulaw),
+            s.FeedAudio: lambda a: self.parts.feed(a.mulaw),
             s.Play: lambda a: self.parts.play(a.item),
             s.InterruptPlayback: lambda a: self.parts.interrupt(a.reason, a.reply_to),
             s.DeliverMark: lambda a: self.parts.player.on_mark(a.name),
             s.StartBargeInTimer: self._start_barge_in_timer,
             s.StartReply: lambda a: self.parts.start_reply(a.turn_id, a.text, a.dtmf, a.resume),
             s.CancelReply: lambda a: self.parts.cancel_reply(a.turn_id),
-            s.ReplyHeard: lambda a: self.parts.heard(a.text),
+            s.ReplyHeard: lambda a: self.parts.heard(a),
             s.Reply: lambda a: self.tasks.spawn(self.channel_layer.send(a.channel, a.message.to_message()), "reply", reply=True),
             s.Teardown: self._teardown,
         }
@@ -166,7 +166,10 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         )
         parts = self.parts
         opened = self.session.stream_opened(
-            finals_expected=parts.speech.finals_expected, agent=parts.conversation is not None, agent_greeting=parts.agent_greeting
+            finals_expected=parts.speech.finals_expected,
+            agent=parts.conversation is not None,
+            agent_greeting=parts.agent_greeting,
+            speech_agent=parts.speech_agent,
         )
         await self._do(opened)
 

@@ -13,19 +13,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.layers import BaseChannelLayer
 
 from . import db, heartbeat
-from .agents.base import BaseAgent, CallContext
+from .agents.base import BaseAgent, BaseSpeechAgent, CallContext
 from .announcer import Announcer
 from .backends import backends
 from .db import Admitted
 from .playback.player import PlaybackItem, PlayerConfig, StreamPlayer
 from .rows import StreamRows, finish_row
-from .session import Action, Announce, StreamSession
+from .session import Action, Announce, ReplyHeard, StreamSession
 from .speech_in import SpeechIn
+from .transcription.discard import DiscardBackend
 
 __all__ = ["StreamParts", "record_end"]
 
@@ -40,9 +42,14 @@ class StreamParts:
     session: StreamSession
     perform: Callable[[list[Action]], None]
     send: Callable[[str], Awaitable[None]]
-    conversation: object | None = None  # a mediastream.agents.engine.ConversationRunner
+    #: The agent's runner: agents.engine.ConversationRunner or agents.speech_engine.SpeechConversationRunner.
+    conversation: Any = None
     agent_greeting: str = ""
-    _closed: bool = field(default=False, repr=False)
+    speech_agent: bool = False
+    #: Caller audio in: speech in's feed, plus the speech agent's when one holds the call.
+    feed: Callable[[bytes], None] = field(default=None, repr=False)  # type: ignore[assignment]
+    _agent: Any = field(default=None, repr=False)
+    _history: list = field(default_factory=list, repr=False)
 
     @classmethod
     async def open(
@@ -82,33 +89,50 @@ class StreamParts:
         parts.speech = SpeechIn(
             call_sid=admitted.call_sid,
             stream_sid=admitted.stream_sid,
-            backend=backends.transcription,
-            on_event=lambda event: perform(session.speech(event, parts.player)),
+            # A speech agent transcribes the caller itself: speech in keeps only the VAD (barge-in).
+            backend=DiscardBackend() if parts.speech_agent else backends.transcription,
+            on_event=parts.hear,
             vad_enabled=vad_enabled,
         )
+        parts.feed = parts.speech.feed if not parts.speech_agent else parts._feed_both
+        parts._start_conversation(admitted)
         parts.speech.start()
         heartbeat.beat(admitted.stream_id)
         return parts
 
     async def _open_conversation(self, admitted: Admitted) -> None:
-        from .agents.engine import ConversationRunner
-        from .agents.tools import ToolBox, load_tools
+        """Look up the call's agent and its history (one trip to the database)."""
+        self._agent, self._history = await database_sync_to_async(_agent_and_history)(admitted)
+        self.speech_agent = isinstance(self._agent, BaseSpeechAgent)
+        # A speech agent speaks its greeting itself.
+        self.agent_greeting = self._agent.greeting if isinstance(self._agent, BaseAgent) else ""
 
-        agent, history = await database_sync_to_async(_agent_and_history)(admitted)
+    def _start_conversation(self, admitted: Admitted) -> None:
+        from .agents.engine import ConversationRunner
+        from .agents.speech_engine import SpeechConversationRunner
+
+        agent = self._agent
         if agent is None:
             return
-        self.agent_greeting = agent.greeting
-        if not isinstance(agent, BaseAgent):
-            logger.warning("Stream %s: speech agents are not wired into media streams yet", admitted.stream_sid)
-            return
-        self.conversation = ConversationRunner(
-            agent,
+        common = dict(
             call=CallContext(admitted.call_sid, admitted.stream_sid),
-            history=history,
-            toolbox=ToolBox(load_tools(agent.tool_paths), timeout=agent.tool_timeout),
+            history=self._history,
+            toolbox=agent.toolbox(),
             session=self.session,
             perform=self.perform,
         )
+        if self.speech_agent:
+            self.conversation = SpeechConversationRunner(agent, hear=self.hear, **common)
+        else:
+            self.conversation = ConversationRunner(agent, **common)
+
+    def hear(self, event: Any) -> None:
+        """Caller speech, from speech in or a speech agent: the session decides what it means."""
+        self.perform(self.session.speech(event, self.player))
+
+    def _feed_both(self, mulaw: bytes) -> None:
+        self.speech.feed(mulaw)
+        self.conversation.feed_audio(mulaw)
 
     # --- the session's actions on the parts ----------------------------------------------
 
@@ -128,9 +152,9 @@ class StreamParts:
         if self.conversation is not None:
             self.conversation.cancel(turn_id)
 
-    def heard(self, text: str) -> None:
+    def heard(self, heard: ReplyHeard) -> None:
         if self.conversation is not None:
-            self.conversation.heard(text)
+            self.conversation.heard(heard.text, turn_id=heard.turn_id, audio_ms=heard.audio_ms, interrupted=heard.interrupted)
 
     async def _send_audio(self, text: str) -> None:
         """The player's send: nothing goes out once the stream is closing."""

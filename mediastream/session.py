@@ -271,10 +271,15 @@ class CancelReply:
 
 @dataclass(frozen=True, slots=True)
 class ReplyHeard:
-    """The caller heard ``text`` of the reply to ``turn_id`` (0: the greeting): it goes into the history."""
+    """The caller heard ``text`` (``audio_ms`` of audio) of the reply to ``turn_id`` (0: the greeting).
+
+    It goes into the history; a speech agent's item is cut to it when ``interrupted``.
+    """
 
     turn_id: int
     text: str
+    audio_ms: int = 0
+    interrupted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,6 +349,7 @@ class StreamSession:
         self._clock = clock
         # The conversation, when an agent holds it.
         self.agent = False
+        self.speech_agent = False  # the agent hears and speaks itself (it takes its own turns)
         self.turn_id = 0  # the caller's latest turn
         self.reply_turn: int | None = None  # the turn whose reply is being written or played
         self._turn_started = 0.0
@@ -449,7 +455,7 @@ class StreamSession:
                 return _NOTHING
             self.stats.dtmf += 1
             actions: list[Action] = [Announce(StreamEvent.DTMF, {"digit": msg.digit})]
-            if self.agent:
+            if self.agent and not self.speech_agent:
                 actions += self._new_turn(dtmf=msg.digit)
             return actions
         if kind is Stop and self.state is State.STREAMING:
@@ -519,7 +525,9 @@ class StreamSession:
         logger.debug("Media stream %s: admission failed: %r", self.stream_sid, error)
         return self.close(CLOSES.DATABASE_UNAVAILABLE)
 
-    def stream_opened(self, *, finals_expected: bool, agent: bool = False, agent_greeting: str = "") -> list[Action]:
+    def stream_opened(
+        self, *, finals_expected: bool, agent: bool = False, agent_greeting: str = "", speech_agent: bool = False
+    ) -> list[Action]:
         """The stream's parts are up: announce the stream, then greet.
 
         ``finals_expected``: whether final transcripts will come (without them,
@@ -528,7 +536,8 @@ class StreamSession:
         opening line (``STREAM_GREETING`` wins when both are set).
         """
         self.turns = CallerTurns(finals_expected=finals_expected)
-        self.agent = agent
+        self.agent = agent or speech_agent
+        self.speech_agent = speech_agent
         msg = self._start_msg
         actions: list[Action] = [
             Announce(
@@ -578,7 +587,7 @@ class StreamSession:
             actions += self._words_heard(event.text, playback)
             backchannel, self._floor_pending = self._floor_pending, False
             if not event.text:
-                if self.agent and self._unanswered and self.reply_turn is None:
+                if self.agent and not self.speech_agent and self._unanswered and self.reply_turn is None:
                     actions += self._new_turn(resume=True)  # only a noise cut the last reply off: answer it
                 return actions
             text = self._capped(event.text)
@@ -586,7 +595,7 @@ class StreamSession:
             data = {"text": text, "start_ms": event.start_ms, "end_ms": event.end_ms}
             actions.append(Announce(StreamEvent.TRANSCRIPT_FINAL, data, transcript=row))
             # A backchannel ("uh-huh") under the agent's reply is not a turn of its own.
-            if self.agent and not (backchannel and self.reply_turn is not None):
+            if self.agent and not self.speech_agent and not (backchannel and self.reply_turn is not None):
                 actions += self._new_turn(text=text)
             return actions
         if kind is TranscriptionReady:
@@ -666,6 +675,22 @@ class StreamSession:
     def _ms(self) -> float:
         """Milliseconds since the current turn started."""
         return round((self._clock() - self._turn_started) * 1000, 1)
+
+    def speech_reply(self, item: PlaybackItem) -> list[Action]:
+        """A speech agent began a response of its own (it heard the caller end a turn): it plays."""
+        if self.state is not State.STREAMING:
+            return [CancelReply(item.turn_id or 0, "stream closed")]
+        self.reply_turn = item.turn_id
+        self._reply_heard = False
+        self._turn_started = self._clock()
+        started = Announce(StreamEvent.AGENT_TURN_STARTED, {"turn_id": item.turn_id, "text": "", "dtmf": "", "resume": False})
+        return [started, Play(item)]
+
+    def speech_agent_failed(self, error: str) -> list[Action]:
+        """The speech agent's session failed: the call goes on without it, and the log says why."""
+        self.reply_turn = None
+        data = {"turn_id": self.turn_id, "reason": f"agent error: {sanitize(error, 200)}", "ms": self._ms()}
+        return [Announce(StreamEvent.AGENT_REPLY_CANCELLED, data)]
 
     def reply_ready(self, turn_id: int, item: PlaybackItem) -> list[Action]:
         """The first sentence of a reply is written. Played only if its turn is still the caller's latest."""
@@ -771,8 +796,8 @@ class StreamSession:
         if item.turn_id is None or not self.agent:
             return actions
         heard = row.text if row is not None else ""
-        if heard:
-            actions.append(ReplyHeard(item.turn_id, heard))
+        if heard or self.speech_agent:
+            actions.append(ReplyHeard(item.turn_id, heard, round(result.heard_seconds * 1000), interrupted))
         if item.turn_id == 0 or item.turn_id != self.reply_turn:
             return actions  # the greeting, or a reply already cancelled (and announced so)
         self.reply_turn = None

@@ -123,10 +123,12 @@ def test_what_the_caller_heard_goes_into_the_history_and_the_transcript():
     say(session, "hello")
     item = PlaybackItem(text="We open at nine. We close at five.", turn_id=1)
     session.reply_ready(1, item)
-    result = PlaybackResult(item.id, Outcome.INTERRUPTED, text=item.text, audio_seconds=1.2, heard_text="We open at nine.", turn_id=1)
+    result = PlaybackResult(
+        item.id, Outcome.INTERRUPTED, text=item.text, audio_seconds=1.2, heard_text="We open at nine.", heard_seconds=0.9, turn_id=1
+    )
     session.speech(SpeechStarted(offset_ms=5000, detected_ms=5064), Silent(busy=True))  # the barge-in that cut it
     actions = session.playback_finished(item, result)
-    assert s.ReplyHeard(1, "We open at nine.") in actions
+    assert s.ReplyHeard(1, "We open at nine.", audio_ms=900, interrupted=True) in actions
     [finished] = [a for a in of(actions, s.Announce) if a.event is StreamEvent.PLAYBACK_FINISHED]
     assert finished.transcript == s.TranscriptRow("agent", "We open at nine.", interrupted=True)
 

@@ -72,9 +72,13 @@ class ConversationRunner:
             task.cancel()
         self._end_stream(turn_id)
 
-    def heard(self, text: str) -> None:
+    def feed_audio(self, mulaw: bytes) -> None:
+        """A text agent hears the caller through the stream's transcription, not its audio."""
+
+    def heard(self, text: str, **details: Any) -> None:
         """What the caller heard of a reply (or the greeting) joins the history."""
-        self.history.append(ChatMessage("assistant", text))
+        if text:
+            self.history.append(ChatMessage("assistant", text))
 
     async def close(self) -> None:
         tasks = list(self._tasks.values())

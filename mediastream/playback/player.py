@@ -116,6 +116,7 @@ class PlaybackResult:
     first_audio_ms: float | None = None  # from start of play to the first frame sent
     total_ms: float | None = None  # from queued to resolved
     heard_text: str = ""  # what the caller heard of the text (all of it unless interrupted)
+    heard_seconds: float = 0.0  # how much of the audio the caller heard
     turn_id: int | None = None
 
     def as_dict(self) -> dict:
@@ -130,6 +131,7 @@ class PlaybackResult:
             "first_audio_ms": _round(self.first_audio_ms),
             "total_ms": _round(self.total_ms),
             "heard_text": self.heard_text,
+            "heard_seconds": round(self.heard_seconds, 3),
             "turn_id": self.turn_id,
         }
 
@@ -298,11 +300,12 @@ class StreamPlayer:
             fields.setdefault("audio_seconds", item.audio_bytes_sent * FRAME_SECONDS / FRAME_BYTES)
             if item.first_audio_at is not None:
                 fields.setdefault("first_audio_ms", (item.first_audio_at - item.started_at) * 1000)
+        unplayed = 0
+        if outcome is Outcome.INTERRUPTED:
+            # What the lead kept buffered at Twilio was cleared, not played.
+            unplayed = min(item.audio_bytes_sent, int(self.config.lead_seconds * FRAME_BYTES / FRAME_SECONDS))
+        fields.setdefault("heard_seconds", (item.audio_bytes_sent - unplayed) * FRAME_SECONDS / FRAME_BYTES)
         if item.text and "heard_text" not in fields:
-            unplayed = 0
-            if outcome is Outcome.INTERRUPTED:
-                # What the lead kept buffered at Twilio was cleared, not played.
-                unplayed = min(item.audio_bytes_sent, int(self.config.lead_seconds * FRAME_BYTES / FRAME_SECONDS))
             fields["heard_text"] = item.heard_text(unplayed) if item.started_at is not None else ""
         result = PlaybackResult(
             item_id=item.id,
