@@ -110,6 +110,49 @@ twilio_messages = _objects(
 )
 
 
+
+
+def _mostly(valid: st.SearchStrategy, junk: st.SearchStrategy = json_values) -> st.SearchStrategy:
+    """Nine times in ten a valid value, else ``junk``."""
+    return st.integers(0, 9).flatmap(lambda pick: valid if pick else junk)
+
+
+_valid_sid = st.sampled_from([STREAM, "MZ" + "c" * 32])
+#: Twilio's messages with each field nearly always right: most parse, and reach what a Start stores.
+plausible_messages = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "event": st.just("start"),
+            "sequenceNumber": _mostly(st.just("1")),
+            "streamSid": _mostly(_valid_sid),
+            "start": st.fixed_dictionaries(
+                {
+                    "streamSid": _mostly(_valid_sid),
+                    "callSid": _mostly(st.just(CALL)),
+                    "accountSid": _mostly(st.just("AC" + "1" * 32)),
+                    "tracks": _mostly(st.lists(_mostly(st.sampled_from(["inbound", "outbound"])), max_size=2)),
+                    "mediaFormat": _mostly(st.dictionaries(_mostly(st.sampled_from(["encoding", "sampleRate"]), odd_text), json_values, max_size=3)),
+                    "customParameters": _mostly(st.dictionaries(_mostly(st.just("token"), odd_text), _mostly(st.just("tok"), odd_text), max_size=3)),
+                }
+            ),
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "event": st.just("media"),
+            "sequenceNumber": _mostly(counters),
+            "streamSid": _mostly(_valid_sid),
+            "media": st.fixed_dictionaries(
+                {"track": _mostly(st.just("inbound")), "chunk": _mostly(counters), "timestamp": _mostly(counters), "payload": _mostly(payloads)}
+            ),
+        }
+    ),
+    st.fixed_dictionaries({"event": st.just("dtmf"), "streamSid": _mostly(_valid_sid), "dtmf": st.fixed_dictionaries({"digit": _mostly(st.sampled_from(list("0123456789*#")))})}),
+    st.fixed_dictionaries({"event": st.just("mark"), "streamSid": _mostly(_valid_sid), "mark": st.fixed_dictionaries({"name": _mostly(odd_text)})}),
+    st.fixed_dictionaries({"event": st.just("stop"), "streamSid": _mostly(_valid_sid), "stop": _mostly(st.fixed_dictionaries({"callSid": st.just(CALL)}))}),
+)
+
+
 def _dumps(message: object, ascii_only: bool) -> str:
     return json.dumps(message, ensure_ascii=ascii_only, allow_nan=True)
 
@@ -121,7 +164,7 @@ def _nested(depth: int, opener: str) -> str:
 deep_frames = st.builds(_nested, st.integers(1, 40_000), st.sampled_from(["[", "{", "]"]))
 #: One WebSocket frame's content: text (str) or a binary frame (bytes).
 frames = st.one_of(
-    st.builds(_dumps, twilio_messages, st.booleans()),
+    st.builds(_dumps, plausible_messages, st.booleans()),
     st.builds(_dumps, twilio_messages, st.booleans()),
     st.builds(_dumps, json_values, st.booleans()),
     st.text(st.characters(codec=None), max_size=64),

@@ -8,7 +8,6 @@ stopped once in the event log, and every bad frame counted by kind.
 
 from __future__ import annotations
 
-import base64
 import json
 from collections import Counter
 

@@ -9,7 +9,7 @@ from mediastream.protocol import parse_message
 
 from .fuzzing import check_frame, deep_frames, frames, twilio_messages
 
-FUZZ = settings(max_examples=900, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=800, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 
 @FUZZ

@@ -173,6 +173,17 @@ async def test_a_token_is_spent_by_its_stream_until_the_voice_webhook_mints_a_ne
     assert await MediaStream.objects.filter(call=call).acount() == 2
 
 
+async def test_a_second_socket_with_the_token_of_a_live_stream_is_refused_invalid_token():
+    call, token = await make_call()
+    async with _started(call.call_sid, token):
+        second = communicator(client="198.51.100.3")
+        assert (await second.connect())[0]
+        await second.send_to(text_data=streams.start(call.call_sid, new_sid("MZ"), token))
+        await expect_close(second, CLOSES.INVALID_TOKEN)
+        await second.disconnect()
+    assert await MediaStream.objects.filter(call=call).acount() == 1
+
+
 class _started:
     """An admitted stream for ``call_sid`` with ``token``, hung up on exit."""
 
