@@ -24,6 +24,6 @@ class MediaStreamConfig(AppConfig):
     verbose_name = _("Media streams")
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers system checks)
+        from . import checks, receivers  # noqa: F401  (registers system checks and signal receivers)
 
         default_channel_layers()

@@ -82,6 +82,8 @@ DEFAULTS: dict[str, Any] = {
     "BARGE_IN_MIN_WORDS": 0,
     # Spoken through TTS when a stream starts (empty: nothing).
     "STREAM_GREETING": "",
+    # Said on the stream when voicecall ends a call at its time limit (empty: Twilio's own line).
+    "TIME_LIMIT_GOODBYE": "We have reached the time limit for this call. Goodbye.",
     # Caller speech does not interrupt the greeting while it plays.
     "SUPPRESS_BARGE_IN_DURING_GREETING": False,
     # --- Agents ----------------------------------------------------------------
@@ -94,6 +96,16 @@ DEFAULTS: dict[str, Any] = {
     # Where the built-in transfer_call tool may send a caller: {"label": "+15551230000"}.
     # The model names a label; it can never dial a number of its own.
     "AGENT_TRANSFER_TARGETS": {},
+    # --- Browser talk relay (mediastream.talk) -----------------------------------
+    # Keys given in MEDIASTREAM["TALK"] are merged over these.
+    "TALK": {
+        "SESSION_TTL_SECONDS": 1800,  # a relay session is closed ("completed") this long after create
+        "MAX_SESSIONS_PER_CONNECTION": 2,
+        "MAX_SESSIONS": 64,  # open relay sessions in this process, all connections together
+        # An audio request's audioBase64 longer than this is refused (the
+        # WebSocket's daphne limit must be above it, plus the JSON around it).
+        "MAX_AUDIO_BASE64_BYTES": 512 * KIB,
+    },
 }
 
 
@@ -121,7 +133,7 @@ class AppSettings:
         user = getattr(settings, "MEDIASTREAM", {}) or {}
         merged = dict(DEFAULTS)
         for key, value in user.items():
-            if isinstance(DEFAULTS.get(key), dict) and isinstance(value, dict) and key == "VAD":
+            if isinstance(DEFAULTS.get(key), dict) and isinstance(value, dict) and key in ("VAD", "TALK"):
                 merged[key] = {**DEFAULTS[key], **value}
             else:
                 merged[key] = value
