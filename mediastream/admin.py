@@ -1,9 +1,12 @@
-"""Live-call controls on voicecall's call admin page: say a line on a call, or cut it off.
+"""Live-call controls on voicecall's call admin page: the live console, say a line, cut it off.
 
 Contributed through voicecall's extension point (:mod:`voicecall.admin_controls`)
 rather than by replacing ``CallAdmin``: the records stay voicecall's and
 read-only, and these views only send commands through ``mediastream.api`` (so
-they reach the call in whichever process holds it). Admin autodiscovery
+they reach the call in whichever process holds it). The live console
+(:mod:`mediastream.console`) is a panel on the call's page that follows the
+call without reloads and carries the same controls, with their outcomes; the
+"Say a line" page stays for browsers without JavaScript. Admin autodiscovery
 imports this module, and so registers the control, exactly when the admin is
 installed.
 """
@@ -26,6 +29,7 @@ from voicecall.admin_controls import CallControl, ObjectTool
 from voicecall.models import Call
 
 from .api import interrupt, speak
+from .console.admin import ConsoleControl
 
 __all__ = ["SayForm", "SpeechControls", "interrupt_calls"]
 
@@ -100,3 +104,4 @@ class SpeechControls(CallControl):
 
 
 admin_controls.register(SpeechControls())
+admin_controls.register(ConsoleControl())

@@ -2,8 +2,11 @@
 
 ``websocket_urlpatterns`` is the list of the app's routes: the media stream at
 voicecall's ``VOICECALL["STREAM_PATH"]`` (the path the voice TwiML points
-Twilio at, with and without its trailing slash). Projects that compose their
-own router add it to theirs; more routes are appended to this list.
+Twilio at, with and without its trailing slash), and the staff console of a
+call at ``/admin-console/calls/<CallSid>/`` (:mod:`mediastream.console.routing`:
+that route carries its own session auth and origin check, so this list needs
+no middleware around it). Projects that compose their own router add it to
+theirs; more routes are appended to this list.
 
 :func:`websocket_router` is what ``mediastream.asgi`` serves: those routes,
 then a catch-all that refuses any other path at the handshake (daphne answers
@@ -23,6 +26,7 @@ from django.urls import re_path
 from voicecall.conf import voicecall_settings
 from voicecall.logsafe import sanitize
 
+from .console.routing import console_urlpatterns
 from .consumers import MediaStreamConsumer
 from .refusals import refusals
 
@@ -36,6 +40,7 @@ def media_stream_pattern() -> str:
 
 websocket_urlpatterns = [
     re_path(media_stream_pattern(), MediaStreamConsumer.as_asgi(), name="media-stream"),
+    *console_urlpatterns,
 ]
 
 

@@ -3,7 +3,8 @@
 Everything Twilio or the media stream wrote is read-only here: the records
 are evidence of what happened, and Twilio stays the source of truth for a
 call's status. No record can be added, saved or deleted by hand (a page
-shows no Save or Delete button); timestamps are shown to the second. Live
+shows no Save or Delete button); timestamps are shown to the second and JSON
+(event payloads, stream stats, metadata) pretty-printed. Live
 controls on a call (hang up and transfer from :mod:`voicecall.admin_twilio`,
 mediastream's "say a line") come from :mod:`voicecall.admin_controls`, which
 ``CallAdmin`` consults for extra URLs, actions, object tools and panels. The
@@ -12,6 +13,7 @@ mediastream's "say a line") come from :mod:`voicecall.admin_controls`, which
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 
 from django.contrib import admin
@@ -20,6 +22,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.formats import date_format
+from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from . import admin_controls
@@ -31,6 +34,7 @@ __all__ = [
     "format_duration",
     "format_timestamp",
     "call_duration",
+    "pretty_json",
     "CallAdmin",
     "MediaStreamAdmin",
     "CallEventAdmin",
@@ -61,6 +65,24 @@ def at_second(field: str, description: str):
         return format_timestamp(getattr(obj, field)) or self.get_empty_value_display()
 
     display.__name__ = f"{field}_display"
+    return display
+
+
+def pretty_json(value) -> str:
+    """``value`` as indented JSON in a ``<pre>`` (the admin's default is one long line), escaped."""
+    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    return format_html('<pre class="readonly-json">{}</pre>', text)
+
+
+def as_json(field: str, description: str):
+    """A display method showing the JSON ``field`` pretty-printed."""
+
+    @admin.display(description=description)
+    def display(self, obj) -> str:
+        value = getattr(obj, field)
+        return pretty_json(value) if value not in (None, "", {}, []) else self.get_empty_value_display()
+
+    display.__name__ = f"{field}_json"
     return display
 
 
@@ -97,11 +119,12 @@ class ReadOnlyInline(admin.TabularInline):
 
 class MediaStreamInline(ReadOnlyInline):
     model = MediaStream
-    fields = ("stream_sid", "started", "stopped", "close_code", "close_reason", "server", "stats")
+    fields = ("stream_sid", "started", "stopped", "close_code", "close_reason", "server", "stats_json")
     readonly_fields = fields
     show_change_link = True
     started = at_second("started_at", _("started at"))
     stopped = at_second("stopped_at", _("stopped at"))
+    stats_json = as_json("stats", _("stats"))
 
 
 class TranscriptSegmentInline(ReadOnlyInline):
@@ -113,9 +136,10 @@ class TranscriptSegmentInline(ReadOnlyInline):
 
 class CallEventInline(ReadOnlyInline):
     model = CallEvent
-    fields = ("created", "type", "stream", "payload")
+    fields = ("created", "type", "stream", "payload_json")
     readonly_fields = fields
     created = at_second("created_at", _("created at"))
+    payload_json = as_json("payload", _("payload"))
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[CallEvent]:
         return super().get_queryset(request).select_related("stream")
@@ -153,7 +177,7 @@ class CallAdmin(admin.ModelAdmin):
             _("Timing"),
             {"fields": ("created", "answered", "ended", "duration_display", "updated")},
         ),
-        (_("Placed by this app"), {"fields": ("agent", "metadata")}),
+        (_("Placed by this app"), {"fields": ("agent_json", "metadata_json")}),
         (
             _("Twilio"),
             {"fields": ("account_sid", "last_sequence_number", "stream_token_hash")},
@@ -171,8 +195,8 @@ class CallAdmin(admin.ModelAdmin):
         "ended",
         "duration_display",
         "updated",
-        "agent",
-        "metadata",
+        "agent_json",
+        "metadata_json",
         "account_sid",
         "last_sequence_number",
         "stream_token_hash",
@@ -181,6 +205,8 @@ class CallAdmin(admin.ModelAdmin):
     answered = at_second("answered_at", _("answered at"))
     ended = at_second("ended_at", _("ended at"))
     updated = at_second("updated_at", _("updated at"))
+    agent_json = as_json("agent", _("agent"))
+    metadata_json = as_json("metadata", _("metadata"))
 
     @admin.display(description=_("duration"), ordering="duration")
     def duration_display(self, call: Call) -> str:
@@ -262,6 +288,10 @@ class MediaStreamAdmin(ReadOnlyModelAdmin):
     started_at_s = at_second("started_at", _("started at"))
     stopped_at_s = at_second("stopped_at", _("stopped at"))
     heartbeat_at_s = at_second("heartbeat_at", _("heartbeat at"))
+    tracks_s = as_json("tracks", _("tracks"))
+    media_format_s = as_json("media_format", _("media format"))
+    custom_parameters_s = as_json("custom_parameters", _("custom parameters"))
+    stats_s = as_json("stats", _("stats"))
 
 
 @admin.register(CallEvent)
@@ -273,6 +303,7 @@ class CallEventAdmin(ReadOnlyModelAdmin):
     ordering = ("-created_at", "-id")
     date_hierarchy = "created_at"
     created_at_s = at_second("created_at", _("created at"))
+    payload_s = as_json("payload", _("payload"))
 
 
 @admin.register(Recording)
