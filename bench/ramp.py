@@ -112,7 +112,7 @@ class PostgresSessions:
                 self.peak = max(self.peak, row[0])
 
 
-async def ramp(server_url: str, args) -> tuple[list[Attempt], dict]:
+async def ramp(server_url: str, args, server_stats=None) -> tuple[list[Attempt], dict]:
     from websockets.asyncio.client import connect
 
     from bench.loadgen import BenchStream, Generator
@@ -210,9 +210,10 @@ async def ramp(server_url: str, args) -> tuple[list[Attempt], dict]:
     log(f"ramp done in {ramp_s:.1f}s; holding {args.hold:.0f}s")
     await asyncio.sleep(args.hold)
     gen_stats = gen.stats()
+    lag = (await asyncio.to_thread(server_stats)) if server_stats else {}
     stopped = await gen.stop()
     await client.aclose()
-    return attempts, {"ramp_s": ramp_s, "generator": gen_stats, "stop": stopped}
+    return attempts, {"ramp_s": ramp_s, "generator": gen_stats, "stop": stopped, "server_lag": lag}
 
 
 def report(attempts: list[Attempt], extra: dict, args) -> dict:
@@ -271,6 +272,14 @@ def report(attempts: list[Attempt], extra: dict, args) -> dict:
         f"its caller-audio frames late p99 {extra['generator'].get('late_p99')} ms; "
         f"load average before the run {server['load_average_before'][0]:.2f}"
     )
+    lag = extra.get("server_lag") or {}
+    if lag.get("lag_ms"):
+        frames = lag["lag_ms"]
+        print(
+            f"server: inbound media frames handled p50 {frames.get('p50')} / p99 {frames.get('p99')} / max "
+            f"{frames.get('max')} ms after they were written (from the ramp's start to its end + hold); "
+            f"event-loop stalls over {15} ms: {lag.get('stall_count')}, longest {lag.get('probe_max_ms')} ms"
+        )
     errors = sorted({a.error for a in attempts if a.error})
     if errors:
         print("client errors: " + "; ".join(errors[:5]))
@@ -344,7 +353,8 @@ def main() -> None:
                 cpu0, wall0 = cpu_seconds(daphne.pid), time.monotonic()
                 profiler = start_profile(args, daphne.pid, workdir)
                 with PostgresSessions(database) as sessions:
-                    attempts, extra = asyncio.run(ramp(daphne.http, args))
+                    daphne.get("/bench/reset")
+                    attempts, extra = asyncio.run(ramp(daphne.http, args, lambda: daphne.get("/bench/stats")))
                     busy1, total1 = machine_cpu()
                     cpu1, wall1 = cpu_seconds(daphne.pid), time.monotonic()
                 profile = finish_profile(profiler, workdir)

@@ -41,7 +41,8 @@ UNAVAILABLE = (OperationalError, InterfaceError)
 
 #: Seconds between probes while the database is down; the last one repeats.
 PROBE_BACKOFF = (0.05, 0.1, 0.2, 0.5, 1.0)
-#: Threads for stream database work (each holds a connection only during a call).
+#: Threads for stream database work (each holds a connection only during a call); one on SQLite,
+#: which takes one writer at a time.
 THREADS = 4
 
 
@@ -60,11 +61,12 @@ def _probe() -> None:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
         return
-    raw = connection.Database.connect(**connection.get_connection_params())
-    try:
-        raw.execute("SELECT 1")
-    finally:
-        raw.close()
+    with connection.wrap_database_errors:  # psycopg's errors as Django's (UNAVAILABLE)
+        raw = connection.Database.connect(**connection.get_connection_params())
+        try:
+            raw.execute("SELECT 1")
+        finally:
+            raw.close()
     # The next connection comes from a new pool; the old one is closed without
     # waiting (connections still out are closed when they are handed back).
     stale = connection._connection_pools.pop(connection.alias, None)
@@ -89,7 +91,8 @@ class DatabaseGate:
     ) -> None:
         self._probe = probe
         self._backoff = tuple(backoff)
-        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="mediastream-db")
+        self._threads = threads
+        self._executor: ThreadPoolExecutor | None = None
         self.down_since: float | None = None
         self.outages = 0
         self._up = asyncio.Event()
@@ -140,12 +143,18 @@ class DatabaseGate:
     async def _probe_until_up(self) -> None:
         loop = asyncio.get_running_loop()
         attempt = 0
+        odd: type | None = None
         while True:
             await asyncio.sleep(self._backoff[min(attempt, len(self._backoff) - 1)])
             attempt += 1
             try:
                 await self._in_thread(self._probe)
-            except Exception:  # still unreachable (or not answering queries): keep probing
+            except UNAVAILABLE:  # still unreachable: keep probing
+                continue
+            except Exception as exc:  # not an outage: say so (once per kind), keep probing
+                if type(exc) is not odd:
+                    odd = type(exc)
+                    logger.warning("Database probe failed (%s: %s)", type(exc).__name__, " ".join(str(exc).split())[:200])
                 continue
             break
         outage = loop.time() - (self.down_since or loop.time())
@@ -154,6 +163,9 @@ class DatabaseGate:
         logger.warning("Database back after %.1fs (%d probes)", outage, attempt)
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self._executor is None:
+            threads = 1 if connection.vendor == "sqlite" else self._threads
+            self._executor = ThreadPoolExecutor(threads, thread_name_prefix="mediastream-db")
         call = functools.partial(contextvars.copy_context().run, _call, fn, args, kwargs)
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
