@@ -174,6 +174,12 @@ VOICECALL = {
 MEDIASTREAM = {
     "TRUSTED_PROXIES": env_list("TRUSTED_PROXIES"),
 }
+if env_bool("DEMO_AGENT", False):
+    # The embedded restaurant agent (no network, no key): opening hours, table bookings, keypad 1 and 2.
+    MEDIASTREAM["AGENT"] = {
+        "BACKEND": "mediastream.agents.scripted.ScriptedAgent",
+        "OPTIONS": {"SCRIPT": "mediastream.agents.demo"},
+    }
 if os.environ.get("MEDIASTREAM_TTS_BACKEND"):
     MEDIASTREAM["TTS"] = {"BACKEND": os.environ["MEDIASTREAM_TTS_BACKEND"], "OPTIONS": {}}
 if os.environ.get("MEDIASTREAM_TRANSCRIPTION_BACKEND"):
