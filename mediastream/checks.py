@@ -132,6 +132,7 @@ def check_settings(app_configs=None, **kwargs) -> list:
                     id="mediastream.E003",
                 )
             )
+    errors += _agent_errors()
     errors += _trusted_proxy_errors(app_settings.TRUSTED_PROXIES)
     stale, heartbeat = app_settings.STALE_STREAM_SECONDS, app_settings.STREAM_HEARTBEAT_SECONDS
     if _positive_number(stale) and _positive_number(heartbeat) and stale <= 2 * heartbeat:
@@ -140,6 +141,53 @@ def check_settings(app_configs=None, **kwargs) -> list:
                 "MEDIASTREAM['STALE_STREAM_SECONDS'] must be more than twice STREAM_HEARTBEAT_SECONDS, "
                 "or the reaper closes live streams between two heartbeats.",
                 id="mediastream.E004",
+            )
+        )
+    return errors
+
+
+AGENT_EXAMPLE = '{"BACKEND": "mediastream.agents.scripted.ScriptedAgent", "OPTIONS": {"SCRIPT": "mediastream.agents.demo"}}'
+
+
+def _agent_errors() -> list:
+    """The agent settings name things that import (the agent itself is built on the first call)."""
+    errors = []
+    agent = app_settings.AGENT
+    if agent is not None:
+        path = agent.get("BACKEND") if isinstance(agent, dict) else None
+        try:
+            if not path:
+                raise ImportError("no BACKEND given")
+            import_string(path)
+        except ImportError as exc:
+            errors.append(
+                Error(f"MEDIASTREAM['AGENT']['BACKEND'] cannot be imported: {exc}", hint=f"e.g. {AGENT_EXAMPLE}", id="mediastream.E011")
+            )
+        else:
+            if not isinstance(agent.get("OPTIONS", {}), dict):
+                errors.append(Error("MEDIASTREAM['AGENT']['OPTIONS'] must be a dict.", id="mediastream.E011"))
+    selector = app_settings.AGENT_SELECTOR
+    if selector is not None:
+        try:
+            if not isinstance(selector, str) and not callable(selector):
+                raise ImportError(f"{selector!r} is neither a dotted path nor a callable")
+            if isinstance(selector, str):
+                import_string(selector)
+        except ImportError as exc:
+            errors.append(
+                Error(
+                    f"MEDIASTREAM['AGENT_SELECTOR'] cannot be imported: {exc}",
+                    hint="the dotted path of a callable (call) -> agent config or None",
+                    id="mediastream.E012",
+                )
+            )
+    targets = app_settings.AGENT_TRANSFER_TARGETS
+    if not isinstance(targets, dict) or not all(isinstance(v, str) and v for v in targets.values()):
+        errors.append(
+            Error(
+                "MEDIASTREAM['AGENT_TRANSFER_TARGETS'] must map labels to numbers or SIP URIs.",
+                hint='e.g. {"sales": "+14155550100"}',
+                id="mediastream.E013",
             )
         )
     return errors

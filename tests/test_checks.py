@@ -113,3 +113,11 @@ def test_checks_never_raise_on_missing_or_odd_settings():
         assert check_deploy() == []
     with override_settings(CHANNEL_LAYERS={"default": "odd"}, DATA_UPLOAD_MAX_MEMORY_SIZE=None):
         assert check_settings() == [] and check_deploy() == []
+
+
+def test_agent_settings_that_do_not_import_are_named():
+    with ms(AGENT={"BACKEND": "nowhere.Agent"}, AGENT_SELECTOR="nowhere.select", AGENT_TRANSFER_TARGETS={"sales": ""}):
+        found = ids(mediastream_checks.check_settings())
+    assert {"mediastream.E011", "mediastream.E012", "mediastream.E013"} <= set(found)
+    with ms(AGENT={"BACKEND": "mediastream.agents.scripted.ScriptedAgent", "OPTIONS": {"SCRIPT": "mediastream.agents.demo"}}):
+        assert not {"mediastream.E011", "mediastream.E012", "mediastream.E013"} & set(ids(mediastream_checks.check_settings()))
