@@ -38,6 +38,11 @@ class Command(BaseCommand):
         source = parser.add_mutually_exclusive_group()
         source.add_argument("--wav", help="Caller audio: a WAV file in any common format.")
         source.add_argument("--say", help="Caller audio: this text, spoken by the configured TTS backend.")
+        source.add_argument(
+            "--script",
+            help="A conversation: a text file (one utterance a line; [pause 1.5], [dtmf 2]) or a JSON list of steps. "
+            "Each turn waits for the agent's reply and is printed with its latencies (mediastream.conversation_sim).",
+        )
         parser.add_argument("--dtmf", default="", help="Digits to press after the audio, e.g. 12#.")
         parser.add_argument(
             "--listen", type=float, default=6.0,
@@ -53,9 +58,12 @@ class Command(BaseCommand):
         if not token and voicecall_settings.VALIDATE_SIGNATURES:
             raise CommandError("TWILIO_AUTH_TOKEN is not set: the server refuses unsigned calls (bin/run sets one up).")
         options["server"] = server = options.get("server") or voicecall_settings.TWILIO_PUBLIC_BASE_URL
-        caller_audio = self._caller_audio(options)
+        if options.get("script"):
+            work = self._conversation(token, options)
+        else:
+            work = self._run(token, self._caller_audio(options), options)
         try:
-            asyncio.run(self._run(token, caller_audio, options))
+            asyncio.run(work)
         except httpx.HTTPStatusError as exc:
             raise webhook_refused(exc.response) from exc
         except InvalidStatus as exc:
@@ -89,6 +97,29 @@ class Command(BaseCommand):
                     "Pass --wav FILE instead, or install the speech extra (pip install 'django-twilio-mediastream[speech]')."
                 ) from exc
         return b""
+
+    def _conversation(self, token: str, options):
+        """--script: the steps checked and spoken before the call, then the conversation (a coroutine to run)."""
+        from mediastream import conversation_sim as sim
+
+        try:
+            steps = sim.load_script(options["script"])
+        except (OSError, sim.ScriptError) as exc:
+            raise CommandError(f"Cannot use the script {options['script']}: {exc}") from exc
+        try:
+            audio = asyncio.run(sim.synthesize(steps))
+        except sim.ScriptError as exc:
+            raise CommandError(f"Cannot use the script {options['script']}: {exc}") from exc
+        except (ImproperlyConfigured, TTSError, OSError, RuntimeError) as exc:
+            raise CommandError(
+                f"The TTS backend cannot speak the script ({first_line(exc)}).\n"
+                "Install the speech extra (pip install 'django-twilio-mediastream[speech]') or set MEDIASTREAM['TTS']."
+            ) from exc
+        return sim.run_conversation(
+            steps, audio, server=options["server"], public_url=voicecall_settings.TWILIO_PUBLIC_BASE_URL,
+            auth_token=token, from_number=options["from_number"], to_number=options["to_number"],
+            out=options["out"], write=self.stdout.write,
+        )  # fmt: skip
 
     async def _run(self, token: str, caller_audio: bytes, options) -> None:
         call = TwilioCall(
