@@ -16,12 +16,13 @@ turn): a reply generator is closed (``aclose``), a speech response cancelled.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..backends.base import Backend
+from .calls import CallContext, ToolCall
+from .tools import ToolBox, load_tools
 
 __all__ = [
     "AgentBackend",
@@ -46,34 +47,6 @@ __all__ = [
 
 class AgentError(Exception):
     """The agent's model or vendor failed (the engine ends the turn and says so in the event log)."""
-
-
-@dataclass(frozen=True, slots=True)
-class CallContext:
-    """Which call a reply or a tool runs for."""
-
-    call_sid: str
-    stream_sid: str = ""
-    turn_id: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCall:
-    """The model asked for a tool: ``arguments`` is the parsed JSON object (``raw_arguments`` as sent)."""
-
-    id: str
-    name: str
-    arguments: dict[str, Any] = field(default_factory=dict)
-    raw_arguments: str = ""
-
-    @classmethod
-    def parse(cls, id: str, name: str, raw_arguments: str) -> ToolCall:
-        """Arguments as the model sent them; unparseable JSON becomes ``{}`` (the tool then reports what is missing)."""
-        try:
-            arguments = json.loads(raw_arguments) if raw_arguments.strip() else {}
-        except ValueError:
-            arguments = {}
-        return cls(id, name, arguments if isinstance(arguments, dict) else {}, raw_arguments)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,8 +118,6 @@ class AgentBackend(Backend):
         TOOL_TIMEOUT: float = 10.0,
     ) -> None:
         super().__init__()
-        from .tools import load_tools
-
         if not isinstance(INSTRUCTIONS, str) or not isinstance(GREETING, str):
             raise ValueError("INSTRUCTIONS and GREETING must be strings")
         if isinstance(TOOL_TIMEOUT, bool) or not isinstance(TOOL_TIMEOUT, (int, float)) or TOOL_TIMEOUT <= 0:
@@ -158,10 +129,8 @@ class AgentBackend(Backend):
         #: :class:`mediastream.agents.tools.Tool` objects, in the order of ``TOOLS``.
         self.tools = load_tools(self.tool_paths)
 
-    def toolbox(self, client_runner: Any = None) -> Any:
-        """A :class:`mediastream.agents.tools.ToolBox` of this agent's tools, with its ``TOOL_TIMEOUT``."""
-        from .tools import ToolBox
-
+    def toolbox(self, client_runner: Any = None) -> ToolBox:
+        """A :class:`~mediastream.agents.tools.ToolBox` of this agent's tools, with its ``TOOL_TIMEOUT``."""
         return ToolBox(self.tools, timeout=self.tool_timeout, client_runner=client_runner)
 
 

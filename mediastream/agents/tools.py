@@ -37,7 +37,7 @@ from django.utils.module_loading import import_string
 
 from voicecall.logsafe import sanitize
 
-from .base import CallContext, ToolCall
+from .calls import CallContext, ToolCall
 
 __all__ = [
     "DEFAULT_TOOLS_SETTING",
