@@ -25,5 +25,6 @@ class MediaStreamConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks, receivers  # noqa: F401  (registers system checks and signal receivers)
+        from .talk import checks as talk_checks  # noqa: F401  (the talk relay's settings checks)
 
         default_channel_layers()

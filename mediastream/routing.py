@@ -5,8 +5,9 @@ voicecall's ``VOICECALL["STREAM_PATH"]`` (the path the voice TwiML points
 Twilio at, with and without its trailing slash), and the staff console of a
 call at ``/admin-console/calls/<CallSid>/`` (:mod:`mediastream.console.routing`:
 that route carries its own session auth and origin check, so this list needs
-no middleware around it). Projects that compose their own router add it to
-theirs; more routes are appended to this list.
+no middleware around it), and the browser talk relay at ``/talk/relay/``
+(:mod:`mediastream.talk.routing`, wrapped the same way). Projects that
+compose their own router add it to theirs; more routes are appended to this list.
 
 :func:`websocket_router` is what ``mediastream.asgi`` serves: those routes,
 then a catch-all that refuses any other path at the handshake (daphne answers
@@ -29,6 +30,7 @@ from voicecall.logsafe import sanitize
 from .console.routing import console_urlpatterns
 from .consumers import MediaStreamConsumer
 from .refusals import refusals
+from .talk.routing import talk_urlpatterns
 
 __all__ = ["websocket_urlpatterns", "websocket_router", "refuse_unrouted", "media_stream_pattern"]
 
@@ -41,6 +43,7 @@ def media_stream_pattern() -> str:
 websocket_urlpatterns = [
     re_path(media_stream_pattern(), MediaStreamConsumer.as_asgi(), name="media-stream"),
     *console_urlpatterns,
+    *talk_urlpatterns,
 ]
 
 

@@ -28,12 +28,19 @@ Client actions: ``input_audio_buffer.append`` (audio, coalesced), ``response.can
 (``input_audio_format: "g711_ulaw"``, ``response.audio.delta``, the
 ``OpenAI-Beta: realtime=v1`` header) for servers that still use it; events of
 both shapes are understood either way.
+
+A session opened with ``audio_format="pcm16"`` (the browser talk relay) sends
+and receives 16-bit PCM, mono, 24 kHz little-endian instead (``audio/pcm`` at
+rate 24000; ``pcm16`` in the beta shape): its :class:`AudioDelta` and
+``send_audio`` bytes are then PCM16, the model's native format, so nothing is
+resampled. Phone calls keep ``"pcmu"``, the default.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import json
 import logging
 import os
@@ -73,6 +80,11 @@ DEFAULT_URL = "wss://api.openai.com/v1/realtime"
 MAX_QUEUED_AUDIO_BYTES = 40_000
 #: One ``input_audio_buffer.append`` carries at most this much queued audio (100 ms).
 MAX_APPEND_BYTES = 800
+AudioFormat = Literal["pcmu", "pcm16"]
+#: The session audio formats: 8 kHz mu-law (1 byte a sample), 24 kHz PCM16 (2 bytes a sample).
+AUDIO_FORMATS: tuple[AudioFormat, ...] = ("pcmu", "pcm16")
+#: Bytes of audio per byte of 8 kHz mu-law, for the same duration (the queue limits above scale by it).
+_BYTES_PER_PCMU_BYTE = {"pcmu": 1, "pcm16": 6}
 MAX_ERROR_CHARS = 200
 
 _AUDIO_DELTA = {"response.output_audio.delta", "response.audio.delta"}
@@ -139,29 +151,57 @@ class RealtimeAgent(BaseSpeechAgent):
         self.connect_timeout = float(CONNECT_TIMEOUT)
         self.protocol = PROTOCOL
 
+    #: The audio formats :meth:`open_session` takes.
+    audio_formats = AUDIO_FORMATS
+
     def open_session(
-        self, *, call: CallContext, tools: Sequence[Any] | None = None, history: Sequence[ChatMessage] = ()
+        self,
+        *,
+        call: CallContext,
+        tools: Sequence[Any] | None = None,
+        history: Sequence[ChatMessage] = (),
+        audio_format: AudioFormat = "pcmu",
     ) -> RealtimeSession:
-        return RealtimeSession(self, call=call, tools=self.tools if tools is None else tools, history=history)
+        if audio_format not in AUDIO_FORMATS:
+            raise ValueError(f"audio_format must be one of {AUDIO_FORMATS}, got {audio_format!r}")
+        return RealtimeSession(
+            self, call=call, tools=self.tools if tools is None else tools, history=history, audio_format=audio_format
+        )
+
+    def with_options(
+        self, *, instructions: str | None = None, voice: str | None = None, model: str | None = None
+    ) -> RealtimeAgent:
+        """A copy of this agent with other instructions, voice or model (one browser session's choice)."""
+        agent = copy.copy(self)
+        if instructions is not None:
+            agent.instructions = instructions
+        if voice is not None:
+            agent.voice = voice
+        if model is not None:
+            agent.model = model
+            agent.url = self.url.rsplit(f"model={self.model}", 1)[0] + f"model={model}"
+        return agent
 
     # --- the wire format --------------------------------------------------------------------------------
 
-    def session_config(self, tools: Sequence[Any]) -> dict[str, Any]:
+    def session_config(self, tools: Sequence[Any], audio_format: AudioFormat = "pcmu") -> dict[str, Any]:
         """The ``session`` of the ``session.update`` this agent sends."""
         functions = [{"type": "function", **_spec(tool)} for tool in tools]
         if self.protocol == "beta":
+            beta_format = "g711_ulaw" if audio_format == "pcmu" else "pcm16"
             session: dict[str, Any] = {
                 "modalities": ["audio", "text"],
                 "instructions": self.instructions,
                 "voice": self.voice,
-                "input_audio_format": "g711_ulaw",
-                "output_audio_format": "g711_ulaw",
+                "input_audio_format": beta_format,
+                "output_audio_format": beta_format,
                 "turn_detection": self.turn_detection,
             }
             if self.transcription_model:
                 session["input_audio_transcription"] = {"model": self.transcription_model}
         else:
-            audio_in: dict[str, Any] = {"format": {"type": "audio/pcmu"}, "turn_detection": self.turn_detection}
+            wire = {"type": "audio/pcmu"} if audio_format == "pcmu" else {"type": "audio/pcm", "rate": 24000}
+            audio_in: dict[str, Any] = {"format": dict(wire), "turn_detection": self.turn_detection}
             if self.transcription_model:
                 audio_in["transcription"] = {"model": self.transcription_model}
             session = {
@@ -169,7 +209,7 @@ class RealtimeAgent(BaseSpeechAgent):
                 "model": self.model,
                 "instructions": self.instructions,
                 "output_modalities": ["audio"],
-                "audio": {"input": audio_in, "output": {"format": {"type": "audio/pcmu"}, "voice": self.voice}},
+                "audio": {"input": audio_in, "output": {"format": dict(wire), "voice": self.voice}},
             }
         if functions:
             session["tools"] = functions
@@ -207,12 +247,22 @@ class RealtimeSession(BaseSpeechSession):
     """One call's Realtime connection. ``events()`` is meant for one reader."""
 
     def __init__(
-        self, agent: RealtimeAgent, *, call: CallContext, tools: Sequence[Any], history: Sequence[ChatMessage]
+        self,
+        agent: RealtimeAgent,
+        *,
+        call: CallContext,
+        tools: Sequence[Any],
+        history: Sequence[ChatMessage],
+        audio_format: AudioFormat = "pcmu",
     ) -> None:
         self.agent = agent
         self.call = call
         self.tools = list(tools)
         self.history = list(history)
+        self.audio_format = audio_format
+        scale = _BYTES_PER_PCMU_BYTE[audio_format]
+        self._max_queued = MAX_QUEUED_AUDIO_BYTES * scale
+        self._max_append = MAX_APPEND_BYTES * scale
         #: Caller audio dropped from the front of a full queue.
         self.dropped_bytes = 0
         self._ws: ClientConnection | None = None
@@ -241,7 +291,7 @@ class RealtimeSession(BaseSpeechSession):
                     open_timeout=None,
                 )
                 try:
-                    await self._send({"type": "session.update", "session": self.agent.session_config(self.tools)})
+                    await self._send({"type": "session.update", "session": self.agent.session_config(self.tools, self.audio_format)})
                 except AgentError:
                     pass  # closed at once: the server's error event, read next, says why
                 await self._await_session_updated()
@@ -290,7 +340,7 @@ class RealtimeSession(BaseSpeechSession):
             return
         self._audio.append(bytes(mulaw))
         self._queued += len(mulaw)
-        while self._queued > MAX_QUEUED_AUDIO_BYTES and len(self._audio) > 1:
+        while self._queued > self._max_queued and len(self._audio) > 1:
             dropped = self._audio.popleft()
             self._queued -= len(dropped)
             self.dropped_bytes += len(dropped)
@@ -332,7 +382,7 @@ class RealtimeSession(BaseSpeechSession):
             self._audio_ready.clear()
             while self._audio and not self._closed:
                 chunk = bytearray()
-                while self._audio and len(chunk) < MAX_APPEND_BYTES:
+                while self._audio and len(chunk) < self._max_append:
                     piece = self._audio.popleft()
                     self._queued -= len(piece)
                     chunk += piece
