@@ -545,7 +545,7 @@ def test_refusals_are_logged_as_counts_per_reason(caplog):
         clock.now = 10.5
         StreamSession("late", registry, refusal_log=log).connect(scope(signed=False))
     summary = caplog.records[2].getMessage()
-    assert "48 more media stream sockets refused" in summary and "bad signature: 48" in summary
+    assert summary.startswith("48 more media stream sockets refused") and summary.endswith(": bad signature")
     assert len(caplog.records) == 4  # the summary, then a new interval logs in full again
 
 
