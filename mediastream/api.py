@@ -94,7 +94,7 @@ async def ainterrupt(call_sid: str, reason: str = "interrupted", *, wait: bool =
     if not wait:
         await layer.group_send(call_group(call_sid), Interrupt(reason).to_message())
         return None
-    reply_to = await layer.new_channel("mediastream.reply.")
+    reply_to = await _reply_channel(layer)
     await layer.group_send(call_group(call_sid), Interrupt(reason, reply_to=reply_to).to_message())
     try:
         reply = await asyncio.wait_for(layer.receive(reply_to), ACK_TIMEOUT)
@@ -113,6 +113,18 @@ play_audio.__doc__ = aplay_audio.__doc__
 interrupt.__doc__ = ainterrupt.__doc__
 
 
+async def _reply_channel(layer) -> str:
+    """A channel for the consumer's replies, named like the process's consumers' own.
+
+    channels_redis keeps all of a process's channels of one name prefix in one
+    Redis list, and lets one receive at a time block on its list: a reply
+    channel of a prefix of its own would wait out a consumer's blocking read of
+    the other list (5 s) in any process that also runs consumers, and a
+    waiting ``speak()`` would miss its acknowledgement.
+    """
+    return await layer.new_channel()
+
+
 def _layer():
     layer = get_channel_layer()
     if layer is None:
@@ -129,7 +141,7 @@ async def _say(
     if not wait:
         await layer.group_send(call_group(call_sid), command.to_message())
         return item_id
-    reply_to = await layer.new_channel("mediastream.reply.")
+    reply_to = await _reply_channel(layer)
     await layer.group_send(call_group(call_sid), replace(command, reply_to=reply_to).to_message())
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

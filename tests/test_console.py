@@ -444,3 +444,55 @@ async def test_bad_requests_get_a_clear_answer_and_the_socket_stays_open(frame, 
         assert (await next_of(comm, event_named("dtmf")))["event"]["data"] == {"digit": "4"}
     finally:
         await comm.disconnect()
+
+
+# --- a waiting speak() in a process that runs consumers (the console's own process) --------------------
+
+
+async def test_a_waiting_speak_gets_its_outcome_in_a_process_whose_consumers_are_receiving():
+    """Regression: with channels_redis, a reply channel of its own prefix waited out a consumer's blocking read.
+
+    The console runs ``aspeak(wait=True)`` inside daphne, where consumers always
+    have a receive pending on the same layer; the acknowledgement then came too
+    late (after ``ACK_TIMEOUT``) and the line was reported as said on no stream.
+    """
+    from channels_redis.core import RedisChannelLayer
+    from django.test import override_settings
+
+    from mediastream.api import aspeak
+    from mediastream.groups import call_group
+    from mediastream.messages import Queued, Result
+    from mediastream.playback.player import Outcome, PlaybackResult
+
+    from .settings import TEST_REDIS_URL
+
+    config = {"hosts": [{"address": TEST_REDIS_URL, "socket_timeout": None}], "prefix": f"consolereg{id(object())}"}
+    layers = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": config}}
+    call_sid = "CA" + "4" * 32
+    with override_settings(CHANNEL_LAYERS=layers):
+        here = get_channel_layer()  # this process: a consumer's channel, always receiving
+        consumer_channel = await here.new_channel()
+        consumer = asyncio.create_task(here.receive(consumer_channel))
+        stream_process = RedisChannelLayer(**config)  # the process holding the call's stream
+        stream_channel = await stream_process.new_channel()
+        await stream_process.group_add(call_group(call_sid), stream_channel)
+
+        async def hold_the_stream() -> None:
+            say = await stream_process.receive(stream_channel)
+            await stream_process.send(say["reply_to"], Queued(say["item_id"], "MZ" + "4" * 32).to_message())
+            played = PlaybackResult(say["item_id"], Outcome.PLAYED, text=say["text"], audio_seconds=0.5)
+            await stream_process.send(say["reply_to"], Result(played).to_message())
+
+        holder = asyncio.create_task(hold_the_stream())
+        try:
+            await asyncio.sleep(0.05)  # the consumer's read is blocking in Redis
+            result = await aspeak(call_sid, "Are you there?", wait=True, timeout=5)
+            assert result.outcome is Outcome.PLAYED, result
+            await holder
+        finally:
+            for task in (consumer, holder):
+                task.cancel()
+            await asyncio.gather(consumer, holder, return_exceptions=True)
+            await stream_process.group_discard(call_group(call_sid), stream_channel)
+            await stream_process.close_pools()
+            await here.close_pools()
