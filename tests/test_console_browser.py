@@ -128,7 +128,7 @@ async def test_the_console_follows_a_simulated_call_and_acts_on_it(daphne, capsy
                 # "Interrupt": a long line is cut off with a clear, and both results show.
                 long_line = "This is a long announcement that keeps going. " * 6
                 await console.get_by_label("Say", exact=True).fill(long_line)
-                await console.get_by_role("button", name="Say", exact=True).click()
+                await console.get_by_label("Say", exact=True).press("Enter")  # says it; the admin's form stays put
                 playing = console.locator('[data-role="playing"]')
                 await playing.get_by_text("This is a long announcement").wait_for(timeout=10_000)
                 started = tap.audio_frames
@@ -142,6 +142,7 @@ async def test_the_console_follows_a_simulated_call_and_acts_on_it(daphne, capsy
                     "node => node.dataset.outcome === 'interrupted'", arg=await said.element_handle(), timeout=10_000
                 )
                 assert await playing.inner_text() == "nothing"
+                assert page.url == loaded_url, "Enter in the Say box did not submit the change form"
 
                 # The console's update delay: the vendor's final sent -> its text on screen.
                 delays = []
@@ -156,4 +157,11 @@ async def test_the_console_follows_a_simulated_call_and_acts_on_it(daphne, capsy
                         f"\nconsole update delay (Deepgram final sent -> text on screen), {DELAY_SAMPLES} lines: "
                         f"p50 {statistics.median(delays):.1f} ms, max {max(delays):.1f} ms"
                     )
-            await hang_up(stream)
+
+                # The caller's audio, then the end of the stream: its counters, without a reload.
+                await stream.stream_audio(b"\xff" * 160 * 50, realtime=False)
+                await hang_up(stream)
+                await console.locator('[data-role="frames-in"]').get_by_text("50", exact=True).wait_for(timeout=10_000)
+                assert await console.locator('[data-role="sequence-gaps"]').inner_text() == "0"
+                assert await console.locator('[data-role="stream"]').inner_text() == "ended"
+                assert page.url == loaded_url
