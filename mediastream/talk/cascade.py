@@ -57,6 +57,8 @@ class Speaker:
         self._playhead = playhead
         self._timeout = float(app_settings.TTS_SYNTHESIS_TIMEOUT)
         self._sentences: asyncio.Queue[str | None] = asyncio.Queue()
+        #: Sentences whose audio has started going to the browser: what the user heard of the reply.
+        self.spoken: list[str] = []
         self._task = asyncio.create_task(self._run(), name="talk-relay-speaker")
 
     def say(self, sentence: str) -> None:
@@ -78,7 +80,10 @@ class Speaker:
                 async with asyncio.timeout(self._timeout):
                     async with contextlib.aclosing(self._tts.synthesize(sentence)) as chunks:
                         async for chunk in chunks:
-                            self._send(converter.feed_chunk(chunk))
+                            pcm = converter.feed_chunk(chunk)
+                            if pcm and (not self.spoken or self.spoken[-1] is not sentence):
+                                self.spoken.append(sentence)
+                            self._send(pcm)
                 self._send(converter.flush())
             except TimeoutError:
                 converter.flush()
@@ -111,6 +116,7 @@ class CascadeVoice(Voice):
         self._vad: SpeechDetector | None = None
         self._tts: BaseTTSBackend | None = None
         self._reply: asyncio.Task[None] | None = None
+        self._speaker: Speaker | None = None
         self._turns = 0
         #: The reply's text so far, and the part of it not yet in the history.
         self._said = self._unrecorded = ""
@@ -217,7 +223,10 @@ class CascadeVoice(Voice):
     def _stop_reply(self) -> asyncio.Task[None] | None:
         """Cancel the reply being written or sent (its audio already sent is the browser's to clear)."""
         reply, self._reply = self._reply, None
+        speaker, self._speaker = self._speaker, None
         self.playhead.reset()
+        if speaker is not None:
+            speaker.cancel()  # now, not when the reply task next runs: no audio may follow the clear
         if reply is None or reply.done():
             return None
         reply.cancel()
@@ -225,7 +234,7 @@ class CascadeVoice(Voice):
 
     async def _run_reply(self, turn: int, greeting: str) -> None:
         assert self._tts is not None
-        speaker = Speaker(self._tts, self.output, self.playhead)
+        speaker = self._speaker = Speaker(self._tts, self.output, self.playhead)
         self._said = self._unrecorded = ""
         end_call = False
         try:
@@ -239,19 +248,19 @@ class CascadeVoice(Voice):
             await speaker.finish()
         except asyncio.CancelledError:
             speaker.cancel()
-            self._end_turn_text()  # cut off: the history and the transcript keep what was said
+            self._end_turn_text(heard=speaker.spoken)  # cut off: history and transcript keep what was heard
             raise
         except AgentError as exc:
             speaker.cancel()
             logger.warning("Relay session %s: the agent failed: %s", self.session_id, sanitize(str(exc), 200))
             self.output.error(sanitize(f"The agent failed: {exc}", 300))
-            self._end_turn_text()
+            self._end_turn_text(heard=speaker.spoken)
             return
         except Exception as exc:  # a bug in an agent backend must not end the session
             speaker.cancel()
             logger.exception("Relay session %s: the agent's reply crashed", self.session_id)
             self.output.error(sanitize(f"The agent failed: {type(exc).__name__}: {exc}", 300))
-            self._end_turn_text()
+            self._end_turn_text(heard=speaker.spoken)
             return
         self._end_turn_text()
         self.output.mark(f"turn-{turn}")
@@ -259,14 +268,22 @@ class CascadeVoice(Voice):
             await asyncio.sleep(self.playhead.remaining())  # the goodbye plays out first
             self.output.finished("completed")
 
-    def _end_turn_text(self) -> None:
-        """The reply's text so far joins the history (if it is not there yet) and its transcript line ends."""
-        if self._unrecorded.strip():
-            self.history.append(ChatMessage("assistant", self._unrecorded.strip()))
-        self._unrecorded = ""
-        if self._said.strip():
-            self.output.transcript("assistant", self._said.strip(), True)
-        self._said = ""
+    def _end_turn_text(self, heard: list[str] | None = None) -> None:
+        """The reply's text joins the history (what is not there yet) and its transcript line ends.
+
+        A reply cut short (``heard``: the sentences whose audio went out) keeps
+        only what the user heard, in both.
+        """
+        said, unrecorded = self._said, self._unrecorded
+        self._said = self._unrecorded = ""
+        if heard is not None:
+            recorded = " ".join(said[: len(said) - len(unrecorded)].split())
+            said = " ".join(" ".join(heard).split())
+            unrecorded = said[len(recorded) :] if said.startswith(recorded) else ""
+        if unrecorded.strip():
+            self.history.append(ChatMessage("assistant", unrecorded.strip()))
+        if said.strip() or heard is not None:
+            self.output.transcript("assistant", said.strip(), True)
 
     async def _write(self, turn: int, speaker: Speaker) -> bool:
         """Stream the agent's reply (and its tool rounds) into ``speaker``; True if a tool ended the session.

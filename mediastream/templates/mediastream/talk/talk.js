@@ -121,7 +121,8 @@
     line.classList.toggle("talk-partial", !final);
     if (final) {
       openLines[role] = null;
-      stats.finals.push({ role, text });
+      if (!text) line.remove(); // a reply cut off before any of it was heard
+      else stats.finals.push({ role, text });
     }
   }
 
