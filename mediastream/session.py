@@ -419,7 +419,7 @@ class StreamSession:
             if len(data) > limit:
                 return self.close(CLOSES.MESSAGE_TOO_BIG)
             text = data  # parsed, and most likely refused, like any frame
-        elif len(text) > limit or (len(text) * 4 > limit and len(text.encode("utf-8")) > limit):
+        elif len(text) > limit or (len(text) * 4 > limit and len(text.encode("utf-8", "surrogatepass")) > limit):
             return self.close(CLOSES.MESSAGE_TOO_BIG)
         try:
             msg = parse_message(text)
@@ -739,7 +739,7 @@ class StreamSession:
         That is: something is queued, playing, or still buffered at Twilio (sent
         but not yet confirmed by a mark), and what plays may be interrupted.
         """
-        if not self._opened or self.state is State.CLOSED or not self.config.barge_in:
+        if not self._opened or self.state is State.CLOSED or self.closing is not None or not self.config.barge_in:
             return False
         if not (playback.busy or playback.unconfirmed_audio_bytes):
             return False
@@ -750,7 +750,7 @@ class StreamSession:
     def command(self, message: dict[str, Any]) -> list[Action]:
         """A channel-layer message for this stream's call."""
         command = messages.parse_command(message)
-        live = self.state is State.STREAMING
+        live = self.state is State.STREAMING and self.closing is None  # a closing stream plays nothing more
         if isinstance(command, messages.Say):
             if not live:
                 return self._reply(command.reply_to, messages.Result.no_stream(command.item_id))
