@@ -26,5 +26,5 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "voicecall",
 ]
-ROOT_URLCONF = "settings.urls"  # the admin and voicecall's webhooks
+ROOT_URLCONF = "tests.urls_voicecall_only"  # the admin and voicecall's webhooks
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
