@@ -105,7 +105,7 @@ class DatabaseGate:
         return self.down_since is not None
 
     async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        """``fn(*args, **kwargs)`` on the database thread; :class:`DatabaseUnavailable` at once while it is down."""
+        """``fn(*args, **kwargs)`` on a stream database thread; :class:`DatabaseUnavailable` at once while it is down."""
         if self.down:
             raise DatabaseUnavailable("the database is unavailable; a probe is under way")
         try:
