@@ -115,6 +115,21 @@ class BlockedDatabase:
     def allow(self) -> None:
         self._execute("ALTER DATABASE {db} ALLOW_CONNECTIONS true")
         self.blocked = False
+        _fresh_pool()
+
+
+def _fresh_pool() -> None:
+    """This process's connection pool held sessions the block ended: the next connection comes from a new one.
+
+    (mediastream's own probe does the same in a server; a test process without
+    streams of its own has no probe, and the pool's reconnection backs off.)
+    """
+    from django.db import connection
+
+    pools = getattr(connection, "_connection_pools", None)
+    stale = pools.pop(connection.alias, None) if pools else None
+    if stale is not None:
+        stale.close(timeout=0)
 
 
 def _admin_dsn(database: dict) -> str:
