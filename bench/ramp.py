@@ -16,7 +16,8 @@ and the time from writing ``start`` to the arrival of that first frame.
 The server keeps the shipped admission guards (``MAX_PENDING_CONNECTIONS``,
 ``MAX_PENDING_CONNECTIONS_PER_IP``, ``PRE_START_TIMEOUT``) except
 ``MAX_CONNECTIONS``, raised to fit ``--streams``. ``--env KEY=VALUE`` passes
-settings to the server's environment (e.g. ``CONN_MAX_AGE=0``, ``DB_POOL=0``).
+settings to the server's environment (e.g. ``CONN_MAX_AGE=0``, ``DB_POOL=0``),
+``--override KEY=JSON`` a ``MEDIASTREAM`` setting (e.g. ``MAX_PENDING_CONNECTIONS_PER_IP=64``).
 The peak number of the server's PostgreSQL sessions is sampled too.
 """
 
@@ -324,6 +325,7 @@ def main() -> None:
     parser.add_argument("--hold", type=float, default=5.0, help="seconds all streams stay up after the ramp (default 5)")
     parser.add_argument("--first-audio-timeout", type=float, default=15.0)
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the server's environment (repeatable)")
+    parser.add_argument("--override", action="append", default=[], help="KEY=JSON: a MEDIASTREAM setting of the server (repeatable)")
     parser.add_argument("--py-spy", help="py-spy executable: profile daphne during the ramp and print where it spent its time")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     parser.add_argument("--keep-logs", action="store_true", help="keep the daphne log (printed path)")
@@ -341,6 +343,9 @@ def main() -> None:
     )
     for key in ("MAX_PENDING_CONNECTIONS", "MAX_PENDING_CONNECTIONS_PER_IP", "PRE_START_TIMEOUT"):
         overrides.pop(key)  # the shipped guards
+    for pair in args.override:
+        key, _, value = pair.partition("=")
+        overrides[key] = json.loads(value)
     try:
         with bench_database(prefix) as database_url:
             database = database_url.rsplit("/", 1)[1]
