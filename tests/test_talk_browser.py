@@ -17,7 +17,7 @@ from channels.db import database_sync_to_async
 
 from mediastream.agents import demo
 
-from .browser import admin_login, chromium, requires_browser
+from .browser import admin_login, chromium, requires_browser, serve_static
 from .support import requires_speech
 from .talk_client import relay_server, speech_wav_24k
 
@@ -47,6 +47,8 @@ def staff_user() -> None:
 
 
 async def test_a_spoken_question_shows_both_transcripts_and_plays_the_answer(live, tmp_path):
+    from playwright.async_api import TimeoutError as PlaywrightTimeout
+
     await staff_user()
     microphone = tmp_path / "question.wav"
     speech_wav_24k(QUESTION, microphone, lead_ms=1000, tail_ms=5000)
@@ -57,11 +59,12 @@ async def test_a_spoken_question_shows_both_transcripts_and_plays_the_answer(liv
     ]
     async with chromium(flags) as context:
         await context.grant_permissions(["microphone"], origin=live.http)
+        await serve_static(context)
         page = await context.new_page()
         await admin_login(page, live.http, "talker", PASSWORD)
         await page.goto(f"{live.http}/admin/talk/")
         await page.get_by_role("button", name="Talk").click()
-        await page.wait_for_function(
+        answered = page.wait_for_function(
             """(answer) => {
                 const finals = window.talkStats.finals;
                 const asked = finals.findIndex((f) => f.role === "user" && /hours/i.test(f.text));
@@ -70,6 +73,11 @@ async def test_a_spoken_question_shows_both_transcripts_and_plays_the_answer(liv
             arg=demo.HOURS,
             timeout=TIMEOUT_MS,
         )
+        try:
+            await answered
+        except PlaywrightTimeout:
+            stats = await page.evaluate("() => window.talkStats")
+            pytest.fail(f"no answer on the page: {stats}, log: {await page.locator('#talk-log').inner_text()}")
         user_lines = await page.locator("#talk-transcript .talk-user:not(.talk-partial)").all_inner_texts()
         assert any("hours" in line.lower() for line in user_lines)
         agent_lines = await page.locator("#talk-transcript .talk-assistant:not(.talk-partial)").all_inner_texts()

@@ -22,7 +22,7 @@ import contextlib
 import logging
 from voicecall.logsafe import sanitize
 
-from ..agents.base import AgentError, BaseAgent, CallContext, ChatMessage, TextDelta, ToolCallRequest
+from ..agents.base import AgentError, BaseAgent, CallContext, ChatMessage, TextDelta, ToolCall, ToolCallRequest
 from ..agents.engine import MAX_TOOL_ROUNDS
 from ..audio import AudioFormatError
 from ..backends import backends
@@ -115,11 +115,8 @@ class CascadeVoice(Voice):
         self._stt: BaseTranscriptionSession | None = None
         self._vad: SpeechDetector | None = None
         self._tts: BaseTTSBackend | None = None
-        self._reply: asyncio.Task[None] | None = None
-        self._speaker: Speaker | None = None
+        self._reply: _Reply | None = None
         self._turns = 0
-        #: The reply's text so far, and the part of it not yet in the history.
-        self._said = self._unrecorded = ""
         self._closed = False
 
     # --- Voice ------------------------------------------------------------------------------------
@@ -187,7 +184,7 @@ class CascadeVoice(Voice):
     def _barge_in(self) -> None:
         if self._closed or not app_settings.BARGE_IN:
             return
-        replying = self._reply is not None and not self._reply.done()
+        replying = self._reply is not None and not self._reply.task.done()
         if replying or self.playhead.playing():
             self._stop_reply()
             self.output.clear()
@@ -201,8 +198,9 @@ class CascadeVoice(Voice):
         if self._closed or not text:
             return  # a cough: no turn
         self.output.transcript("user", text, True)
-        if self._stop_reply() is not None:
-            self.output.clear()
+        playing = self.playhead.playing()
+        if self._stop_reply() is not None or playing:
+            self.output.clear()  # a new turn: the last reply stops, written or still playing
         self.history.append(ChatMessage("user", text))
         self._start_reply()
 
@@ -217,65 +215,73 @@ class CascadeVoice(Voice):
     # --- replying -----------------------------------------------------------------------------------
 
     def _start_reply(self, greeting: str = "") -> None:
+        assert self._tts is not None
         self._turns += 1
-        self._reply = asyncio.create_task(self._run_reply(self._turns, greeting), name=f"talk-relay-reply:{self.session_id}")
+        reply = _Reply(self._turns, Speaker(self._tts, self.output, self.playhead))
+        reply.task = asyncio.create_task(self._run_reply(reply, greeting), name=f"talk-relay-reply:{self.session_id}")
+        self._reply = reply
 
     def _stop_reply(self) -> asyncio.Task[None] | None:
-        """Cancel the reply being written or sent (its audio already sent is the browser's to clear)."""
-        reply, self._reply = self._reply, None
-        speaker, self._speaker = self._speaker, None
-        self.playhead.reset()
-        if speaker is not None:
-            speaker.cancel()  # now, not when the reply task next runs: no audio may follow the clear
-        if reply is None or reply.done():
-            return None
-        reply.cancel()
-        return reply
+        """Cut the reply being written or sent off now; its task, if it was still running.
 
-    async def _run_reply(self, turn: int, greeting: str) -> None:
-        assert self._tts is not None
-        speaker = self._speaker = Speaker(self._tts, self.output, self.playhead)
-        self._said = self._unrecorded = ""
+        The history and the transcript are settled here, before anything that
+        follows (the user's next words) is added: they keep what the user
+        heard, and every tool call left waiting gets an answer.
+        """
+        reply, self._reply = self._reply, None
+        self.playhead.reset()
+        if reply is None or reply.task.done():
+            return None
+        reply.speaker.cancel()  # now, not when the reply task next runs: no audio may follow the clear
+        reply.task.cancel()
+        for call in reply.unanswered:
+            self.history.append(ChatMessage("tool", INTERRUPTED_TOOL_OUTPUT, tool_call_id=call.id, name=call.name))
+        reply.unanswered = []
+        self._end_turn_text(reply, heard=reply.speaker.spoken)
+        return reply.task
+
+    async def _run_reply(self, reply: _Reply, greeting: str) -> None:
+        speaker = reply.speaker
         end_call = False
         try:
             if greeting:
-                self._said = self._unrecorded = greeting
+                reply.said = reply.unrecorded = greeting
                 for piece in split_text(greeting, int(app_settings.TTS_MAX_CHARS)):
                     speaker.say(piece)
                 self.output.transcript("assistant", greeting.strip(), False)
             else:
-                end_call = await self._write(turn, speaker)
+                end_call = await self._write(reply)
             await speaker.finish()
         except asyncio.CancelledError:
-            speaker.cancel()
-            self._end_turn_text(heard=speaker.spoken)  # cut off: history and transcript keep what was heard
+            speaker.cancel()  # _stop_reply settled the rest
             raise
-        except AgentError as exc:
+        except Exception as exc:
             speaker.cancel()
-            logger.warning("Relay session %s: the agent failed: %s", self.session_id, sanitize(str(exc), 200))
-            self.output.error(sanitize(f"The agent failed: {exc}", 300))
-            self._end_turn_text(heard=speaker.spoken)
+            if isinstance(exc, AgentError):
+                logger.warning("Relay session %s: the agent failed: %s", self.session_id, sanitize(str(exc), 200))
+                message = f"The agent failed: {exc}"
+            else:  # a bug in an agent backend must not end the session
+                logger.exception("Relay session %s: the agent's reply crashed", self.session_id)
+                message = f"The agent failed: {type(exc).__name__}: {exc}"
+            self.output.error(sanitize(message, 300))
+            self._end_turn_text(reply, heard=speaker.spoken)
             return
-        except Exception as exc:  # a bug in an agent backend must not end the session
-            speaker.cancel()
-            logger.exception("Relay session %s: the agent's reply crashed", self.session_id)
-            self.output.error(sanitize(f"The agent failed: {type(exc).__name__}: {exc}", 300))
-            self._end_turn_text(heard=speaker.spoken)
-            return
-        self._end_turn_text()
-        self.output.mark(f"turn-{turn}")
+        self._end_turn_text(reply)
+        self.output.mark(f"turn-{reply.turn}")
         if end_call:
             await asyncio.sleep(self.playhead.remaining())  # the goodbye plays out first
             self.output.finished("completed")
 
-    def _end_turn_text(self, heard: list[str] | None = None) -> None:
-        """The reply's text joins the history (what is not there yet) and its transcript line ends.
+    def _end_turn_text(self, reply: _Reply, heard: list[str] | None = None) -> None:
+        """The reply's text joins the history (what is not there yet) and its transcript line ends; once.
 
         A reply cut short (``heard``: the sentences whose audio went out) keeps
         only what the user heard, in both.
         """
-        said, unrecorded = self._said, self._unrecorded
-        self._said = self._unrecorded = ""
+        if reply.ended:
+            return
+        reply.ended = True
+        said, unrecorded = reply.said, reply.unrecorded
         if heard is not None:
             recorded = " ".join(said[: len(said) - len(unrecorded)].split())
             said = " ".join(" ".join(heard).split())
@@ -285,50 +291,62 @@ class CascadeVoice(Voice):
         if said.strip() or heard is not None:
             self.output.transcript("assistant", said.strip(), True)
 
-    async def _write(self, turn: int, speaker: Speaker) -> bool:
-        """Stream the agent's reply (and its tool rounds) into ``speaker``; True if a tool ended the session.
+    async def _write(self, reply: _Reply) -> bool:
+        """Stream the agent's reply (and its tool rounds) into the reply's speaker; True if a tool ended the session.
 
         Each round joins the history as it ends (its text, its tool calls and
-        their results); ``_said`` is the text of all rounds so far and
-        ``_unrecorded`` that of the round being written.
+        their results); ``reply.said`` is the text of all rounds so far and
+        ``reply.unrecorded`` that of the round being written.
         """
-        call = CallContext(self.session_id, "", turn)
+        call = CallContext(self.session_id, "", reply.turn)
         sentences = SentenceStream(int(app_settings.TTS_MAX_CHARS))
         end_call = False
         for _round in range(MAX_TOOL_ROUNDS):
             requests: list[ToolCallRequest] = []
-            self._unrecorded = ""
+            reply.unrecorded = ""
             tools = list(self.toolbox.tools.values())
-            async with contextlib.aclosing(self.agent.reply(self.history, tools=tools, call=call)) as reply:
-                async for item in reply:
+            async with contextlib.aclosing(self.agent.reply(self.history, tools=tools, call=call)) as stream:
+                async for item in stream:
                     if type(item) is TextDelta:
-                        self._unrecorded += item.text
-                        self._said += item.text
-                        self.output.transcript("assistant", self._said.strip(), False)
+                        reply.unrecorded += item.text
+                        reply.said += item.text
+                        self.output.transcript("assistant", reply.said.strip(), False)
                         for sentence in sentences.feed(item.text):
-                            speaker.say(sentence)
+                            reply.speaker.say(sentence)
                     elif type(item) is ToolCallRequest:
                         requests.append(item)
             for sentence in sentences.flush():
-                speaker.say(sentence)
+                reply.speaker.say(sentence)
             if not requests:
                 break
-            if self._said and not self._said.endswith(" "):
-                self._said += " "
-            text, self._unrecorded = self._unrecorded.strip(), ""
+            if reply.said and not reply.said.endswith(" "):
+                reply.said += " "
+            text, reply.unrecorded = reply.unrecorded.strip(), ""
             self.history.append(ChatMessage("assistant", text, tool_calls=tuple(r.call for r in requests)))
-            for index, request in enumerate(requests):
-                try:
-                    result = await self.toolbox.run(request.call, call)
-                except asyncio.CancelledError:
-                    # Every tool call in the history keeps its answer, or the model refuses the history.
-                    for unanswered in requests[index:]:
-                        self.history.append(
-                            ChatMessage("tool", INTERRUPTED_TOOL_OUTPUT, tool_call_id=unanswered.call.id, name=unanswered.call.name)
-                        )
-                    raise
+            reply.unanswered = [r.call for r in requests]
+            for request in requests:
+                result = await self.toolbox.run(request.call, call)
+                reply.unanswered.remove(request.call)
                 self.history.append(
                     ChatMessage("tool", result.output, tool_call_id=request.call.id, name=request.call.name)
                 )
                 end_call = end_call or result.ends_call
         return end_call
+
+
+class _Reply:
+    """One reply of the agent: its task, its speaker, and its text (kept per reply, so a cut-off one never
+    touches the next)."""
+
+    __slots__ = ("turn", "speaker", "task", "said", "unrecorded", "unanswered", "ended")
+
+    def __init__(self, turn: int, speaker: Speaker) -> None:
+        self.turn = turn
+        self.speaker = speaker
+        self.task: asyncio.Task[None]
+        #: All the reply's text so far, and the part of it not in the history yet.
+        self.said = ""
+        self.unrecorded = ""
+        #: Tool calls in the history still waiting for their result.
+        self.unanswered: list[ToolCall] = []
+        self.ended = False
