@@ -135,7 +135,8 @@ class CascadeVoice(Voice):
             self._stt.on_vad_event = self._on_vad
         elif app_settings.VAD.get("ENABLED", True):
             self._vad = SpeechDetector()
-        await self._stt.connect()
+        # The ears and the voice load together (Whisper's model, Piper's worker): the first reply pays for neither.
+        await asyncio.gather(self._stt.connect(), self._tts.warm_up())
         if not backend.produces_transcripts:
             self.output.error(
                 f"The relay cannot hear: the transcription backend {type(backend).__name__} produces no "
