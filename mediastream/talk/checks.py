@@ -25,7 +25,8 @@ def check_talk_settings(app_configs=None, **kwargs) -> list:
     if limits.max_sessions_per_connection > limits.max_sessions:
         return [
             Warning(
-                'MEDIASTREAM["TALK"]["MAX_SESSIONS_PER_CONNECTION"] is above MAX_SESSIONS, so MAX_SESSIONS is the limit.',
+                'MEDIASTREAM["TALK"]["MAX_SESSIONS_PER_CONNECTION"] is above MAX_SESSIONS, '
+                "so MAX_SESSIONS is the limit.",
                 hint="Lower MAX_SESSIONS_PER_CONNECTION or raise MAX_SESSIONS.",
                 id="mediastream.W030",
             )

@@ -20,7 +20,8 @@ def talk_page(request: HttpRequest) -> HttpResponse:
     try:
         agent = relay_agent()
         agent_name = type(agent).__name__
-        voice_kind = "speech to speech" if isinstance(agent, BaseSpeechAgent) else "speech-to-text, the agent, text-to-speech"
+        speaks = isinstance(agent, BaseSpeechAgent)
+        voice_kind = "speech to speech" if speaks else "speech-to-text, the agent, text-to-speech"
     except RelayError as exc:
         agent_name, voice_kind = "no agent", exc.message
     context = {

@@ -26,7 +26,10 @@ from .protocol import CreateParams, RelayError
 __all__ = ["EMBEDDED_AGENT", "Playhead", "Voice", "VoiceOutput", "open_voice", "relay_agent"]
 
 #: The agent a relay session talks to when ``MEDIASTREAM["AGENT"]`` is unset.
-EMBEDDED_AGENT = {"BACKEND": "mediastream.agents.scripted.ScriptedAgent", "OPTIONS": {"SCRIPT": "mediastream.agents.demo"}}
+EMBEDDED_AGENT = {
+    "BACKEND": "mediastream.agents.scripted.ScriptedAgent",
+    "OPTIONS": {"SCRIPT": "mediastream.agents.demo"},
+}
 
 
 class VoiceOutput(Protocol):
