@@ -245,3 +245,14 @@ async def test_binary_frames_are_refused(live, cookie):
     async with await RelayClient.open(live, cookie) as client:
         reply = await client.send_raw(b"\x00\x01", None)
         assert reply == {"id": None, "error": {"message": "Relay frames are JSON text, not binary"}}
+
+
+async def test_a_request_the_relay_fails_on_is_answered_and_the_socket_stays(daphne, cookie):
+    # A broken setting (manage.py check reports it as mediastream.E030) fails each request, not the socket.
+    with relay_server(daphne, {"TALK": {"MAX_SESSIONS": 0}}, name="talk-broken") as broken:
+        async with await RelayClient.open(broken, cookie) as client:
+            for _ in range(2):
+                with pytest.raises(RelayRefused) as refused:
+                    await client.create()
+                assert refused.value.message == "The relay failed on this request; the server log says why"
+        assert 'MEDIASTREAM["TALK"]["MAX_SESSIONS"] must be a positive integer' in broken.log_tail(80)

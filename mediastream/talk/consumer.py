@@ -80,6 +80,9 @@ class TalkRelayConsumer(AsyncWebsocketConsumer):
             _bad_requests.warning(
                 "Talk relay connection %s: refused a request: %s", self.connection.id, sanitize(exc.message, 200)
             )
+        except Exception:  # a bug or a broken setting: this request fails, the socket and its sessions go on
+            logger.exception("Talk relay connection %s: a request failed", self.connection.id)
+            reply = error(request_id, "The relay failed on this request; the server log says why")
         self._outbox.put_nowait(reply)
 
     async def disconnect(self, code: int) -> None:
