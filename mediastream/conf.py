@@ -72,8 +72,16 @@ DEFAULTS: dict[str, Any] = {
         "THRESHOLD": 0.5,
         "START_WINDOWS": 2,  # 32 ms windows above THRESHOLD that make a speech start
         "END_THRESHOLD": 0.35,
-        "END_SILENCE_SECONDS": 0.5,
+        # Silence that ends an utterance: its final transcript comes about then
+        # (Whisper transcribes during it). 0.3 s: final p50 ~460 ms after the
+        # last speech; 0.5 s: ~660 ms (bench/README.md, "Embedded speech").
+        "END_SILENCE_SECONDS": 0.3,
     },
+    # End of a caller's turn (mediastream.endofturn): MODEL None ends it after
+    # HANG_SECONDS of silence; "smart-turn" asks Smart Turn v3.2 at the VAD's
+    # end of speech first, HANG_SECONDS then being the fallback. Keys given are
+    # merged over these (bench/README.md, "End of turn", has the figures).
+    "END_OF_TURN": {"MODEL": None, "HANG_SECONDS": 0.3, "THRESHOLD": 0.5, "MODEL_PATH": None},
     "BARGE_IN": True,
     # Caller speech over the agent interrupts it only after this many seconds of
     # speech, or this many transcribed words (0 and 0: at the first sign of speech).
