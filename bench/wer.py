@@ -63,8 +63,8 @@ CONFIGS: dict[str, dict] = {
     },  # fmt: skip
     "tiny.en": {"MODEL": "tiny.en"},
     "base-30s": {"MODEL": "base", "ENCODER_WINDOW_SECONDS": None},
-    "base-beam5": {"MODEL": "base", "BEAM_SIZE": 5},
-    "base": {},  # the default
+    "base-beam1": {"MODEL": "base", "BEAM_SIZE": 1},
+    "base": {},  # the default: base, 10 s window, beam 5, speculation, 2 threads
 }
 
 TARGET_WER = 0.10

@@ -68,7 +68,7 @@ DEFAULTS: dict[str, Any] = {
     # None (VAD silence only) or "smart-turn".
     "MODEL": None,
     # Silence that ends the turn: the whole rule without a model, the fallback with one.
-    "HANG_SECONDS": 0.8,
+    "HANG_SECONDS": 0.3,
     # The model's probability at or above which the turn is complete.
     "THRESHOLD": 0.5,
     # Where the extracted model lives; None: models_dir().

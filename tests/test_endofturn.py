@@ -85,3 +85,9 @@ def test_a_finished_sentence_is_complete():
     (clip,) = speech_set.human_clips(ids=["cmu-goforward"])
     complete, probability = model.is_complete(endofturn.pcm16k_from_mulaw(clip.mulaw[: 8 * 2700]))
     assert complete and probability > 0.5
+
+
+def test_the_documented_defaults_are_the_ones_used():
+    from mediastream.conf import DEFAULTS
+
+    assert DEFAULTS["END_OF_TURN"] == endofturn.DEFAULTS

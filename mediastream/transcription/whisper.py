@@ -227,7 +227,7 @@ class WhisperBackend(BaseTranscriptionBackend):
         MODEL: str = "base",
         MODEL_PATH: str | os.PathLike[str] | None = None,
         COMPUTE_TYPE: str = "int8",
-        BEAM_SIZE: int = 1,
+        BEAM_SIZE: int = 5,
         CPU_THREADS: int = 2,
         LANGUAGE: str | None = "en",
         MAX_CONCURRENT: int = 1,
