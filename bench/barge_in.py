@@ -24,7 +24,7 @@ then listens).
 
 Configurations:
 
-* ``whisper``: the embedded default (Whisper tiny.en transcription + local VAD);
+* ``whisper``: the embedded default (Whisper base transcription + local VAD);
 * ``discard``: the discard backend (local VAD only, no speech-to-text cost).
 
 CPU per stream is the daphne process's utime+stime (all threads, from
@@ -84,7 +84,7 @@ CONFIGS = {
     "whisper": {"BACKEND": "mediastream.transcription.whisper.WhisperBackend", "OPTIONS": {}},
     "discard": {"BACKEND": "mediastream.transcription.discard.DiscardBackend", "OPTIONS": {}},
 }
-LABELS = {"whisper": "whisper tiny.en + VAD", "discard": "discard + VAD"}
+LABELS = {"whisper": "whisper base + VAD", "discard": "discard + VAD"}
 
 
 # --- resources: database, Redis keys, process CPU -------------------------------------------------
