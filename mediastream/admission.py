@@ -33,8 +33,6 @@ class _Pending:
     ip: str
     #: Called when the socket must close to make room (it closes itself).
     evict: Callable[[], None] | None = None
-    #: The socket sent ``start``: it is no longer silent and is never evicted.
-    starting: bool = False
 
 
 @dataclass
@@ -51,7 +49,7 @@ class AdmissionRegistry:
     would only make a flood reconnect at once, and a flood's cost is its
     churn; a parked socket costs a little memory, bounded by the parking cap
     (the oldest parked socket is closed beyond it). A socket that sent
-    ``start`` is never displaced.
+    ``start`` leaves the pending count and is never displaced.
     """
 
     open: set[str] = field(default_factory=set)
@@ -93,10 +91,13 @@ class AdmissionRegistry:
         return Admission.OK
 
     def starting(self, conn_id: str) -> None:
-        """The socket sent ``start``: its admission is under way, it may not be evicted."""
-        entry = self.pending.get(conn_id) or self.parked.get(conn_id)
-        if entry is not None:
-            entry.starting = True
+        """The socket sent ``start``: it is no longer silent, so it holds no pending slot and is never displaced.
+
+        Its admission is under way (``MAX_CONNECTIONS`` still counts it): a
+        ramp of real streams from one address (a Twilio media server) must not
+        be refused by the per-address cap while the database answers.
+        """
+        self.promote(conn_id)
 
     def promote(self, conn_id: str) -> None:
         """The socket sent an accepted ``start``: it no longer counts as pending."""
@@ -125,7 +126,7 @@ class AdmissionRegistry:
         victim, most = None, self.pending_per_ip[newcomer_ip]
         for conn_id, entry in self.pending.items():
             count = self.pending_per_ip[entry.ip]
-            if not entry.starting and entry.evict is not None and count > most:
+            if entry.evict is not None and count > most:
                 victim, most = conn_id, count
         return victim
 

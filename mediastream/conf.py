@@ -44,6 +44,8 @@ DEFAULTS: dict[str, Any] = {
     # dead processes of its host and those whose heartbeat is older than this.
     "STREAM_HEARTBEAT_SECONDS": 10,
     "STALE_STREAM_SECONDS": 35,
+    # A streaming socket announces stream.health (frames, gaps, mark round trip) this often (0: never).
+    "STREAM_HEALTH_SECONDS": 2.0,
     # Malformed/unknown message log lines per stream (the rest are only counted).
     "MAX_PROTOCOL_WARNINGS_PER_STREAM": 5,
     # While the database is unavailable a stream's events still reach signals and
@@ -105,6 +107,8 @@ DEFAULTS: dict[str, Any] = {
     # The model names a label; it can never dial a number of its own.
     "AGENT_TRANSFER_TARGETS": {},
     # --- Browser talk relay (mediastream.talk) -----------------------------------
+    # The live call console's settings (defaults in mediastream/console/conf.py).
+    "CONSOLE": {},
     # Keys given in MEDIASTREAM["TALK"] are merged over these.
     "TALK": {
         "SESSION_TTL_SECONDS": 1800,  # a relay session is closed ("completed") this long after create

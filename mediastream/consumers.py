@@ -48,13 +48,13 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         self.session = s.StreamSession(uuid.uuid4().hex, registry, s.SessionConfig.from_settings())
         self.parts: StreamParts | None = None
         self.tasks = StreamTasks(lambda: self.session.stream_sid or self.session.conn_id)
-        self._timer: asyncio.TimerHandle | None = None
+        self._timers: dict[s.Timer, asyncio.TimerHandle] = {}
         self._teardown_task: asyncio.Task | None = None
         self._handlers = {
             s.Accept: lambda a: self.accept(),
             s.Refuse: lambda a: self.close(),  # before accept: daphne answers 403
             s.StartTimer: self._start_timer,
-            s.CancelTimer: lambda a: self._timer.cancel(),
+            s.CancelTimer: self._cancel_timer,
             s.CloseSocket: lambda a: self.close(code=int(a.close.code), reason=a.close.reason),
             s.AdmitStream: self._admit,
             s.JoinCallGroup: lambda a: self.link.join(call_group(a.call_sid)),
@@ -64,7 +64,6 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             s.Play: lambda a: self.parts.play(a.item),
             s.InterruptPlayback: lambda a: self.parts.interrupt(a.reason, a.reply_to),
             s.DeliverMark: lambda a: self.parts.player.on_mark(a.name),
-            s.StartBargeInTimer: self._start_barge_in_timer,
             s.StartReply: lambda a: self.parts.start_reply(a.turn_id, a.text, a.dtmf, a.resume),
             s.CancelReply: lambda a: self.parts.cancel_reply(a.turn_id),
             s.ReplyHeard: lambda a: self.parts.heard(a),
@@ -134,9 +133,15 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             if asyncio.iscoroutine(pending):
                 self.tasks.spawn(pending, type(action).__name__)
 
-    def _start_timer(self, action: s.StartTimer) -> None:
-        on_timeout = lambda: self._soon(self.session.timer_fired())  # noqa: E731
-        self._timer = asyncio.get_running_loop().call_later(action.seconds, on_timeout)
+    def _cancel_timer(self, a: s.CancelTimer) -> None:
+        timer = self._timers.pop(a.purpose, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _start_timer(self, a: s.StartTimer) -> None:
+        fired = lambda: self._soon(self.session.timer_fired(a.purpose, self.parts and self.parts.player))  # noqa: E731
+        self._cancel_timer(s.CancelTimer(a.purpose))
+        self._timers[a.purpose] = asyncio.get_running_loop().call_later(a.seconds, fired)
 
     async def _admit(self, a: s.AdmitStream) -> None:
         admission = asyncio.ensure_future(database.run(db.admit_stream, **dataclasses.asdict(a)))
@@ -149,10 +154,6 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         except UNAVAILABLE as exc:  # the database is away: 4013, not a crash
             return await self._do(self.session.admission_failed(exc))
         await self._do(self.session.admission_done(outcome))
-
-    def _start_barge_in_timer(self, a: s.StartBargeInTimer) -> None:
-        fired = lambda: self._soon(self.session.barge_in_timer_fired(self.parts.player))  # noqa: E731
-        asyncio.get_running_loop().call_later(a.seconds, fired)
 
     async def _open(self, a: s.OpenStream) -> None:
         self.parts = await StreamParts.open(
@@ -182,8 +183,8 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
 
     async def _release(self, code: int | None, reason: str) -> None:
         self.session.teardown()
-        if self._timer is not None:
-            self._timer.cancel()
+        for timer in self._timers.values():
+            timer.cancel()
         if self.parts is not None:
             await self.parts.close()  # what the player and speech in still owe is reported first
         await self.tasks.finish(REPLY_TIMEOUT)

@@ -28,6 +28,8 @@ class StreamEvent(StrEnum):
     TRANSCRIPTION_READY = "transcription.ready"
     TRANSCRIPTION_FAILED = "transcription.failed"
     TRANSCRIPTION_ERROR = "transcription.error"
+    #: Every few seconds while streaming: frames in, sequence gaps, marks and their round trip.
+    STREAM_HEALTH = "stream.health"
     # The conversation engine: every step of an agent's turn, with its turn_id and timings in ms.
     AGENT_TURN_STARTED = "agent.turn.started"
     AGENT_FIRST_TOKEN = "agent.first_token"
@@ -42,7 +44,7 @@ class StreamEvent(StrEnum):
         """Whether announcing it writes an event-log row.
 
         Stream start and stop rows are written by the admission and finish
-        transactions themselves; partial transcripts are too many to keep.
+        transactions themselves; partial transcripts and health ticks are too many to keep.
         """
         return self not in _NOT_RECORDED
 
@@ -52,4 +54,6 @@ class StreamEvent(StrEnum):
         return self is not StreamEvent.PLAYBACK_QUEUED
 
 
-_NOT_RECORDED = frozenset({StreamEvent.STREAM_STARTED, StreamEvent.STREAM_STOPPED, StreamEvent.TRANSCRIPT_PARTIAL})
+_NOT_RECORDED = frozenset(
+    {StreamEvent.STREAM_STARTED, StreamEvent.STREAM_STOPPED, StreamEvent.TRANSCRIPT_PARTIAL, StreamEvent.STREAM_HEALTH}
+)

@@ -89,6 +89,8 @@ class SessionConfig:
     barge_in_min_speech_seconds: float = 0.0
     #: ... or this many words in a transcript (0: no words needed); backchannels ("uh-huh") then pass.
     barge_in_min_words: int = 0
+    #: How often a streaming socket announces stream.health (0: never).
+    health_seconds: float = 2.0
 
     @classmethod
     def from_settings(cls) -> SessionConfig:
@@ -112,6 +114,7 @@ class SessionConfig:
             max_transcript_chars=s.MAX_TRANSCRIPT_CHARS,
             barge_in_min_speech_seconds=s.BARGE_IN_MIN_SPEECH_SECONDS,
             barge_in_min_words=s.BARGE_IN_MIN_WORDS,
+            health_seconds=s.STREAM_HEALTH_SECONDS,
         )
 
 
@@ -141,16 +144,25 @@ class Refuse:
     """Close before accepting: the client sees HTTP 403."""
 
 
+class Timer(Enum):
+    """What a timer is for: each purpose has at most one timer armed at a time."""
+
+    START = "start"  # the socket must send start before it fires
+    BARGE_IN = "barge-in"  # the caller must still be talking when it fires
+    HEALTH = "health"  # the next stream.health event
+
+
 @dataclass(frozen=True, slots=True)
 class StartTimer:
-    """Call :meth:`StreamSession.timer_fired` after ``seconds`` unless cancelled."""
+    """Call :meth:`StreamSession.timer_fired` with ``purpose`` after ``seconds``, replacing that purpose's timer."""
 
     seconds: float
+    purpose: Timer = Timer.START
 
 
 @dataclass(frozen=True, slots=True)
 class CancelTimer:
-    pass
+    purpose: Timer = Timer.START
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,13 +252,6 @@ class Reply:
 
 
 @dataclass(frozen=True, slots=True)
-class StartBargeInTimer:
-    """Call :meth:`StreamSession.barge_in_timer_fired` after ``seconds`` (the caller must keep talking)."""
-
-    seconds: float
-
-
-@dataclass(frozen=True, slots=True)
 class StartReply:
     """Have the agent answer caller turn ``turn_id``.
 
@@ -306,7 +311,6 @@ Action = (
     | DeliverMark
     | Reply
     | Teardown
-    | StartBargeInTimer
     | StartReply
     | CancelReply
     | ReplyHeard
@@ -403,11 +407,32 @@ class StreamSession:
         """The registry made room for a newer socket by evicting this silent one."""
         return self.close(CLOSES.EVICTED)
 
-    def timer_fired(self) -> list[Action]:
-        """The pre-start timer: a socket that has not sent ``start`` in time is closed."""
+    def timer_fired(self, purpose: Timer = Timer.START, playback: PlaybackState | None = None) -> list[Action]:
+        """A timer went off; ``playback`` is the player now (once the stream's parts are up)."""
+        if purpose is Timer.BARGE_IN:
+            return self.barge_in_timer_fired(playback)
+        if purpose is Timer.HEALTH:
+            return self._health(playback)
+        # The pre-start timer: a socket that has not sent start in time is closed.
         if self.state is State.AWAITING_START:
             return self.close(CLOSES.START_TIMEOUT)
         return _NOTHING
+
+    def _health(self, playback: PlaybackState | None) -> list[Action]:
+        """While streaming, every ``health_seconds``: the counters the console shows, and the next tick."""
+        if self.state is not State.STREAMING or self.closing is not None:
+            return _NOTHING
+        stats = self.stats
+        data = {
+            "media_frames": stats.media_frames,
+            "sequence_gaps": stats.sequence_gaps,
+            "sequence_reorders": stats.sequence_reorders,
+            "timestamp_gaps": stats.timestamp_gaps,
+            "marks": stats.marks,
+            "mark_rtt_ms": getattr(playback, "mark_rtt_ms", None),
+            "protocol_errors": stats.protocol_error_count,
+        }
+        return [Announce(StreamEvent.STREAM_HEALTH, data), StartTimer(self.config.health_seconds, Timer.HEALTH)]
 
     # --- inbound frames ---------------------------------------------------------------
 
@@ -545,6 +570,8 @@ class StreamSession:
                 {"tracks": list(msg.tracks), "custom_parameters": self._public_parameters},
             )
         ]
+        if self.config.health_seconds:
+            actions.append(StartTimer(self.config.health_seconds, Timer.HEALTH))
         greeting = self.config.greeting or agent_greeting
         if greeting:
             item = PlaybackItem(text=greeting, interruptible=self.config.greeting_interruptible)
@@ -615,14 +642,14 @@ class StreamSession:
         actions: list[Action] = [Announce(StreamEvent.SPEECH_STARTED, {"offset_ms": offset_ms, "source": source})]
         config = self.config
         talking_over = self._is_barge_in(playback) or (self.agent and self.reply_turn is not None)
-        if not talking_over:
+        if not talking_over or self.closing is not None:
             return actions
         if source == "final" or not (config.barge_in_min_speech_seconds or config.barge_in_min_words):
             return actions + self._take_floor(playback)
         # The barge-in rule wants more speech, or words, before the agent stops.
         self._floor_pending = True
         if config.barge_in_min_speech_seconds and not config.barge_in_min_words:
-            actions.append(StartBargeInTimer(config.barge_in_min_speech_seconds))
+            actions.append(StartTimer(config.barge_in_min_speech_seconds, Timer.BARGE_IN))
         return actions
 
     def _words_heard(self, text: str, playback: PlaybackState) -> list[Action]:
@@ -632,7 +659,7 @@ class StreamSession:
             return self._take_floor(playback)
         return _NOTHING
 
-    def barge_in_timer_fired(self, playback: PlaybackState) -> list[Action]:
+    def barge_in_timer_fired(self, playback: PlaybackState | None) -> list[Action]:
         """The minimum barge-in speech time has passed: if the caller still talks, the agent stops."""
         if self._floor_pending and self.turns.in_utterance and not self.turns.quiet and self.state is State.STREAMING:
             return self._take_floor(playback)

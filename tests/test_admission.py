@@ -99,10 +99,14 @@ def test_no_eviction_for_an_address_that_already_holds_as_many():
     assert evicted == []
 
 
-def test_a_socket_that_sent_start_is_never_evicted():
+def test_a_socket_that_sent_start_gives_its_pending_slot_up_and_is_never_evicted():
     reg, evicted = AdmissionRegistry(), []
     _fill(reg, {"10.0.0.1": 2}, 2, evicted)
+    reg.open.update({"10.0.0.1#0", "10.0.0.1#1"})
     reg.starting("10.0.0.1#0")
     reg.starting("10.0.0.1#1")
-    assert reg.add_pending("new", "10.0.0.9", 2, 4, evict=lambda: None) is Admission.TOO_MANY_PENDING
-    assert evicted == []
+    assert reg.pending_count == 0 and not reg.pending_per_ip and reg.open_count == 2
+    # A ramp from one address: the next sockets get pending slots while those two are admitted.
+    assert reg.add_pending("new", "10.0.0.1", 2, 2, evict=lambda: None) is Admission.OK
+    assert reg.add_pending("newer", "10.0.0.9", 1, 4, evict=lambda: None, max_parked=10) is Admission.OK
+    assert evicted == [] and list(reg.parked) == ["new"]

@@ -204,7 +204,7 @@ def test_min_speech_time_interrupts_only_if_the_caller_keeps_talking():
     session.reply_ready(1, PlaybackItem(turn_id=1))
     playing = Silent(busy=True)
     actions = session.speech(SpeechStarted(offset_ms=3000, detected_ms=3064), playing)
-    assert actions[-1] == s.StartBargeInTimer(0.4)
+    assert actions[-1] == s.StartTimer(0.4, s.Timer.BARGE_IN)
     session.speech(SpeechEnded(offset_ms=3200, detected_ms=3700), playing)  # a cough: over before the timer
     assert session.barge_in_timer_fired(playing) == []
     session.speech(Final(""), playing)

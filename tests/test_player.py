@@ -324,3 +324,27 @@ async def test_pacing_keeps_a_bounded_lead_on_an_absolute_clock():
         assert at == pytest.approx(max(start, start + n * 0.02 - 0.3), abs=1e-9)
     assert sum(1 for at in sent_at if at == start) == 16  # the initial lead: 300 ms + the first frame
     await player.close()
+
+
+async def test_a_mark_round_trip_is_how_late_its_echo_came_after_the_audio_played():
+    wire, time_ = Wire(), VirtualTime()
+    player = StreamPlayer(
+        stream_sid=STREAM,
+        send=wire.send,
+        tts=lambda: ConstantBackend(VALUE=500, SAMPLE_RATE=8000, DURATION_MS=1000),
+        on_result=wire.on_result,
+        config=PlayerConfig(lead_seconds=0.3, mark_grace_seconds=5.0),
+        clock=time_.clock,
+        sleep=time_.sleep,
+    )
+    player.enqueue(PlaybackItem(text="one second"))
+    name = await wire.mark_sent(":end")
+    assert player.mark_rtt_ms is None
+    # The last frame went out the lead (0.3 s) before it starts playing, and plays for 20 ms;
+    # the echo comes 80 ms after that.
+    time_.now += 0.3 + 0.02 + 0.08
+    player.on_mark(name)
+    try:
+        assert player.mark_rtt_ms == pytest.approx(80.0, abs=0.5)
+    finally:
+        await player.close()

@@ -158,7 +158,8 @@ def test_admitted_stream_joins_its_group_before_announcing_and_then_greets():
     assert session.state is State.STREAMING and session.admitted == ADMITTED
     assert registry.pending_count == 0 and registry.open_count == 1
     # Once the parts are up: the stream is announced, then greeted.
-    announce, play = session.stream_opened(finals_expected=True)
+    announce, health, play = session.stream_opened(finals_expected=True)
+    assert health == s.StartTimer(2.0, s.Timer.HEALTH)
     assert announce == s.Announce(StreamEvent.STREAM_STARTED, {"tracks": ["inbound"], "custom_parameters": {"caller": "alice"}})
     assert play.item.text == "Hello" and play.item.interruptible is False and play.item.turn_id is None
 
@@ -168,7 +169,7 @@ def test_an_agent_greets_when_no_stream_greeting_is_set():
     session.connect(scope())
     session.receive(streams.start(CALL, STREAM, "tok"))
     session.admission_done(ADMITTED)
-    _, play = session.stream_opened(finals_expected=True, agent=True, agent_greeting="Hi, this is the restaurant.")
+    *_, play = session.stream_opened(finals_expected=True, agent=True, agent_greeting="Hi, this is the restaurant.")
     assert play.item.text == "Hi, this is the restaurant." and play.item.turn_id == 0
 
 
@@ -509,17 +510,15 @@ def test_a_new_socket_displaces_a_silent_one_which_closes_4013_beyond_the_parkin
     assert CLOSES.EVICTED.code == CloseCode.TRY_AGAIN_LATER
 
 
-def test_a_socket_that_sent_start_keeps_its_slot_while_the_database_answers():
+def test_a_socket_that_sent_start_frees_its_pending_slot_while_the_database_answers():
     registry = AdmissionRegistry()
-    config = SessionConfig(max_pending=1)
+    config = SessionConfig(max_pending=1, max_pending_per_ip=1)
     starting = StreamSession("starting", registry, config)
     starting.connect(scope(client="198.51.100.1"), evict=lambda: pytest.fail("evicted a starting socket"))
     starting.receive(streams.start(CALL, STREAM, "tok"))
-    late = StreamSession("late", registry, config)
-    assert late.connect(scope(client="198.51.100.2"), evict=lambda: None) == [
-        s.Accept(),
-        s.CloseSocket(CLOSES.TOO_MANY_PENDING),
-    ]
+    # The same address (one Twilio media server ramping up) gets the slot at once.
+    next_call = StreamSession("next", registry, config)
+    assert next_call.connect(scope(client="198.51.100.1"), evict=lambda: None) == [s.Accept(), s.StartTimer(5.0)]
 
 
 class _Clock:
@@ -571,3 +570,15 @@ def test_caller_transcripts_are_capped():
     assert announce.data["text"] == "x" * 10 + "…" and announce.transcript.text == "x" * 10 + "…"
     [partial] = [a for a in session.speech(Partial("y" * 50), Silent()) if a.event is StreamEvent.TRANSCRIPT_PARTIAL]
     assert len(partial.data["text"]) == 11
+
+
+def test_a_streaming_socket_announces_its_health_until_it_closes():
+    session = streaming(SessionConfig(health_seconds=1.5))
+    session.receive(streams.media(STREAM, seq=2))
+    session.receive(streams.media(STREAM, seq=5, timestamp=20))
+    health, again = session.timer_fired(s.Timer.HEALTH, Silent())
+    assert health.event is StreamEvent.STREAM_HEALTH and not health.event.recorded
+    assert health.data["media_frames"] == 2 and health.data["sequence_gaps"] == 2
+    assert again == s.StartTimer(1.5, s.Timer.HEALTH)
+    session.close(CLOSES.STOPPED)
+    assert session.timer_fired(s.Timer.HEALTH, Silent()) == []

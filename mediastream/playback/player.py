@@ -202,6 +202,9 @@ class StreamPlayer:
         self.audio_bytes_sent = 0
         self.audio_bytes_confirmed = 0
         self._mark_positions: dict[str, int] = {}
+        self._mark_due: dict[str, float] = {}  # mark -> when the audio before it ends playing (player clock)
+        #: The latest mark round trip: echo time minus when its audio should have finished playing.
+        self.mark_rtt_ms: float | None = None
         self._mark_seq = itertools.count(1)
 
     # --- commands -----------------------------------------------------------
@@ -236,6 +239,10 @@ class StreamPlayer:
         position = self._mark_positions.pop(name, None)
         if position is not None:
             self.audio_bytes_confirmed = max(self.audio_bytes_confirmed, position)
+        due = self._mark_due.pop(name, None)
+        if due is not None:
+            # How late the echo came after the audio before the mark should have played out.
+            self.mark_rtt_ms = round(max(0.0, self._clock() - due) * 1000, 1)
         future = self._pending_marks.pop(name, None)
         if future is not None and not future.done():
             future.set_result(True)
@@ -285,6 +292,7 @@ class StreamPlayer:
                 future.cancel()
         self._pending_marks.clear()
         self._mark_positions.clear()
+        self._mark_due.clear()
         # Twilio echoes every pending mark after clear; those echoes confirm nothing.
         self.audio_bytes_confirmed = self.audio_bytes_sent
         for name in names:
@@ -369,6 +377,7 @@ class StreamPlayer:
         future = asyncio.get_running_loop().create_future()
         self._pending_marks[name] = future
         self._mark_positions[name] = self.audio_bytes_sent
+        self._mark_due[name] = pacer.played_until()
         await self._send(mark_message(self.stream_sid, name))
         timeout = audio_seconds + self.config.mark_grace_seconds
         try:
@@ -512,6 +521,11 @@ class _Pacer:
         self._since_mark = 0
         self._mark_every = max(1, round(player.config.progress_mark_seconds / FRAME_SECONDS))
 
+    def played_until(self) -> float:
+        """When the audio sent so far finishes playing at Twilio (player clock)."""
+        now = self.player._clock()
+        return now if self.t0 is None else max(now, self.t0 + self.frames_sent * FRAME_SECONDS)
+
     async def feed(self, mulaw: bytes) -> None:
         data = self._remainder + mulaw
         usable = len(data) - len(data) % FRAME_BYTES
@@ -553,4 +567,5 @@ class _Pacer:
             self._since_mark = 0
             name = f"progress-{next(player._mark_seq)}"
             player._mark_positions[name] = player.audio_bytes_sent
+            player._mark_due[name] = self.played_until()
             await player._send(mark_message(player.stream_sid, name))
