@@ -15,14 +15,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from channels.db import database_sync_to_async
 from channels.layers import BaseChannelLayer
+from django.db import DatabaseError
 
 from . import db, heartbeat
 from .agents.base import BaseAgent, BaseSpeechAgent, CallContext
 from .announcer import Announcer
 from .backends import backends
 from .db import Admitted
+from .dbgate import database
 from .playback.player import PlaybackItem, PlayerConfig, StreamPlayer
 from .rows import StreamRows, finish_row
 from .session import Action, Announce, ReplyHeard, StreamSession
@@ -102,7 +103,11 @@ class StreamParts:
 
     async def _open_conversation(self, admitted: Admitted) -> None:
         """Look up the call's agent and its history (one trip to the database)."""
-        self._agent, self._history = await database_sync_to_async(_agent_and_history)(admitted)
+        try:
+            self._agent, self._history = await database.run(_agent_and_history, admitted)
+        except DatabaseError:  # an outage right after admission: the call goes on without its agent
+            logger.warning("Stream %s: the database is unavailable, no agent on this call", admitted.stream_sid)
+            self._agent, self._history = None, []
         self.speech_agent = isinstance(self._agent, BaseSpeechAgent)
         # A speech agent speaks its greeting itself.
         self.agent_greeting = self._agent.greeting if isinstance(self._agent, BaseAgent) else ""

@@ -272,7 +272,7 @@ def test_a_database_error_at_admission_closes_4013_and_releases_the_slot():
     session = s.StreamSession("conn-db", admission, s.SessionConfig())
     session.connect(scope())
     session.receive(streams.start(CALL, STREAM, "tok"))
-    assert admission.pending_count == 1
+    assert admission.pending_count == 0 and admission.open_count == 1  # it sent start: no longer pending
     assert session.admission_failed(OperationalError("connection refused")) == [s.CloseSocket(CLOSES.DATABASE_UNAVAILABLE)]
     assert session.admitted is None
     assert session.disconnected(None) == [s.Teardown(4013, "Database unavailable")]
