@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from voicecall.models import Call, CallEvent, CallStatus, MediaStream, TranscriptSegment
@@ -220,8 +221,12 @@ def reap_stale_streams(*, stale_after: float, server_id: str | None = None) -> l
     """
     now = timezone.now()
     reaped: list[str] = []
-    candidates = MediaStream.objects.select_related("call").filter(stopped_at__isnull=True)
     host = (server_id or SERVER_ID).rsplit(":", 1)[0]
+    # Only the rows that can be stale: no recent heartbeat, or owned by another process of this host.
+    suspects = Q(heartbeat_at__lt=now - timedelta(seconds=stale_after)) | Q(heartbeat_at__isnull=True)
+    if server_id is not None:
+        suspects |= Q(server__startswith=host + ":") & ~Q(server=server_id)
+    candidates = MediaStream.objects.select_related("call").filter(suspects, stopped_at__isnull=True)
     for stream in candidates:
         last_seen = stream.heartbeat_at or stream.started_at
         dead_owner = server_id is not None and _dead_local_owner(stream.server, host)
