@@ -223,10 +223,11 @@
 
   function renderHealth() {
     var health = state.health;
-    if (!health && state.call) {
+    if (state.call) {
+      // Once the stream has ended, its row holds the final counters (health ticks stop before it).
       var streams = state.call.streams || [];
       var last = streams[streams.length - 1];
-      if (last && !last.live) health = last.stats;
+      if (last && !last.live && last.stats) health = Object.assign({}, health || {}, last.stats);
     }
     health = health || {};
     part("frames-in").textContent = health.media_frames === undefined || health.media_frames === null ? "—" : health.media_frames;
