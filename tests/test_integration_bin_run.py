@@ -72,7 +72,15 @@ def test_bin_run_serves_the_given_address_and_signs_for_it(tmp_path):
         local = dict(line.split("=", 1) for line in (demo / ".env.local").read_text().splitlines() if "=" in line)
         assert local["PUBLIC_BASE_URL"] == f"http://127.0.0.1:{port}"
         assert local["TWILIO_AUTH_TOKEN"].startswith("local-")
-        assert httpx.get(f"http://127.0.0.1:{port}/nope/").status_code == 404
+        # runserver prints its banner before daphne listens: wait for the port (bounded).
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/nope/")
+                break
+            except httpx.ConnectError:
+                assert server.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")
+                time.sleep(0.1)
+        assert response.status_code == 404
         call = subprocess.run(
             [sys.executable, "manage.py", "simulate_call", "--say", "Hello.", "--listen", "1",
              "--out", str(tmp_path / "agent.wav")],
