@@ -498,7 +498,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reply", default=REPLY, help="what the fake model (and ScriptedAgent) answers")
     parser.add_argument(
         "--end-silence", type=float, default=None,
-        help='what-if: MEDIASTREAM["VAD"]["END_SILENCE_SECONDS"] for the server (default: the setting, 0.5)',
+        help='what-if: MEDIASTREAM["VAD"]["END_SILENCE_SECONDS"] for the server (default: the setting)',
     )
     parser.add_argument("--noise-dbfs", type=float, default=-50.0, help="the caller's line noise (embedded)")
     parser.add_argument("--seed", type=int, default=1)
