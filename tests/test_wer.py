@@ -57,6 +57,12 @@ async def test_default_model_transcribes_real_callers_within_ten_percent():
     assert total.wer <= 0.10, total
 
 
+def session_hang_ms() -> int:
+    from mediastream.vad import WINDOW_MS, SpeechDetector
+
+    return SpeechDetector().end_windows * WINDOW_MS
+
+
 async def _feed(session, mulaw: bytes) -> None:
     for frame in af.frames(mulaw):
         session.send_audio(frame)
@@ -86,10 +92,13 @@ async def test_voice_after_the_pause_discards_the_speculation():
 
     # A pause shorter than the VAD hang time: one utterance, but a speculation starts in it.
     first, second = af.speech_clip("Go forward", lead_ms=300, tail_ms=0), af.speech_clip("ten meters.", lead_ms=0)
+    spoken_first = first.mulaw[: (first.end_ms + 10) * 8]  # Piper's own trailing silence cut off
+    spoken_second = second.mulaw[max(0, second.onset_ms - 10) * 8 :]
+    hang_ms = session_hang_ms()
     rec = RecordingListener()
     session = WhisperBackend().create_session(stream_sid="MZ2", call_sid="CA2", listener=rec.listener)
     await session.connect()
-    await _feed(session, first.mulaw + af.silence(150) + second.mulaw)
+    await _feed(session, spoken_first + af.silence(hang_ms // 2) + spoken_second)
     (final,) = await rec.wait_count("final", timeout=20)
     await session.close()
     assert session.speculations >= 2 and session.speculations_kept == 1
