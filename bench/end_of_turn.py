@@ -167,7 +167,8 @@ def main() -> None:
     calls = sorted(run.call_ms)
     print(
         f"  Smart Turn per call: wall p50 {np.percentile(calls, 50):.0f} ms p90 {np.percentile(calls, 90):.0f} ms,"
-        f" CPU p50 {np.percentile(run.cpu_ms, 50):.0f} ms ({len(calls)} calls, one thread); load {os.getloadavg()[0]:.2f}"
+        f" CPU p50 {np.percentile(run.cpu_ms, 50):.0f} ms ({len(calls)} calls, one thread);"
+        f" load {os.getloadavg()[0]:.2f}"
     )
 
 

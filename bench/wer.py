@@ -1,6 +1,6 @@
 """Embedded speech-to-text on the project's telephone test set: word errors, CPU cost and final latency.
 
-    .venv/bin/python bench/wer.py                                   # every model config, all voices, latency on 24 clips
+    .venv/bin/python bench/wer.py                                   # every config, all voices, latency on 24 clips
     .venv/bin/python bench/wer.py --configs base --latency-clips 0  # WER and cost only
     .venv/bin/python bench/wer.py --configs base --hang 0.3,0.5 --streams 1,4 --latency-only
 
@@ -59,7 +59,8 @@ from tests.speech_set.scoring import Score, score  # noqa: E402
 #: name -> WhisperBackend OPTIONS. "tiny.en-before" is what shipped before: tiny.en, 30 s window, beam 5.
 CONFIGS: dict[str, dict] = {
     "tiny.en-before": {
-        "MODEL": "tiny.en", "ENCODER_WINDOW_SECONDS": None, "BEAM_SIZE": 5, "SPECULATE_AFTER_MS": None, "CPU_THREADS": 1,
+        "MODEL": "tiny.en", "ENCODER_WINDOW_SECONDS": None, "BEAM_SIZE": 5,
+        "SPECULATE_AFTER_MS": None, "CPU_THREADS": 1,
     },  # fmt: skip
     "tiny.en": {"MODEL": "tiny.en"},
     "base-30s": {"MODEL": "base", "ENCODER_WINDOW_SECONDS": None},
@@ -183,7 +184,8 @@ async def latency(name: str, backend: WhisperBackend, clips, *, hang: float, str
     results.sort()
     p = lambda q: float(np.percentile(results, q)) if results else float("nan")  # noqa: E731
     print(
-        f"  latency {name} hang {hang:.2f}s K={streams}: p50 {p(50):.0f} ms  p90 {p(90):.0f}  max {max(results or [0]):.0f}"
+        f"  latency {name} hang {hang:.2f}s K={streams}: p50 {p(50):.0f} ms  p90 {p(90):.0f}"
+        f"  max {max(results or [0]):.0f}"
         f"  (n={len(results)}, finals/utterance {stats['finals'] / max(1, stats['utterances']):.2f},"
         f" speculations {stats['speculations']} kept {stats['kept']}, missing {stats['missing']};"
         f" VAD end decision p50 {statistics.median(stats['vad_end_ms'] or [0]):.0f} ms after the last speech)"
@@ -202,7 +204,7 @@ async def main() -> None:
     parser.add_argument("--streams", default="1", help="concurrent paced sessions for the latency runs")
     parser.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
                         help="extra WhisperBackend option for every config, e.g. CPU_THREADS=2 (JSON values)")
-    parser.add_argument("--end-threshold", type=float, default=None, help="MEDIASTREAM VAD END_THRESHOLD for latency runs")
+    parser.add_argument("--end-threshold", type=float, default=None, help="VAD END_THRESHOLD for the latency runs")
     parser.add_argument("--verbose", action="store_true", help="print every file, not only those with errors")
     args = parser.parse_args()
     noise = None if args.noise_dbfs <= -200 else args.noise_dbfs

@@ -214,7 +214,9 @@ def end_of_turn_settings() -> EndOfTurnSettings:
     raw = app_settings.as_dict().get("END_OF_TURN") or {}
     merged = {**DEFAULTS, **raw}
     if merged["MODEL"] not in (None, "smart-turn"):
-        raise EndOfTurnError(f'MEDIASTREAM["END_OF_TURN"]["MODEL"] must be None or "smart-turn", not {merged["MODEL"]!r}')
+        raise EndOfTurnError(
+            f'MEDIASTREAM["END_OF_TURN"]["MODEL"] must be None or "smart-turn", not {merged["MODEL"]!r}'
+        )
     if not merged["HANG_SECONDS"] > 0:
         raise EndOfTurnError(f'MEDIASTREAM["END_OF_TURN"]["HANG_SECONDS"] must be > 0, got {merged["HANG_SECONDS"]!r}')
     return EndOfTurnSettings(

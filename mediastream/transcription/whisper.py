@@ -20,9 +20,9 @@ so each session cuts the caller's audio into utterances with its own
 * **short encoder window**: Whisper's encoder normally sees 30 s whatever the
   utterance length, and that fixed cost dominates a phone utterance. The audio
   is padded to ``ENCODER_WINDOW_SECONDS`` (10 s; longer utterances get their
-  length plus 0.5 s, at most 30 s) instead: about 4× less CPU for base, with the
-  same word error rate on the project's test set (``bench/wer.py``). Shorter
-  windows than 10 s make the model loop or drop words. A decode that repeats
+  length plus 0.5 s, at most 30 s) instead: about 4.5× less CPU for base at
+  about the same word error rate on the project's test set (``bench/wer.py``).
+  Windows shorter than 10 s make the model loop or drop words. A decode that repeats
   itself (gzip compression ratio above 2.4) is redone on the full window.
 * an utterance longer than ``MAX_UTTERANCE_SECONDS`` is transcribed in pieces
   of that length (one speech start, several finals).
