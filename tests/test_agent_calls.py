@@ -67,8 +67,15 @@ async def events(call, type_):
     return await database_sync_to_async(_events)(call, type_)
 
 
+async def provider() -> object:
+    """The stream's locmem transcription session (it exists once the stream's parts are up)."""
+    sessions = backends.transcription.sessions
+    await wait_for(lambda: bool(sessions))
+    return sessions[-1]
+
+
 async def caller_says(text: str) -> None:
-    backends.transcription.sessions[-1].emit_final(text)
+    (await provider()).emit_final(text)
 
 
 async def test_the_agent_greets_answers_a_turn_and_logs_every_step():
@@ -132,7 +139,7 @@ async def test_a_stale_reply_is_never_played():
             frames_before = twilio.frames
             await caller_says("What are your opening hours?")
             await wait_for(lambda: _events(call, "agent.turn.started"))
-            backends.transcription.sessions[-1].emit_speech_started()  # the caller goes on talking
+            (await provider()).emit_speech_started()  # the caller goes on talking
             await caller_says("Actually, press 2 for me.")
             finished = await wait_for(lambda: _events(call, "agent.reply.finished"), timeout=10)
             await twilio.stop()
