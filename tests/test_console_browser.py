@@ -141,7 +141,10 @@ async def test_the_console_follows_a_simulated_call_and_acts_on_it(daphne, capsy
                 await page.wait_for_function(
                     "node => node.dataset.outcome === 'interrupted'", arg=await said.element_handle(), timeout=10_000
                 )
-                assert await playing.inner_text() == "nothing"
+                # The interrupted line leaves "playing" when its playback.finished arrives (soon after the outcome).
+                await page.wait_for_function(
+                    "node => node.innerText.trim() === 'nothing'", arg=await playing.element_handle(), timeout=10_000
+                )
                 assert page.url == loaded_url, "Enter in the Say box did not submit the change form"
 
                 # The console's update delay: the vendor's final sent -> its text on screen.

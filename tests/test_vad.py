@@ -143,7 +143,8 @@ def test_preload_loads_the_shared_model_once():
 @requires_speech
 def test_faint_noise_after_speech_and_digital_silence_is_not_speech():
     # Gated (silent) windows never reach the model; its state must not stay "mid-speech".
-    detector = SpeechDetector()
+    # A hang longer than the clip's comma pause keeps "Wait, stop." one utterance.
+    detector = SpeechDetector(end_silence_seconds=0.5)
     clip = af.speech_clip("Wait, stop.", lead_ms=200, tail_ms=800)
     events = detector.feed(clip.mulaw + af.silence(2000))
     assert [type(e) for e in events] == [SpeechStarted, SpeechEnded]
