@@ -18,7 +18,7 @@ from typing import Any
 from channels.layers import BaseChannelLayer
 from django.db import DatabaseError
 
-from . import db, heartbeat
+from . import heartbeat
 from .agents.base import BaseAgent, BaseSpeechAgent, CallContext
 from .announcer import Announcer
 from .backends import backends

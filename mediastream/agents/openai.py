@@ -27,7 +27,6 @@ here) is the speech-to-speech agent.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -39,7 +38,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from voicecall.logsafe import sanitize
 
-from ..tts.http import close_on_loop
+from ..httppool import LoopBoundPool
 from .base import AgentError, BaseAgent, CallContext, ChatMessage, TextDelta, ToolCall, ToolCallRequest
 from .openai_realtime import RealtimeAgent
 from .tools import Tool
@@ -50,7 +49,7 @@ OPENAI_BASE_URL = "https://api.openai.com/v1"
 MAX_ERROR_CHARS = 200
 
 
-class ChatCompletionsAgent(BaseAgent):
+class ChatCompletionsAgent(LoopBoundPool, BaseAgent):
     """Streaming Chat Completions with tool calls; one pooled HTTP client per event loop."""
 
     vendor = "Chat Completions"
@@ -85,8 +84,6 @@ class ChatCompletionsAgent(BaseAgent):
         self.model = MODEL
         self.temperature = TEMPERATURE
         self.timeout = float(REQUEST_TIMEOUT)
-        self._client: httpx.AsyncClient | None = None
-        self._client_loop: asyncio.AbstractEventLoop | None = None
 
     # --- the request ------------------------------------------------------------------------------------
 
@@ -154,31 +151,6 @@ class ChatCompletionsAgent(BaseAgent):
         if self.api_key:
             text = text.replace(self.api_key, "***")
         return sanitize(text, MAX_ERROR_CHARS)
-
-    # --- the pool ---------------------------------------------------------------------------------------
-
-    def _http(self) -> httpx.AsyncClient:
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._client_loop is not loop:
-            self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout))
-            self._client_loop = loop
-        return self._client
-
-    def close(self) -> None:
-        client, loop = self._client, self._client_loop
-        self._client = self._client_loop = None
-        if client is not None and loop is not None:
-            close_on_loop(loop, client.aclose)
-
-    async def aclose(self) -> None:
-        client, loop = self._client, self._client_loop
-        self._client = self._client_loop = None
-        if client is None or loop is None:
-            return
-        if loop is asyncio.get_running_loop():
-            await client.aclose()
-        else:
-            close_on_loop(loop, client.aclose)
 
 
 # --- the wire format --------------------------------------------------------------------------------------

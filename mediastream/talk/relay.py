@@ -29,7 +29,6 @@ from .protocol import (
     AudioParams,
     CancelParams,
     CreateParams,
-    RelayError,
     Request,
     StopParams,
     ToolResultParams,

@@ -5,33 +5,27 @@ vendor's error JSON; :meth:`HTTPTTSBackend.stream` yields the response body as
 it arrives and turns every failure into a :class:`TTSError` whose message is
 one short line with the API key blanked out.
 
-The connection pool belongs to the event loop that opened it, so closing it
-from elsewhere (``close()`` from a ``setting_changed`` receiver or at exit)
-runs the pool's ``aclose()`` on that loop.
+The connection pool is a :class:`~mediastream.httppool.LoopBoundPool`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 
 from voicecall.logsafe import sanitize
 
+from ..httppool import LoopBoundPool
 from .base import BaseTTSBackend, TTSError
 
 __all__ = ["HTTPTTSBackend"]
 
 MAX_ERROR_CHARS = 200
 
-# Strong references to pool closes scheduled on the running loop, until they finish.
-_closing: set[asyncio.Task] = set()
-
-
-class HTTPTTSBackend(BaseTTSBackend):
+class HTTPTTSBackend(LoopBoundPool, BaseTTSBackend):
     #: Shown in error messages, e.g. "OpenAI TTS".
     vendor = "TTS"
 
@@ -39,8 +33,6 @@ class HTTPTTSBackend(BaseTTSBackend):
         super().__init__()
         self.api_key = api_key
         self.timeout = timeout
-        self._client: httpx.AsyncClient | None = None
-        self._client_loop: asyncio.AbstractEventLoop | None = None
 
     async def stream(self, url: str, *, json_body: dict[str, Any], headers: dict[str, str], params=None) -> AsyncIterator[bytes]:
         """POST ``json_body`` and yield the response body in chunks as they arrive."""
@@ -76,45 +68,3 @@ class HTTPTTSBackend(BaseTTSBackend):
         if self.api_key:
             text = text.replace(self.api_key, "***")
         return sanitize(text, MAX_ERROR_CHARS)
-
-    def close(self) -> None:
-        """Drop the connection pool; its connections close on the loop that opened them."""
-        client, loop = self._client, self._client_loop
-        self._client = self._client_loop = None
-        if client is not None and loop is not None:
-            close_on_loop(loop, client.aclose)
-
-    async def aclose(self) -> None:
-        client, loop = self._client, self._client_loop
-        self._client = self._client_loop = None
-        if client is None or loop is None:
-            return
-        if loop is asyncio.get_running_loop():
-            await client.aclose()
-        else:
-            close_on_loop(loop, client.aclose)
-
-    def _http(self) -> httpx.AsyncClient:
-        # Connections belong to the loop that opened them; a new loop gets a new pool.
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._client_loop is not loop:
-            self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout))
-            self._client_loop = loop
-        return self._client
-
-
-def close_on_loop(loop: asyncio.AbstractEventLoop, close: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Run ``close()`` on ``loop`` without waiting for it; a closed loop took its connections with it."""
-    if loop.is_closed():
-        return
-    try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
-    if loop is running:
-        task = loop.create_task(close(), name="mediastream-tts-http-close")
-        _closing.add(task)
-        task.add_done_callback(_closing.discard)
-    elif loop.is_running():
-        asyncio.run_coroutine_threadsafe(close(), loop)
-    # A loop that is neither running nor closed runs nothing: the pool goes with the client.
