@@ -130,6 +130,9 @@ class PlaybackState(Protocol):
     @property
     def unconfirmed_audio_bytes(self) -> int: ...  # sent to Twilio, not yet confirmed by a mark
 
+    @property
+    def mark_rtt_ms(self) -> float | None: ...  # the latest mark round trip (None before the first echo)
+
 
 # --- actions: what the consumer is told to do ------------------------------------------
 
@@ -429,7 +432,7 @@ class StreamSession:
             "sequence_reorders": stats.sequence_reorders,
             "timestamp_gaps": stats.timestamp_gaps,
             "marks": stats.marks,
-            "mark_rtt_ms": getattr(playback, "mark_rtt_ms", None),
+            "mark_rtt_ms": playback.mark_rtt_ms if playback is not None else None,
             "protocol_errors": stats.protocol_error_count,
         }
         return [Announce(StreamEvent.STREAM_HEALTH, data), StartTimer(self.config.health_seconds, Timer.HEALTH)]

@@ -10,3 +10,4 @@ class Silent:
     busy: bool = False
     interruptible: bool = True
     unconfirmed_audio_bytes: int = 0
+    mark_rtt_ms: float | None = None
