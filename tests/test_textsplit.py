@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from mediastream.playback.textsplit import DEFAULT_MAX_CHARS, split_text
+from mediastream.playback.textsplit import DEFAULT_MAX_CHARS, SentenceStream, split_text
 
 
 def check(text: str, max_chars: int = DEFAULT_MAX_CHARS) -> list[str]:
@@ -117,3 +117,60 @@ def test_lossless_and_bounded_on_random_text():
 def test_max_chars_must_be_positive():
     with pytest.raises(ValueError):
         split_text("Hello.", 0)
+
+
+# --- SentenceStream: a reply streamed token by token -------------------------------------------------------
+
+
+def _stream(tokens, **options):
+    stream = SentenceStream(**options)
+    pieces = [piece for token in tokens for piece in stream.feed(token)]
+    return pieces + stream.flush()
+
+
+def _tokens(text, size=3):
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def test_stream_sends_the_first_clause_on_its_own_then_whole_sentences():
+    text = "Sure, I can help you with that. Which day, and what time, suits you? Thanks."
+    assert _stream(_tokens(text)) == ["Sure,", "I can help you with that.", "Which day, and what time, suits you?", "Thanks."]
+
+
+def test_stream_first_clause_is_given_out_as_soon_as_the_space_after_it_arrives():
+    stream = SentenceStream()
+    assert stream.feed("Sure") == []
+    assert stream.feed(",") == []  # "1,000" must not be cut: a clause ends only before whitespace
+    assert stream.feed(" I") == ["Sure,"]
+    assert stream.feed(" can.") == []
+    assert stream.feed(" More") == ["I can."]
+
+
+def test_stream_first_clause_must_be_long_enough():
+    assert _stream(_tokens("Oh, well, I see. Yes.")) == ["Oh, well,", "I see.", "Yes."]
+    assert _stream(_tokens("Oh, I see. Yes, fine.")) == ["Oh, I see.", "Yes, fine."]
+
+
+def test_stream_numbers_with_commas_are_not_cut():
+    assert _stream(_tokens("It costs 1,250 dollars, plus tax.")) == ["It costs 1,250 dollars,", "plus tax."]
+
+
+def test_stream_can_cut_at_sentences_only():
+    text = "Sure, I can help you with that. Anything else?"
+    assert _stream(_tokens(text), first_clause_chars=None) == ["Sure, I can help you with that.", "Anything else?"]
+
+
+def test_stream_first_clause_rule_survives_a_silent_tool_round():
+    stream = SentenceStream()
+    assert stream.flush() == []  # a round that only called a tool said nothing
+    assert stream.feed("Done, your table is booked. ") == ["Done,", "your table is booked."]
+
+
+def test_stream_keeps_every_word_and_respects_max_chars():
+    rng = random.Random(7)
+    words = ["a", "bb", "ccc,", "dddd.", "e;", "ffff!", "1,000", "x?"]
+    for _ in range(200):
+        text = " ".join(rng.choice(words) for _ in range(rng.randint(1, 60)))
+        pieces = _stream(_tokens(text, rng.randint(1, 9)), max_chars=40)
+        assert " ".join(pieces).split() == text.split()
+        assert all(0 < len(piece) <= 40 for piece in pieces)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["DEFAULT_MAX_CHARS", "split_text"]
+__all__ = ["DEFAULT_MAX_CHARS", "FIRST_CLAUSE_MIN_CHARS", "SentenceStream", "split_text"]
 
 DEFAULT_MAX_CHARS = 320
 
@@ -117,6 +117,10 @@ def _break_after(window: str, char: str | None) -> int:
     return best
 
 
+#: A reply's first piece may end at a clause (``, ; :`` and whitespace) once it has this many characters.
+FIRST_CLAUSE_MIN_CHARS = 4
+
+
 class SentenceStream:
     """Cuts text that arrives token by token into sentences as soon as each is complete.
 
@@ -125,11 +129,22 @@ class SentenceStream:
     sentence is complete at ``. ! ?`` followed by whitespace (or a CJK
     terminator), the same rule as :func:`split_text`; a run longer than
     ``max_chars`` without one is cut at the last whitespace that fits.
+
+    The first piece of the stream is cut earlier, at its first clause
+    boundary (``, ; :`` followed by whitespace) that leaves at least
+    ``first_clause_chars`` characters: the caller's wait for the first audio is
+    the synthesis of that piece (Piper synthesizes a piece whole, about 10 ms a
+    character on these machines), so "Sure," plays while the rest of the first
+    sentence is synthesized behind it (bench/README.md, "Voice-to-voice
+    latency"). Later pieces are whole sentences, for their prosody.
+    ``first_clause_chars=None`` cuts only at sentence ends.
     """
 
-    def __init__(self, max_chars: int = DEFAULT_MAX_CHARS) -> None:
+    def __init__(self, max_chars: int = DEFAULT_MAX_CHARS, first_clause_chars: int | None = FIRST_CLAUSE_MIN_CHARS) -> None:
         self.max_chars = max_chars
+        self.first_clause_chars = first_clause_chars
         self._buffer = ""
+        self._first = first_clause_chars is not None
 
     def feed(self, text: str) -> list[str]:
         """Add ``text``; return the sentences it completed."""
@@ -137,21 +152,43 @@ class SentenceStream:
         done: list[str] = []
         while True:
             match = _COMPLETE.match(self._buffer)
-            if match is None:
-                break
-            done.append(match.group(0).strip())
-            self._buffer = self._buffer[match.end() :]
+            end = match.end() if match is not None else None
+            if self._first:
+                clause_end = self._first_clause_end(end)
+                if clause_end is not None:
+                    end = clause_end
+            if end is None or len(self._buffer[:end].strip()) > self.max_chars:
+                break  # none yet, or too long for one piece: cut at whitespace below
+            piece = self._buffer[:end].strip()
+            self._buffer = self._buffer[end:]
+            if piece:
+                done.append(piece)
+                self._first = False
         while len(self._buffer) > self.max_chars:
             cut = _break_after(self._buffer[: self.max_chars], None) or self.max_chars
             done.append(self._buffer[:cut].strip())
             self._buffer = self._buffer[cut:]
+            self._first = False
         return [sentence for sentence in done if sentence]
+
+    def _first_clause_end(self, sentence_end: int | None) -> int | None:
+        """End of the first long-enough clause that comes before ``sentence_end``; None if there is none yet."""
+        for clause in _CLAUSE_END.finditer(self._buffer):
+            if sentence_end is not None and clause.end() >= sentence_end:
+                return None
+            if len(self._buffer[: clause.start()].strip()) + 1 >= self.first_clause_chars:
+                return clause.end()
+        return None
 
     def flush(self) -> list[str]:
         """The unfinished rest, once the reply is complete."""
         rest, self._buffer = self._buffer.strip(), ""
+        if rest:
+            self._first = False
         return [rest] if rest else []
 
 
 # A complete sentence: up to terminators that are followed by whitespace (which is consumed).
 _COMPLETE = re.compile(r".*?(?:[.!?]+\s+|[。！？]+)", re.DOTALL)
+# A clause boundary: a comma, semicolon or colon followed by whitespace (consumed); CJK commas need none.
+_CLAUSE_END = re.compile(r"[,;:]\s+|[，、；：]")
