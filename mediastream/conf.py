@@ -83,7 +83,7 @@ DEFAULTS: dict[str, Any] = {
     # HANG_SECONDS of silence; "smart-turn" asks Smart Turn v3.2 at the VAD's
     # end of speech first, HANG_SECONDS then being the fallback. Keys given are
     # merged over these (bench/README.md, "End of turn", has the figures).
-    "END_OF_TURN": {"MODEL": None, "HANG_SECONDS": 0.3, "THRESHOLD": 0.5, "MODEL_PATH": None},
+    "END_OF_TURN": {"MODEL": None, "HANG_SECONDS": 0.3, "FALLBACK_SECONDS": 2.0, "THRESHOLD": 0.5, "MODEL_PATH": None},
     "BARGE_IN": True,
     # Caller speech over the agent interrupts it only after this many seconds of
     # speech, or this many transcribed words (0 and 0: at the first sign of speech).

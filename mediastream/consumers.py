@@ -67,6 +67,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             s.StartReply: lambda a: self.parts.start_reply(a.turn_id, a.text, a.dtmf, a.resume),
             s.CancelReply: lambda a: self.parts.cancel_reply(a.turn_id),
             s.ReplyHeard: lambda a: self.parts.heard(a),
+            s.CheckEndOfTurn: lambda a: self.parts.check_end_of_turn(a),
             s.Reply: lambda a: self.tasks.spawn(self.channel_layer.send(a.channel, a.message.to_message()), "reply", reply=True),
             s.Teardown: self._teardown,
         }

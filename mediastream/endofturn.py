@@ -16,8 +16,11 @@ audio (intonation, the words' shape) and says whether the turn is complete.
 * ``MEDIASTREAM["END_OF_TURN"]`` chooses the rule the conversation engine uses
   when the VAD hears silence: ``{"MODEL": None}`` ends the turn after
   ``HANG_SECONDS`` of silence; ``{"MODEL": "smart-turn"}`` asks the model at
-  the VAD's end of speech and ends the turn at once when it says complete, else
-  after ``HANG_SECONDS`` of silence (a fallback for turns it misjudges).
+  the VAD's end of speech and ends the turn then when it says complete, else
+  after ``FALLBACK_SECONDS`` of silence (for turns it misjudges); speech
+  before that continues the turn. The stream session applies the rule
+  (:class:`mediastream.turns.TurnEnd`); :class:`TurnAudio` keeps a stream's
+  audio for the model and asks it off the event loop.
   :func:`end_of_turn_settings` gives the merged values, :func:`get_end_of_turn`
   the process-wide model (``None`` without one).
 """
@@ -47,6 +50,7 @@ __all__ = [
     "log_mel",
     "models_dir",
     "pcm16k_from_mulaw",
+    "TurnAudio",
 ]
 
 logger = logging.getLogger(__name__)
@@ -67,8 +71,11 @@ _N_MELS = 80
 DEFAULTS: dict[str, Any] = {
     # None (VAD silence only) or "smart-turn".
     "MODEL": None,
-    # Silence that ends the turn: the whole rule without a model, the fallback with one.
+    # Silence that ends the turn (without a model; with one, a turn it calls complete). At most the VAD's
+    # END_SILENCE_SECONDS: the turn ends with its final transcript; longer: it waits the difference.
     "HANG_SECONDS": 0.3,
+    # With a model: silence after which a turn it calls incomplete ends anyway.
+    "FALLBACK_SECONDS": 2.0,
     # The model's probability at or above which the turn is complete.
     "THRESHOLD": 0.5,
     # Where the extracted model lives; None: models_dir().
@@ -203,6 +210,7 @@ class EndOfTurn:
 class EndOfTurnSettings:
     model: str | None
     hang_seconds: float
+    fallback_seconds: float
     threshold: float
     model_path: str | None
 
@@ -217,11 +225,14 @@ def end_of_turn_settings() -> EndOfTurnSettings:
         raise EndOfTurnError(
             f'MEDIASTREAM["END_OF_TURN"]["MODEL"] must be None or "smart-turn", not {merged["MODEL"]!r}'
         )
-    if not merged["HANG_SECONDS"] > 0:
-        raise EndOfTurnError(f'MEDIASTREAM["END_OF_TURN"]["HANG_SECONDS"] must be > 0, got {merged["HANG_SECONDS"]!r}')
+    for key in ("HANG_SECONDS", "FALLBACK_SECONDS"):
+        value = merged[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise EndOfTurnError(f'MEDIASTREAM["END_OF_TURN"]["{key}"] must be a number > 0, got {value!r}')
     return EndOfTurnSettings(
         model=merged["MODEL"],
         hang_seconds=float(merged["HANG_SECONDS"]),
+        fallback_seconds=float(merged["FALLBACK_SECONDS"]),
         threshold=float(merged["THRESHOLD"]),
         model_path=merged["MODEL_PATH"],
     )
@@ -241,6 +252,69 @@ def get_end_of_turn() -> EndOfTurn | None:
         if key not in _loaded:
             _loaded[key] = EndOfTurn(config.model_path, threshold=config.threshold)
         return _loaded[key]
+
+
+class TurnAudio:
+    """The caller's last :data:`WINDOW_SECONDS` of audio on one stream, and the model asked about it.
+
+    The stream feeds every inbound frame (:meth:`feed`, cheap: a bytearray
+    kept to 8 s); :meth:`check` runs the process-wide model on the audio since
+    the held turn began, in a worker thread so the event loop never waits for
+    ONNX (about 40-60 ms a call), one check at a time so answers come in order.
+    A model that cannot load or run counts as "complete" (the VAD's silence
+    rule decides) and is logged once per stream.
+    """
+
+    def __init__(self, stream_sid: str = "") -> None:
+        import asyncio
+
+        self.stream_sid = stream_sid
+        self._audio = bytearray()
+        self._received = 0  # bytes fed since the stream began (8 per ms)
+        self._lock = asyncio.Lock()
+        self._warned = False
+
+    def feed(self, mulaw: bytes) -> None:
+        self._audio += mulaw
+        self._received += len(mulaw)
+        excess = len(self._audio) - _KEEP_BYTES
+        if excess > 4000:  # trim in blocks, not on every frame
+            del self._audio[:excess]
+
+    def since(self, start_ms: int | None) -> bytes:
+        """The audio from stream ms ``start_ms`` (less a pre-roll) to now, at most the model's window."""
+        keep = _KEEP_BYTES
+        if start_ms is not None:
+            keep = min(keep, max(0, self._received - max(0, start_ms - _PRE_ROLL_MS) * 8))
+        return bytes(self._audio[-keep:]) if keep else b""
+
+    async def check(self, start_ms: int | None) -> tuple[bool, float | None, float]:
+        """(complete, probability, model ms) for the turn that began at ``start_ms``."""
+        import asyncio
+        import time
+
+        audio = self.since(start_ms)
+        async with self._lock:
+            began = time.perf_counter()
+            try:
+                complete, probability = await asyncio.to_thread(_judge, audio)
+            except Exception as exc:
+                if not self._warned:
+                    self._warned = True
+                    logger.warning("Stream %s: the end-of-turn model failed, using silence only: %s", self.stream_sid, exc)
+                return True, None, 0.0
+            return complete, probability, round((time.perf_counter() - began) * 1000, 1)
+
+
+_KEEP_BYTES = WINDOW_SECONDS * 8000
+_PRE_ROLL_MS = 300
+
+
+def _judge(mulaw: bytes) -> tuple[bool, float]:
+    model = get_end_of_turn()
+    if model is None:
+        return True, 1.0
+    return model.is_complete(pcm16k_from_mulaw(mulaw))
 
 
 def _main(argv: list[str]) -> int:

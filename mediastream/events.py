@@ -32,6 +32,8 @@ class StreamEvent(StrEnum):
     STREAM_HEALTH = "stream.health"
     # The conversation engine: every step of an agent's turn, with its turn_id and timings in ms.
     AGENT_TURN_STARTED = "agent.turn.started"
+    #: The end-of-turn model judged a pause in the caller's turn (MEDIASTREAM["END_OF_TURN"]).
+    AGENT_TURN_CHECKED = "agent.turn.checked"
     AGENT_FIRST_TOKEN = "agent.first_token"
     AGENT_FIRST_AUDIO = "agent.first_audio"
     AGENT_TOOL_CALLED = "agent.tool.called"

@@ -26,7 +26,7 @@ from .db import Admitted
 from .dbgate import database
 from .playback.player import PlaybackItem, PlayerConfig, StreamPlayer
 from .rows import StreamRows, finish_row
-from .session import Action, Announce, ReplyHeard, StreamSession
+from .session import Action, Announce, CheckEndOfTurn, ReplyHeard, StreamSession
 from .speech_in import SpeechIn
 from .transcription.discard import DiscardBackend
 
@@ -49,6 +49,8 @@ class StreamParts:
     speech_agent: bool = False
     #: Caller audio in: speech in's feed, plus the speech agent's when one holds the call.
     feed: Callable[[bytes], None] = field(default=None, repr=False)  # type: ignore[assignment]
+    #: The caller's recent audio for the end-of-turn model (only when one is configured).
+    turn_audio: Any = field(default=None, repr=False)
     _agent: Any = field(default=None, repr=False)
     _history: list = field(default_factory=list, repr=False)
 
@@ -96,6 +98,8 @@ class StreamParts:
             vad_enabled=vad_enabled,
         )
         parts.feed = parts.speech.feed if not parts.speech_agent else parts._feed_both
+        if session.config.end_of_turn_model and parts._agent is not None and not parts.speech_agent:
+            parts._keep_turn_audio(admitted.stream_sid)
         parts._start_conversation(admitted)
         parts.speech.start()
         heartbeat.beat(admitted.stream_id)
@@ -134,6 +138,26 @@ class StreamParts:
     def hear(self, event: Any) -> None:
         """Caller speech, from speech in or a speech agent: the session decides what it means."""
         self.perform(self.session.speech(event, self.player))
+
+    def _keep_turn_audio(self, stream_sid: str) -> None:
+        from .endofturn import TurnAudio
+
+        self.turn_audio = TurnAudio(stream_sid)
+        speech_feed, keep = self.feed, self.turn_audio.feed
+
+        def feed(mulaw: bytes) -> None:
+            keep(mulaw)
+            speech_feed(mulaw)
+
+        self.feed = feed
+
+    async def check_end_of_turn(self, check: CheckEndOfTurn) -> None:
+        """Ask the end-of-turn model (off the event loop); the session hears its answer."""
+        if self.turn_audio is None:
+            self.perform(self.session.end_of_turn_checked(check.check_id, True, None, 0.0))
+            return
+        complete, probability, model_ms = await self.turn_audio.check(check.start_ms)
+        self.perform(self.session.end_of_turn_checked(check.check_id, complete, probability, model_ms))
 
     def _feed_both(self, mulaw: bytes) -> None:
         self.speech.feed(mulaw)

@@ -49,7 +49,7 @@ from .speech_in import (
     TranscriptionReady,
 )
 from .stats import StreamStats
-from .turns import CallerTurns
+from .turns import CallerTurns, TurnEnd
 
 __all__ = ["StreamSession", "SessionConfig", "State", "PlaybackState", "Action"]
 
@@ -91,11 +91,19 @@ class SessionConfig:
     barge_in_min_words: int = 0
     #: How often a streaming socket announces stream.health (0: never).
     health_seconds: float = 2.0
+    #: ``END_OF_TURN``: whether a model judges each pause, and the waits after a final (mediastream.turns.TurnEnd).
+    end_of_turn_model: bool = False
+    end_of_turn_hold: float = 0.0
+    end_of_turn_fallback: float = 0.0
 
     @classmethod
     def from_settings(cls) -> SessionConfig:
         from .conf import app_settings as s
+        from .endofturn import end_of_turn_settings
 
+        end = end_of_turn_settings()
+        # The final transcript comes after the VAD's own silence: the rule waits only what is left.
+        vad_silence = float(s.VAD.get("END_SILENCE_SECONDS", 0.3))
         return cls(
             max_message_bytes=s.MAX_MESSAGE_BYTES,
             max_connections=s.MAX_CONNECTIONS,
@@ -115,6 +123,9 @@ class SessionConfig:
             barge_in_min_speech_seconds=s.BARGE_IN_MIN_SPEECH_SECONDS,
             barge_in_min_words=s.BARGE_IN_MIN_WORDS,
             health_seconds=s.STREAM_HEALTH_SECONDS,
+            end_of_turn_model=end.model is not None,
+            end_of_turn_hold=round(max(0.0, end.hang_seconds - vad_silence), 3),
+            end_of_turn_fallback=round(max(0.0, end.fallback_seconds - vad_silence), 3),
         )
 
 
@@ -153,6 +164,7 @@ class Timer(Enum):
     START = "start"  # the socket must send start before it fires
     BARGE_IN = "barge-in"  # the caller must still be talking when it fires
     HEALTH = "health"  # the next stream.health event
+    END_OF_TURN = "end-of-turn"  # a held caller turn ends when it fires (MEDIASTREAM["END_OF_TURN"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +290,14 @@ class CancelReply:
 
 
 @dataclass(frozen=True, slots=True)
+class CheckEndOfTurn:
+    """Ask the end-of-turn model about the caller's audio since ``start_ms``; then :meth:`StreamSession.end_of_turn_checked`."""
+
+    check_id: int
+    start_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class ReplyHeard:
     """The caller heard ``text`` (``audio_ms`` of audio) of the reply to ``turn_id`` (0: the greeting).
 
@@ -317,6 +337,7 @@ Action = (
     | StartReply
     | CancelReply
     | ReplyHeard
+    | CheckEndOfTurn
 )
 
 _NOTHING: list[Action] = []
@@ -351,6 +372,8 @@ class StreamSession:
         self.socket_gone = False
         self.stats = StreamStats(max_warnings=self.config.max_protocol_warnings)
         self.turns = CallerTurns()
+        c = self.config
+        self.turn_end = TurnEnd(model=c.end_of_turn_model, hold_after_final=c.end_of_turn_hold, fallback_after_final=c.end_of_turn_fallback)
         self._start_msg = Start(sequence_number=None, stream_sid="", call_sid="")
         self._opened = False  # the stream's parts are up (player, speech in)
         self._clock = clock
@@ -416,6 +439,8 @@ class StreamSession:
             return self.barge_in_timer_fired(playback)
         if purpose is Timer.HEALTH:
             return self._health(playback)
+        if purpose is Timer.END_OF_TURN:
+            return self._end_held_turn()
         # The pre-start timer: a socket that has not sent start in time is closed.
         if self.state is State.AWAITING_START:
             return self.close(CLOSES.START_TIMEOUT)
@@ -484,7 +509,9 @@ class StreamSession:
             self.stats.dtmf += 1
             actions: list[Action] = [Announce(StreamEvent.DTMF, {"digit": msg.digit})]
             if self.agent and not self.speech_agent:
-                actions += self._new_turn(dtmf=msg.digit)
+                held = self.turn_end.take() if self.turn_end.holding else ""
+                actions += [CancelTimer(Timer.END_OF_TURN)] if held else []
+                actions += self._new_turn(text=held, dtmf=msg.digit)
             return actions
         if kind is Stop and self.state is State.STREAMING:
             self.state = State.STOPPED
@@ -617,7 +644,7 @@ class StreamSession:
             actions += self._words_heard(event.text, playback)
             backchannel, self._floor_pending = self._floor_pending, False
             if not event.text:
-                if self.agent and not self.speech_agent and self._unanswered and self.reply_turn is None:
+                if self.agent and not self.speech_agent and self._unanswered and self.reply_turn is None and not self.turn_end.holding:
                     actions += self._new_turn(resume=True)  # only a noise cut the last reply off: answer it
                 return actions
             text = self._capped(event.text)
@@ -626,7 +653,7 @@ class StreamSession:
             actions.append(Announce(StreamEvent.TRANSCRIPT_FINAL, data, transcript=row))
             # A backchannel ("uh-huh") under the agent's reply is not a turn of its own.
             if self.agent and not self.speech_agent and not (backchannel and self.reply_turn is not None):
-                actions += self._new_turn(text=text)
+                actions += self._caller_final(text, event.start_ms)
             return actions
         if kind is TranscriptionReady:
             return [Announce(StreamEvent.TRANSCRIPTION_READY, {"backend": event.backend})]
@@ -643,6 +670,8 @@ class StreamSession:
 
     def _speech_started(self, offset_ms: int | None, source: str, playback: PlaybackState) -> list[Action]:
         actions: list[Action] = [Announce(StreamEvent.SPEECH_STARTED, {"offset_ms": offset_ms, "source": source})]
+        if source != "final" and self.turn_end.speech_resumed():
+            actions.append(CancelTimer(Timer.END_OF_TURN))  # the held turn goes on
         config = self.config
         talking_over = self._is_barge_in(playback) or (self.agent and self.reply_turn is not None)
         if not talking_over or self.closing is not None:
@@ -678,9 +707,50 @@ class StreamSession:
             actions += self._cancel_reply("caller spoke again")
         return actions
 
+    # --- the end of a caller turn (MEDIASTREAM["END_OF_TURN"]) ------------------------------
+
+    def _caller_final(self, text: str, start_ms: int | None) -> list[Action]:
+        """A final transcript for the agent: its turn ends now, or is held for the end-of-turn rule."""
+        end = self.turn_end
+        if end.immediate:
+            return self._new_turn(text=text)
+        wait = end.final(text, start_ms)
+        if self.turns.in_utterance and not self.turns.quiet:
+            end.speech_resumed()  # the caller is already talking again: the next final decides
+            return [CancelTimer(Timer.END_OF_TURN)]
+        if not wait:
+            return self._end_held_turn()
+        actions: list[Action] = [StartTimer(wait, Timer.END_OF_TURN)]
+        if end.model:
+            actions.append(CheckEndOfTurn(end.check_id, end.start_ms))
+        return actions
+
+    def end_of_turn_checked(self, check_id: int, complete: bool, probability: float | None, model_ms: float) -> list[Action]:
+        """The end-of-turn model's answer for check ``check_id`` (stale answers are dropped)."""
+        wait = self.turn_end.checked(check_id, complete, probability)
+        if wait is None and check_id != self.turn_end.check_id:
+            return _NOTHING
+        data = {"turn_id": self.turn_id + 1, "complete": complete, "probability": probability, "model_ms": model_ms}
+        actions: list[Action] = [Announce(StreamEvent.AGENT_TURN_CHECKED, data)]
+        if wait is None:
+            return actions  # incomplete: the fallback timer runs on
+        if wait:
+            return [*actions, StartTimer(wait, Timer.END_OF_TURN)]
+        return [*actions, CancelTimer(Timer.END_OF_TURN), *self._end_held_turn()]
+
+    def _end_held_turn(self) -> list[Action]:
+        """The held turn's wait is over: the agent answers it, unless the caller is talking again."""
+        if not self.turn_end.holding or (self.turns.in_utterance and not self.turns.quiet):
+            return _NOTHING
+        if not self.agent or self.state is not State.STREAMING:
+            self.turn_end.take()
+            return _NOTHING
+        verdicts = self.turn_end.take_verdicts()
+        return self._new_turn(text=self.turn_end.take(), end_of_turn=verdicts)
+
     # --- the conversation (an agent holds it) ---------------------------------------------
 
-    def _new_turn(self, *, text: str = "", dtmf: str = "", resume: bool = False) -> list[Action]:
+    def _new_turn(self, *, text: str = "", dtmf: str = "", resume: bool = False, end_of_turn: list | None = None) -> list[Action]:
         """The caller's turn ended (a final transcript, a keypress): the agent answers it, and only it."""
         actions: list[Action] = []
         if self.reply_turn is not None:
@@ -691,6 +761,8 @@ class StreamSession:
         self._reply_heard = False
         self._turn_started = self._clock()
         data = {"turn_id": self.turn_id, "text": text, "dtmf": dtmf, "resume": resume}
+        if end_of_turn:
+            data["end_of_turn"] = end_of_turn  # the model's verdicts at the turn's pauses
         return [*actions, Announce(StreamEvent.AGENT_TURN_STARTED, data), StartReply(self.turn_id, text, dtmf, resume)]
 
     def _cancel_reply(self, reason: str) -> list[Action]:

@@ -20,6 +20,7 @@ __all__ = [
     "playback_started",
     "playback_finished",
     "agent_turn_started",
+    "agent_turn_checked",
     "agent_first_token",
     "agent_first_audio",
     "agent_tool_called",
@@ -38,7 +39,8 @@ dtmf_received = Signal()  # digit
 playback_started = Signal()  # item_id, text
 playback_finished = Signal()  # item_id, outcome, text, error, reason, audio_seconds, ...
 # The conversation engine (an agent on the call); each with turn_id and timings in ms.
-agent_turn_started = Signal()  # turn_id, text, dtmf
+agent_turn_started = Signal()  # turn_id, text, dtmf, resume (end_of_turn: the model's verdicts, when one judged)
+agent_turn_checked = Signal()  # turn_id (the turn it would start), complete, probability, model_ms
 agent_first_token = Signal()  # turn_id, ms
 agent_first_audio = Signal()  # turn_id, ms
 agent_tool_called = Signal()  # turn_id, call_id, name, arguments
@@ -57,6 +59,7 @@ SIGNALS: dict[StreamEvent, Signal] = {
     StreamEvent.PLAYBACK_STARTED: playback_started,
     StreamEvent.PLAYBACK_FINISHED: playback_finished,
     StreamEvent.AGENT_TURN_STARTED: agent_turn_started,
+    StreamEvent.AGENT_TURN_CHECKED: agent_turn_checked,
     StreamEvent.AGENT_FIRST_TOKEN: agent_first_token,
     StreamEvent.AGENT_FIRST_AUDIO: agent_first_audio,
     StreamEvent.AGENT_TOOL_CALLED: agent_tool_called,

@@ -69,3 +69,9 @@ async def _warm_up() -> None:
                 await backend.warm_up()
         except Exception:
             logger.exception("Warming up the %s backend failed; it will be retried on first use", kind.name)
+    try:
+        from .endofturn import get_end_of_turn
+
+        await asyncio.to_thread(get_end_of_turn)  # the optional end-of-turn model (None without one)
+    except Exception as exc:
+        logger.warning("Loading the end-of-turn model failed; turns will end on silence only: %s", exc)

@@ -33,7 +33,7 @@ The rule:
 
 from __future__ import annotations
 
-__all__ = ["CallerTurns"]
+__all__ = ["CallerTurns", "TurnEnd"]
 
 
 class CallerTurns:
@@ -102,3 +102,81 @@ class CallerTurns:
         self._open = False
         self._quiet = False
         return fired
+
+
+class TurnEnd:
+    """Whether a caller's turn is over when its final transcript arrives (``MEDIASTREAM["END_OF_TURN"]``).
+
+    The final comes when the VAD has heard ``END_SILENCE_SECONDS`` of silence.
+    With no end-of-turn model and a hang no longer than that, the turn ends
+    then (``hold_after_final`` 0: the default). Otherwise the final's text is
+    held: with a model, the model is asked whether the turn sounds complete;
+    complete ends it after ``hold_after_final``, incomplete after
+    ``fallback_after_final`` (both counted from the final) unless the caller
+    speaks again first, in which case the next final's text joins the held one
+    and the rule starts over. Pure: the session turns these answers into
+    timers and model checks.
+    """
+
+    def __init__(self, *, model: bool = False, hold_after_final: float = 0.0, fallback_after_final: float = 0.0) -> None:
+        self.model = model
+        self.hold_after_final = hold_after_final
+        self.fallback_after_final = fallback_after_final
+        self._texts: list[str] = []
+        self._start_ms: int | None = None
+        #: The id of the latest model check; an answer to an older one is stale.
+        self.check_id = 0
+        #: The model's verdicts on the held turn, in order (for the turn's event).
+        self.verdicts: list[dict] = []
+
+    @property
+    def immediate(self) -> bool:
+        """Whether every final ends its turn at once (no model, no extra hang)."""
+        return not self.model and self.hold_after_final <= 0
+
+    @property
+    def holding(self) -> bool:
+        return bool(self._texts)
+
+    @property
+    def start_ms(self) -> int | None:
+        """Where the held turn's speech began (stream ms), for the model's audio."""
+        return self._start_ms
+
+    def final(self, text: str, start_ms: int | None) -> float | None:
+        """A final transcript: hold it. Returns the seconds to wait before the turn ends (the timer).
+
+        With a model the caller of this also asks it (check :attr:`check_id`).
+        """
+        if not self._texts:
+            self._start_ms = start_ms
+        self._texts.append(text)
+        if self.model:
+            self.check_id += 1
+            return self.fallback_after_final
+        return self.hold_after_final
+
+    def speech_resumed(self) -> bool:
+        """The caller spoke again: True if a held turn goes on (its timer and pending check no longer count)."""
+        if not self._texts:
+            return False
+        self.check_id += 1
+        return True
+
+    def checked(self, check_id: int, complete: bool, probability: float | None) -> float | None:
+        """The model's answer. Returns the seconds until the turn ends now (0: at once), None to keep waiting."""
+        if check_id != self.check_id or not self._texts:
+            return None
+        self.verdicts.append({"complete": complete, "probability": probability})
+        return self.hold_after_final if complete else None
+
+    def take(self) -> str:
+        """The held turn's text, and nothing held any more."""
+        text = " ".join(self._texts)
+        self._texts, self._start_ms = [], None
+        self.check_id += 1
+        return text
+
+    def take_verdicts(self) -> list[dict]:
+        verdicts, self.verdicts = self.verdicts, []
+        return verdicts
