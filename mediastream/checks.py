@@ -303,3 +303,28 @@ def check_deploy(app_configs=None, **kwargs) -> list:
     if backend.endswith("InMemoryChannelLayer"):
         errors.append(W004)
     return errors
+
+
+@register(Tags.compatibility)
+def check_end_of_turn(app_configs=None, **kwargs) -> list:
+    """MEDIASTREAM['END_OF_TURN']: valid values, and the model installed when one is asked for."""
+    from pathlib import Path
+
+    from .endofturn import MODEL_FILE, EndOfTurnError, end_of_turn_settings, models_dir
+
+    try:
+        config = end_of_turn_settings()
+    except EndOfTurnError as exc:
+        return [Error(str(exc), id="mediastream.E014")]
+    if config.model is None:
+        return []
+    path = Path(config.model_path) if config.model_path else models_dir() / MODEL_FILE
+    if not path.is_file():
+        return [
+            Warning(
+                f"MEDIASTREAM['END_OF_TURN']['MODEL'] is {config.model!r} but {path} does not exist: turns end on silence only.",
+                hint="bin/setup speech,smart-turn (or python -m mediastream.endofturn install <pipecat-ai wheel>)",
+                id="mediastream.W008",
+            )
+        ]
+    return []

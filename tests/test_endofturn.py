@@ -91,3 +91,15 @@ def test_the_documented_defaults_are_the_ones_used():
     from mediastream.conf import DEFAULTS
 
     assert DEFAULTS["END_OF_TURN"] == endofturn.DEFAULTS
+
+
+def test_system_check_names_a_wrong_value_and_a_missing_model(tmp_path):
+    from mediastream.checks import check_end_of_turn
+
+    assert check_end_of_turn() == []  # the default: no model
+    with mediastream_settings(END_OF_TURN={"FALLBACK_SECONDS": "2"}):
+        [error] = check_end_of_turn()
+    assert error.id == "mediastream.E014" and "FALLBACK_SECONDS" in error.msg
+    with mediastream_settings(END_OF_TURN={"MODEL": "smart-turn", "MODEL_PATH": str(tmp_path / "absent.onnx")}):
+        [warning] = check_end_of_turn()
+    assert warning.id == "mediastream.W008" and "smart-turn" in warning.hint
