@@ -37,6 +37,16 @@ arrives in real time. Silero often scores the quiet lead-in of a word as
 speech, before the -30 dB "onset" used here, so single trials can come in
 under that floor (the "VAD start" column shows where the VAD put the start).
 
+The barge-in rule (``--rules``): ``BARGE_IN_MIN_SPEECH_SECONDS`` and
+``BARGE_IN_MIN_WORDS`` let backchannels pass under the agent. With ``--rules
+0,0.3s,0.6s,2w`` (one daphne per rule, Whisper + VAD, one stream) each rule gets
+``--trials`` interruptions as above (their latency is what the rule costs) and
+``--trials`` backchannels: "Uh-huh.", "Okay.", "Mm-hmm.", "Yeah." (Piper) and a
+synthesized cough (a 250 ms burst of band-passed noise with a fast attack),
+spoken over the playing item; a backchannel *stopped the reply* when ``clear``
+arrived before its transcript (or, with none, 1.5 s after the clip's end
+plus the rule's time).
+
 The script stops by itself (``--max-seconds``), and always stops its daphne,
 drops its database and deletes its Redis keys.
 """
@@ -76,6 +86,10 @@ TARGET_P99_MS = 150.0
 
 #: What callers say to interrupt (different first sounds: plosive, fricative, vowel, nasal).
 TEXTS = ["Wait, stop.", "Hold on a second.", "Sorry, one question.", "No, that is wrong."]
+
+#: What callers say under the agent without meaning to take the floor (plus a synthesized cough).
+BACKCHANNELS = ["Uh-huh.", "Okay.", "Mm-hmm.", "Yeah."]
+COUGH = "(cough)"
 
 #: About 12 s of agent audio with the bench TTS (40 ms per character).
 LONG_TEXT = ("Our opening hours are from noon until eleven in the evening, every day except Monday. " * 4)[:300]
@@ -256,6 +270,8 @@ class Trial:
     react_ms: float | None = None  # frame completing the VAD's deciding window sent -> clear received
     final_ms: float | None = None  # end of speech sent -> transcript.final received (whisper)
     final_missing: bool = False
+    backchannel: bool = False  # the clip was a backchannel (--rules)
+    stopped: bool = False  # a backchannel that stopped the item
 
 
 class Caller:
@@ -358,6 +374,28 @@ class Caller:
                     result.react_ms = (self.tap.items[cleared][0] - self.sender.sent_at[frame]) * 1000
         return result
 
+    async def backchannel(self, clip, *, settle_s: float) -> Trial:
+        """Speak ``clip`` over a playing item; did it stop it? The item is then interrupted by hand."""
+        from mediastream.api import ainterrupt, aspeak
+
+        result = Trial(text=clip.text, backchannel=True)
+        events_since, since = len(self.events.items), len(self.tap.items)
+        await aspeak(self.call.call_sid, LONG_TEXT)
+        first_media = await self.tap.wait("media", since, timeout=10)
+        await asyncio.sleep(self.rng.uniform(0.2, 0.6))  # deliberate: speech lands anywhere in the item
+        said = self.sender.say(clip)
+        await said.done
+        try:  # a transcript ends the utterance: the rule has decided by then
+            await self.events.wait("transcript.final", events_since, settle_s)
+        except TimeoutError:
+            pass  # no words (a cough) or none yet: settle_s after the clip is enough for the rule's timer
+        result.stopped = self.tap.find(lambda m: m.get("event") == "clear", first_media) is not None
+        if not result.stopped:
+            await ainterrupt(self.call.call_sid)
+            await self.tap.wait("clear", first_media, timeout=10)
+        await self.events.wait("playback.finished", events_since, 10)
+        return result
+
     async def hang_up(self) -> None:
         from mediastream.groups import events_group
 
@@ -412,6 +450,7 @@ async def wait_streams_stopped(stream_sids: list[str], timeout: float = 60.0) ->
 class Row:
     config: str
     k: int
+    rule: str | None = None
     trials: list[Trial] = field(default_factory=list)
     window_s: float = 0.0
     daphne_cpu_s: float = 0.0
@@ -420,7 +459,9 @@ class Row:
     client_max_lag_ms: float = 0.0
 
 
-async def run_k(config: str, k: int, trials: int, port: int, pid: int, layer, clips, bed, seed: int) -> Row:
+async def run_k(
+    config: str, k: int, trials: int, port: int, pid: int, layer, clips, bed, seed: int, backchannels=(), settle_s=0.0
+) -> Row:
     rng = random.Random(seed)
     http, ws = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/twilio/media-stream/"
     callers = [Caller(http, ws, layer, random.Random(rng.random()), bed) for _ in range(k)]
@@ -437,9 +478,12 @@ async def run_k(config: str, k: int, trials: int, port: int, pid: int, layer, cl
             for n in range(count):
                 clip = clips[(index + n) % len(clips)]
                 out.append(await caller.trial(clip, wait_final=config == "whisper"))
+                if backchannels:
+                    other = backchannels[(index + n) % len(backchannels)]
+                    out.append(await caller.backchannel(other, settle_s=settle_s))
             return out
 
-        results = await asyncio.gather(*(run(c, n, i) for i, (c, n) in enumerate(zip(callers, per_stream))))
+        results = await asyncio.gather(*(run(c, n, i) for i, (c, n) in enumerate(zip(callers, per_stream))))  # noqa: B023
         row.window_s = time.monotonic() - t0
         row.daphne_cpu_s = cpu_seconds(pid) - cpu0
         row.client_cpu_s = time.process_time() - client0
@@ -468,7 +512,9 @@ async def warm_up(config: str, port: int, layer, clip, bed) -> None:
         await wait_streams_stopped([caller.stream.stream_sid] if caller.stream else [])
 
 
-async def run_config(config: str, args, database_url: str, prefix: str, logdir: Path, clips, bed) -> list[Row]:
+async def run_config(
+    config: str, args, database_url: str, prefix: str, logdir: Path, clips, bed, rule: str | None = None, backchannels=()
+) -> list[Row]:
     from channels.layers import get_channel_layer
 
     from tests.live import daphne_server
@@ -482,7 +528,12 @@ async def run_config(config: str, args, database_url: str, prefix: str, logdir: 
         "MAX_PENDING_CONNECTIONS_PER_IP": 256,
         "MAX_PENDING_CONNECTIONS": 256,
     }
-    log_path = logdir / f"daphne-{config}.log"
+    settle_s = 0.0
+    if rule is not None:
+        speech_s, words = parse_rule(rule)
+        overrides.update(BARGE_IN_MIN_SPEECH_SECONDS=speech_s, BARGE_IN_MIN_WORDS=words)
+        settle_s = 1.5 + speech_s
+    log_path = logdir / f"daphne-{config}{'-' + rule if rule else ''}.log"
     server = daphne_server(
         database_url=database_url,
         redis_url=REDIS_URL,
@@ -499,7 +550,11 @@ async def run_config(config: str, args, database_url: str, prefix: str, logdir: 
         await warm_up(config, port, layer, clips[0], bed)
         for k in args.concurrency:
             log(f"{config}: K={k}, {args.trials} trials")
-            row = await run_k(config, k, args.trials, port, proc.pid, layer, clips, bed, seed=args.seed + k)
+            row = await run_k(
+                config, k, args.trials, port, proc.pid, layer, clips, bed, seed=args.seed + k,
+                backchannels=backchannels, settle_s=settle_s,
+            )  # fmt: skip
+            row.rule = rule
             rows.append(row)
             print_row_summary(row)
     except BaseException:
@@ -519,6 +574,9 @@ def fmt(value: float | None, spec: str = ".0f") -> str:
 
 
 def summarise(row: Row) -> dict:
+    backchannels = [t for t in row.trials if t.backchannel]
+    row = Row(row.config, row.k, row.rule, [t for t in row.trials if not t.backchannel], row.window_s, row.daphne_cpu_s,
+              row.client_cpu_s, row.client_late_frames, row.client_max_lag_ms)  # fmt: skip
     latencies = [t.latency_ms for t in row.trials if t.latency_ms is not None and not t.early]
     vad = [t.vad_vs_onset_ms for t in row.trials if t.vad_vs_onset_ms is not None]
     finals = [t.final_ms for t in row.trials if t.final_ms is not None]
@@ -543,6 +601,10 @@ def summarise(row: Row) -> dict:
         "cpu_stream": 100 * row.daphne_cpu_s / stream_seconds if stream_seconds else None,
         "cpu_total": 100 * row.daphne_cpu_s / row.window_s if row.window_s else None,
         "client_cpu": 100 * row.client_cpu_s / row.window_s if row.window_s else None,
+        "backchannels": len(backchannels),
+        "stopped": sum(t.stopped for t in backchannels),
+        "stopped_by": {text: sum(t.stopped for t in backchannels if t.text == text) for text in dict.fromkeys(t.text for t in backchannels)},
+        "per_clip": {text: sum(1 for t in backchannels if t.text == text) for text in dict.fromkeys(t.text for t in backchannels)},
     }
 
 
@@ -598,6 +660,53 @@ CPU %/stream: daphne utime+stime / (K x window), 100 = one core; client CPU: thi
 client late: frames this process sent > 5 ms after their time / the worst delay."""
 
 
+def parse_rule(rule: str) -> tuple[float, int]:
+    """"0" (at once), "0.3s" (BARGE_IN_MIN_SPEECH_SECONDS), "2w" (BARGE_IN_MIN_WORDS) -> (seconds, words)."""
+    if rule in ("0", "default"):
+        return 0.0, 0
+    if rule.endswith("s"):
+        return float(rule[:-1]), 0
+    if rule.endswith("w"):
+        return 0.0, int(rule[:-1])
+    raise ValueError(f"a rule is 0, <seconds>s or <words>w, not {rule!r}")
+
+
+def rules_table(rows: list[Row]) -> str:
+    headers = ["rule", "n", "barge-in p50 ms", "p90", "p99", "miss", "backchannels that stopped it", "by clip"]
+    lines = []
+    for row in rows:
+        s = summarise(row)
+        seconds, words = parse_rule(row.rule or "0")
+        name = "at once (default)" if not (seconds or words) else (f"{seconds:g} s of speech" if seconds else f"{words} words")
+        by = ", ".join(f"{text} {s['stopped_by'][text]}/{n}" for text, n in s["per_clip"].items())
+        lines.append([name, str(s["n"]), fmt(s["p50"]), fmt(s["p90"]), fmt(s["p99"]), str(s["missed"]),
+                      f"{s['stopped']}/{s['backchannels']}", by])  # fmt: skip
+    return render(headers, lines)
+
+
+def cough_clip(seed: int = 3):
+    """A synthesized cough: 250 ms of band-passed noise (300-2500 Hz) with a fast attack and decay, 8 kHz mu-law."""
+    import numpy as np
+    import soxr
+
+    from mediastream.audio import ulaw_encode
+    from tests.audio_fixtures import SpeechClip, silence
+
+    rate = 16000
+    n = rate * 250 // 1000
+    noise = np.random.default_rng(seed).standard_normal(n)
+    spectrum = np.fft.rfft(noise)
+    freqs = np.fft.rfftfreq(n, 1 / rate)
+    spectrum[(freqs < 300) | (freqs > 2500)] = 0
+    burst = np.fft.irfft(spectrum, n)
+    t = np.arange(n) / rate
+    burst *= np.minimum(1.0, t / 0.015) * np.exp(-t / 0.08)
+    burst = burst / np.abs(burst).max() * 0.5 * 32767
+    pcm = soxr.resample(burst.astype(np.float32), rate, 8000).astype(np.int16)
+    audio = silence(200) + ulaw_encode(pcm) + silence(800)
+    return SpeechClip(text=COUGH, mulaw=audio, onset_ms=200, end_ms=200 + 250)
+
+
 def render(headers: list[str], lines: list[list[str]]) -> str:
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(headers)]
     out = ["  ".join(h.rjust(w) for h, w in zip(headers, widths)), "  ".join("-" * w for w in widths)]
@@ -641,12 +750,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--max-seconds", type=float, default=1200.0, help="give up (and clean up) after this long")
     parser.add_argument("--keep-logs", action="store_true", help="keep the daphne logs (path printed at the end)")
+    parser.add_argument(
+        "--rules", default="",
+        help="barge-in rules to compare (Whisper, K=1): 0 (at once), <s>s (MIN_SPEECH_SECONDS), <n>w (MIN_WORDS)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     unknown = set(args.configs) - set(CONFIGS)
     if unknown:
         parser.error(f"unknown config(s): {', '.join(sorted(unknown))}")
     args.concurrency = [int(k) for k in args.concurrency.split(",") if k.strip()]
+    args.rules = [r.strip() for r in args.rules.split(",") if r.strip()]
+    for rule in args.rules:
+        try:
+            parse_rule(rule)
+        except ValueError as exc:
+            parser.error(str(exc))
+    if args.rules:
+        args.configs, args.concurrency = ["whisper"], [1]
     if args.trials < 1 or any(k < 1 for k in args.concurrency):
         parser.error("--trials and every K must be >= 1")
     return args
@@ -654,9 +775,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 async def run_all(args, database_url: str, prefix: str, logdir: Path, clips, bed) -> list[Row]:
     rows = []
+    if args.rules:
+        backchannels = [speech_clip_for(text) for text in BACKCHANNELS] + [cough_clip()]
+        for rule in args.rules:
+            rows += await run_config("whisper", args, database_url, prefix, logdir, clips, bed, rule, backchannels)
+        return rows
     for config in args.configs:
         rows += await run_config(config, args, database_url, prefix, logdir, clips, bed)
     return rows
+
+
+def speech_clip_for(text: str):
+    from tests.audio_fixtures import speech_clip
+
+    return speech_clip(text, lead_ms=200, tail_ms=800)
 
 
 class OutOfTime(Exception):
@@ -728,6 +860,10 @@ def main(argv: list[str] | None = None) -> int:
     print(LEGEND)
     print()
     print(by_clip(rows))
+    if args.rules:
+        print()
+        print("The barge-in rule: interruptions' latency, and backchannels spoken under the item that stopped it")
+        print(rules_table(rows))
     print(f"total {time.monotonic() - started:.0f} s; {os.cpu_count()} CPUs")
     return 0
 

@@ -488,6 +488,54 @@ the server -> received here (estimated, see the module docstring); total: last s
 -> first agent frame received. All ms."""
 
 
+# --- the first piece's synthesis alone (--first-piece) ----------------------------------------------------------
+
+
+async def first_piece(args) -> int:
+    """Piper's time to the first audio of a reply's first piece: the first clause vs the whole first sentence.
+
+    In this process, no daphne: the reply is cut by ``SentenceStream`` as the
+    engine cuts it (token by token, 3 characters a token), with the first-clause
+    rule (the default) and without it (``first_clause_chars=None``), alternating
+    per repeat. Wall ms to the first chunk, and the Piper worker's CPU ms for the
+    piece (utime + stime from /proc): the CPU figure does not depend on how busy
+    the machine is.
+    """
+    from mediastream.playback.textsplit import SentenceStream
+    from mediastream.tts.piper import PiperBackend
+
+    def first(rule: int | None) -> str:
+        stream = SentenceStream(first_clause_chars=rule)
+        for i in range(0, len(args.reply), 3):
+            pieces = stream.feed(args.reply[i : i + 3])
+            if pieces:
+                return pieces[0]
+        return stream.flush()[0]
+
+    backend = PiperBackend()
+    await backend.warm_up()
+    pid = backend._worker.process.pid
+    variants = {"first clause (now)": first(4), "first sentence (before)": first(None)}
+    wall: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
+    load = os.getloadavg()[0]
+    for _ in range(args.first_piece):
+        for name, text in variants.items():
+            began, cpu_began, first_at = time.perf_counter(), cpu_seconds(pid), None
+            async for _chunk in backend.synthesize(text):
+                first_at = first_at or time.perf_counter()
+            wall[name].append((first_at - began) * 1000)
+            cpu[name].append((cpu_seconds(pid) - cpu_began) * 1000)
+    await backend.aclose()
+    print(f"Piper, the reply's first piece ({args.first_piece} repeats each, alternating; reply {args.reply!r})")
+    for name, text in variants.items():
+        w, c = wall[name], cpu[name]
+        print(f"  {name:<24} {text!r:<36} first audio wall p50 {percentile(w, 50):4.0f} ms  p90 {percentile(w, 90):4.0f}"
+              f"   worker CPU p50 {percentile(c, 50):4.0f} ms  p90 {percentile(c, 90):4.0f}")  # fmt: skip
+    print(f"load average {load:.2f} -> {os.getloadavg()[0]:.2f}")
+    return 0
+
+
 # --- main ----------------------------------------------------------------------------------------------------
 
 
@@ -504,6 +552,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--max-seconds", type=float, default=1800.0)
     parser.add_argument("--keep-logs", action="store_true")
+    parser.add_argument(
+        "--first-piece", type=int, default=0, metavar="N",
+        help="only time Piper on the reply's first piece, with and without the first-clause rule, N times each",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     unknown = set(args.configs) - set(CONFIGS)
@@ -524,6 +576,12 @@ async def run_all(args, *params) -> list[Run]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.first_piece:
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+        import django
+
+        django.setup()
+        return asyncio.run(first_piece(args))
     run_name = f"{os.getpid()}x{secrets.token_hex(3)}"
     prefix = f"bench-v2v-{run_name}-"
     db_name = f"bench_v2v_{run_name}"
