@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from functools import lru_cache
 
+from .metrics import STREAMS_PENDING
 from .proxies import parse_trusted_proxy
 
 __all__ = ["Admission", "AdmissionRegistry", "registry", "resolve_client_ip"]
@@ -57,6 +58,8 @@ class AdmissionRegistry:
     pending_per_ip: Counter[str] = field(default_factory=Counter)
     parked: dict[str, _Pending] = field(default_factory=dict)  # displaced silent sockets, oldest first
     evictions: int = 0  # parked sockets closed to make room
+    #: Told the pending count whenever it changes (the process registry's: the mediastream_streams_pending gauge).
+    on_pending: Callable[[int], None] | None = None
 
     def open_connection(self, conn_id: str, max_connections: int) -> Admission:
         """Reserve a slot for a new socket at the handshake (before accept).
@@ -88,6 +91,8 @@ class AdmissionRegistry:
             self._park(victim, max_parked)
         self.pending[conn_id] = _Pending(client_ip, evict)
         self.pending_per_ip[client_ip] += 1
+        if self.on_pending is not None:
+            self.on_pending(len(self.pending))
         return Admission.OK
 
     def starting(self, conn_id: str) -> None:
@@ -105,6 +110,8 @@ class AdmissionRegistry:
         entry = self.pending.pop(conn_id, None)
         if entry is not None:
             self.pending_per_ip[entry.ip] -= 1
+            if self.on_pending is not None:
+                self.on_pending(len(self.pending))
             if self.pending_per_ip[entry.ip] <= 0:
                 del self.pending_per_ip[entry.ip]
 
@@ -142,7 +149,7 @@ class AdmissionRegistry:
 
 
 #: This process's registry (one event loop, one set of sockets).
-registry = AdmissionRegistry()
+registry = AdmissionRegistry(on_pending=STREAMS_PENDING.set)
 
 
 def _normalise(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

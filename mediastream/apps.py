@@ -28,3 +28,6 @@ class MediaStreamConfig(AppConfig):
         from .talk import checks as talk_checks  # noqa: F401  (the talk relay's settings checks)
 
         default_channel_layers()
+        from .metrics.exposition import install
+
+        install()  # multiprocess metrics: this process's live gauges go when it exits

@@ -134,6 +134,7 @@ def check_settings(app_configs=None, **kwargs) -> list:
             )
     errors += _agent_errors()
     errors += _trusted_proxy_errors(app_settings.TRUSTED_PROXIES)
+    errors += _metrics_errors()
     stale, heartbeat = app_settings.STALE_STREAM_SECONDS, app_settings.STREAM_HEARTBEAT_SECONDS
     if _positive_number(stale) and _positive_number(heartbeat) and stale <= 2 * heartbeat:
         errors.append(
@@ -211,6 +212,45 @@ def _trusted_proxy_errors(entries: object) -> list:
         )
         for entry, why in invalid_trusted_proxies(entries)
     ]
+
+
+def _metrics_errors() -> list:
+    import os
+
+    errors = []
+    networks = app_settings.METRICS_ALLOWED_NETWORKS
+    if isinstance(networks, str) or not isinstance(networks, (list, tuple)):
+        errors.append(
+            Error(
+                f"MEDIASTREAM['METRICS_ALLOWED_NETWORKS'] must be a list of IPs or networks, got {networks!r}.",
+                hint="e.g. ['127.0.0.1/32', '::1/128', '10.0.5.0/24'] (the Prometheus servers)",
+                id="mediastream.E040",
+            )
+        )
+    else:
+        errors += [
+            Error(
+                f"MEDIASTREAM['METRICS_ALLOWED_NETWORKS'] entry {entry!r} is not an IP or network ({why}); "
+                "scrapes from it are refused.",
+                hint="Write an address such as '192.0.2.7' or a network such as '10.0.0.0/8'.",
+                id="mediastream.E040",
+            )
+            for entry, why in invalid_trusted_proxies(networks)
+        ]
+    if not isinstance(app_settings.METRICS_BEARER_TOKEN, str):
+        errors.append(
+            Error("MEDIASTREAM['METRICS_BEARER_TOKEN'] must be a string (empty: no token).", id="mediastream.E041")
+        )
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path and not (os.path.isdir(path) and os.access(path, os.W_OK)):
+        errors.append(
+            Error(
+                f"PROMETHEUS_MULTIPROC_DIR={path!r} is not a writable directory: metrics cannot be kept.",
+                hint="Create it (empty) before the daphne processes start, e.g. in the service's ExecStartPre.",
+                id="mediastream.E042",
+            )
+        )
+    return errors
 
 
 @register(Tags.compatibility)

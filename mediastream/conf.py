@@ -54,6 +54,11 @@ DEFAULTS: dict[str, Any] = {
     "DATABASE_BACKLOG_ROWS": 1000,
     # ...also after the stream ended, for this many seconds (teardown does not wait).
     "DATABASE_BACKLOG_SECONDS": 60.0,
+    # --- Metrics (mediastream.metrics) ---------------------------------------------
+    # Client networks (IPs or CIDR) whose scrapes of /metrics are answered; others get an empty 403...
+    "METRICS_ALLOWED_NETWORKS": ["127.0.0.1/32", "::1/128"],
+    # ...unless they send "Authorization: Bearer <this>" (empty: no token accepted).
+    "METRICS_BEARER_TOKEN": "",
     # --- Speech out ------------------------------------------------------------
     "TTS": {"BACKEND": "mediastream.tts.piper.PiperBackend", "OPTIONS": {}},
     "TTS_MAX_PENDING": 8,

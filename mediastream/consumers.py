@@ -59,7 +59,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             s.AdmitStream: self._admit,
             s.JoinCallGroup: lambda a: self.link.join(call_group(a.call_sid)),
             s.OpenStream: self._open,
-            s.Announce: lambda a: self.parts.announcer.announce(a),
+            s.Announce: lambda a: self.parts.announce(a),
             s.FeedAudio: lambda a: self.parts.feed(a.mulaw),
             s.Play: lambda a: self.parts.play(a.item),
             s.InterruptPlayback: lambda a: self.parts.interrupt(a.reason, a.reply_to),

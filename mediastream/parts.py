@@ -24,6 +24,7 @@ from .announcer import Announcer
 from .backends import backends
 from .db import Admitted
 from .dbgate import database
+from .metrics.meter import StreamMeter
 from .playback.player import PlaybackItem, PlayerConfig, StreamPlayer
 from .rows import StreamRows, finish_row
 from .session import Action, Announce, CheckEndOfTurn, ReplyHeard, StreamSession
@@ -51,6 +52,8 @@ class StreamParts:
     feed: Callable[[bytes], None] = field(default=None, repr=False)  # type: ignore[assignment]
     #: The caller's recent audio for the end-of-turn model (only when one is configured).
     turn_audio: Any = field(default=None, repr=False)
+    #: The stream's share of the Prometheus metrics (mediastream.metrics).
+    meter: StreamMeter | None = field(default=None, repr=False)
     _agent: Any = field(default=None, repr=False)
     _history: list = field(default_factory=list, repr=False)
 
@@ -103,7 +106,20 @@ class StreamParts:
         parts._start_conversation(admitted)
         parts.speech.start()
         heartbeat.beat(admitted.stream_id)
+        parts.meter = parts._meter()
+        parts.meter.start()
         return parts
+
+    def _meter(self) -> StreamMeter:
+        player, agent = self.player, self._agent
+        return StreamMeter(
+            self.session.stats,
+            audio_bytes_sent=lambda: player.audio_bytes_sent,
+            queue_depth=lambda: player.queue_depth,
+            stt_backend=type(agent if self.speech_agent else backends.transcription).__name__,
+            tts_backend=lambda: type(backends.tts).__name__,
+            agent_backend=type(agent).__name__ if agent is not None else "",
+        )
 
     async def _open_conversation(self, admitted: Admitted) -> None:
         """Look up the call's agent and its history (one trip to the database)."""
@@ -165,6 +181,12 @@ class StreamParts:
 
     # --- the session's actions on the parts ----------------------------------------------
 
+    def announce(self, announcement: Announce) -> None:
+        """Measured, then delivered in order (never blocks)."""
+        if self.meter is not None:
+            self.meter.observe(announcement)
+        self.announcer.announce(announcement)
+
     def play(self, item: PlaybackItem) -> None:
         if self.player.enqueue(item):
             self.perform(self.session.playback_queued(item))
@@ -198,10 +220,14 @@ class StreamParts:
 
     async def close(self) -> None:
         """Stop the conversation, speech out and in; what they still owe (outcomes, a last final) is reported first."""
-        if self.conversation is not None:
-            await self.conversation.close()
-        await self.player.close("stream closed")
-        await self.speech.close()
+        try:
+            if self.conversation is not None:
+                await self.conversation.close()
+            await self.player.close("stream closed")
+            await self.speech.close()
+        finally:
+            if self.meter is not None:
+                self.meter.close()
         heartbeat.forget(self.announcer.stream_id)
 
 

@@ -1,5 +1,7 @@
 """Refused and pre-start-closed sockets, logged as counts per reason instead of a line each.
 
+Each such socket is also counted once in ``mediastream_refusals_total`` (by reason).
+
 A flood of sockets that never start (or are refused at the handshake) must
 not flood the log too. Per reason, the first few in an interval are logged in
 full; the rest are counted and summed up in one line when the interval ends.
@@ -11,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from .metrics import REFUSALS
 from .throttled import ThrottledLog
 
 __all__ = ["RefusalLog", "refusals"]
@@ -46,6 +49,11 @@ class RefusalLog:
             throttled = ThrottledLog(self._log, summary, interval=self.interval, burst=self.burst, clock=self._clock)
             self._by_reason[reason] = throttled
         throttled.warning(message, *args)
+
+    def refused(self, reason: str, message: str, *args: object) -> None:
+        """A socket refused, or closed before its stream was admitted: counted by reason, and noted."""
+        REFUSALS.labels(reason).inc()
+        self.note(reason, message, *args)
 
     def flush(self) -> None:
         """Log the counts of what was not logged, and start new intervals."""

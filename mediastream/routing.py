@@ -53,7 +53,7 @@ async def refuse_unrouted(scope, receive, send) -> None:
     if message.get("type") != "websocket.connect":
         return
     client = scope.get("client") or ("-", 0)
-    refusals.note(
+    refusals.refused(
         "unrouted path",
         "Refused a WebSocket for %s from %s: no route serves that path",
         sanitize(scope.get("path", "")),

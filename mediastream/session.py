@@ -407,13 +407,13 @@ class StreamSession:
         self.client_ip = resolve_client_ip(client[0], headers.get("x-forwarded-for"), self.config.trusted_proxies)
         check = validate_websocket_upgrade(scope["path"], scope.get("query_string", b""), headers)
         if not check.ok:
-            self.refusals.note(
+            self.refusals.refused(
                 "bad signature", "Refused media stream handshake from %s: %s", self.client_ip, sanitize(check.reason)
             )
             return [Refuse()]
         config, registry = self.config, self.registry
         if registry.open_connection(self.conn_id, config.max_connections) is not Admission.OK:
-            self.refusals.note(
+            self.refusals.refused(
                 "MAX_CONNECTIONS",
                 "Refused media stream handshake from %s: %d connections open (MAX_CONNECTIONS)",
                 self.client_ip,
@@ -936,7 +936,7 @@ class StreamSession:
             return _NOTHING
         self.closing = close
         if self.admitted is None:  # refused before start: counted, not a line per socket
-            log = functools.partial(self.refusals.note, close.reason)
+            log = functools.partial(self.refusals.refused, close.reason)
         else:
             log = logger.info if close.code == CloseCode.NORMAL else logger.warning
         log(

@@ -5,4 +5,5 @@ urlpatterns = [
     path("admin/talk/", include("mediastream.talk.urls")),
     path("admin/", admin.site.urls),
     path("twilio/", include("voicecall.urls")),
+    path("", include("mediastream.metrics.urls")),
 ]

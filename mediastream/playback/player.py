@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
+from ..metrics import TTS_FIRST_AUDIO
 from ..protocol import clear_message, mark_message, media_message
 from ..tts.base import BaseTTSBackend, TTSError
 from ..audio import FRAME_BYTES, FRAME_SECONDS, MulawConverter
@@ -259,6 +260,11 @@ class StreamPlayer:
         return self._current is None or self._current.interruptible
 
     @property
+    def queue_depth(self) -> int:
+        """Items waiting behind the playing one."""
+        return len(self._waiting)
+
+    @property
     def busy(self) -> bool:
         return self._current is not None or bool(self._waiting)
 
@@ -446,9 +452,13 @@ class StreamPlayer:
                     await queue.put(_PieceStart(piece))
                 converter = MulawConverter()
                 produced = 0
+                asked = time.monotonic()
                 try:
                     async with asyncio.timeout(timeout):
                         async for chunk in backend.synthesize(piece):
+                            if asked:
+                                TTS_FIRST_AUDIO.labels(type(backend).__name__).observe(time.monotonic() - asked)
+                                asked = 0.0
                             data = converter.feed(chunk)
                             if data:
                                 produced += len(data)

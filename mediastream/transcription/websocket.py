@@ -56,6 +56,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
+from ..metrics import VENDOR_RECONNECTS
 from .base import BaseTranscriptionBackend, BaseTranscriptionSession, TranscriptionListener
 
 __all__ = [
@@ -318,6 +319,7 @@ class WebSocketTranscriptionSession(BaseTranscriptionSession):
                     return
                 ws = reopened
                 self.reconnects += 1
+                VENDOR_RECONNECTS.labels("stt", self.provider).inc()
                 self.state = SessionState.READY
         except asyncio.CancelledError:
             if not self._connected.done():
