@@ -14,6 +14,7 @@ import ipaddress
 import logging
 
 from django.http import HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_safe
 
 from ..admission import resolve_client_ip
@@ -29,12 +30,15 @@ logger = logging.getLogger(__name__)
 _refused = ThrottledLog(logger, "%(count)d more metrics scrapes refused in the last %(seconds).0fs")
 
 
+@csrf_exempt  # read-only: anything but GET and HEAD is 405, not a CSRF page
 @require_safe
 def metrics_view(request: HttpRequest) -> HttpResponse:
     client = _client_ip(request)
     if not scrape_allowed(client, request.headers.get("Authorization", "")):
         _refused.warning("Refused a metrics scrape from %s: not an allowed network, no valid token", client)
-        return HttpResponse(status=403, content_type="text/plain")
+        refused = HttpResponse(status=403, content_type="text/plain")
+        refused._has_been_logged = True  # logged above, rate-limited; not once more by django.request
+        return refused
     body, content_type = exposition()
     return HttpResponse(body, content_type=content_type)
 
