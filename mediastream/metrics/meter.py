@@ -64,6 +64,7 @@ class StreamMeter:
         self._speech_ms: int | None = None  # where the caller's latest speech began, until it barges in
         self._final_stt: float | None = None  # seconds from the latest final's end of speech to the final
         self._turn: list[Any] | None = None  # [turn_id, stt seconds or None, first token ms or None]
+        self._stt_errors = 0
         self._on = {
             StreamEvent.STREAM_HEALTH: self._health,
             StreamEvent.SPEECH_STARTED: self._speech_started,
@@ -73,7 +74,7 @@ class StreamMeter:
             StreamEvent.AGENT_FIRST_TOKEN: self._first_token,
             StreamEvent.AGENT_FIRST_AUDIO: self._first_audio,
             StreamEvent.AGENT_REPLY_CANCELLED: self._reply_cancelled,
-            StreamEvent.TRANSCRIPTION_FAILED: self._stt_error,
+            StreamEvent.TRANSCRIPTION_FAILED: self._stt_failed,
             StreamEvent.TRANSCRIPTION_ERROR: self._stt_error,
         }
 
@@ -185,4 +186,10 @@ class StreamMeter:
             VENDOR_ERRORS.labels("agent", self.agent_backend or "unknown").inc()
 
     def _stt_error(self, data: dict) -> None:
+        self._stt_errors += 1
         VENDOR_ERRORS.labels("stt", data.get("backend") or self.stt_backend).inc()
+
+    def _stt_failed(self, data: dict) -> None:
+        """The session could not connect: one error, unless the session reported it as one already."""
+        if not self._stt_errors:
+            self._stt_error(data)
