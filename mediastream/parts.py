@@ -220,14 +220,12 @@ class StreamParts:
 
     async def close(self) -> None:
         """Stop the conversation, speech out and in; what they still owe (outcomes, a last final) is reported first."""
-        try:
-            if self.conversation is not None:
-                await self.conversation.close()
-            await self.player.close("stream closed")
-            await self.speech.close()
-        finally:
-            if self.meter is not None:
-                self.meter.close()
+        if self.meter is not None:  # first: nothing below can leave the stream counted as live
+            self.meter.close()
+        if self.conversation is not None:
+            await self.conversation.close()
+        await self.player.close("stream closed")
+        await self.speech.close()
         heartbeat.forget(self.announcer.stream_id)
 
 

@@ -43,7 +43,7 @@ LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3
 class Stage:
     """The ``stage`` label of :data:`VOICE_TO_VOICE_STAGE`: one step of a turn, in order."""
 
-    STT = "stt"  # the caller's end of speech -> the final transcript (the turn starts)
+    STT = "stt"  # the caller's end of speech -> the turn starts (its final, and any end-of-turn wait)
     AGENT_FIRST_TOKEN = "agent_first_token"  # the turn starts -> the agent's first token
     TTS_FIRST_AUDIO = "tts_first_audio"  # the first token -> the reply's first audio frame sent
 

@@ -62,7 +62,7 @@ class StreamMeter:
         # What has been added to the process counters so far.
         self._frames_in = self._gaps = self._frames_out = self._queued = self._marks = 0
         self._speech_ms: int | None = None  # where the caller's latest speech began, until it barges in
-        self._final_stt: float | None = None  # seconds from the latest final's end of speech to the final
+        self._speech_end_ms: int | None = None  # where the latest final's speech ended (stream audio time)
         self._turn: list[Any] | None = None  # [turn_id, stt seconds or None, first token ms or None]
         self._stt_errors = 0
         self._on = {
@@ -148,17 +148,18 @@ class StreamMeter:
 
     def _final(self, data: dict) -> None:
         end_ms = data.get("end_ms")
-        self._final_stt = None
+        self._speech_end_ms = None
         if end_ms is None:
             return
         seconds = (self._stream_ms() - end_ms) / 1000
         if seconds >= 0:  # a backend on another clock than the stream's audio is not timed
             STT_FINAL_LATENCY.labels(self.stt_backend).observe(seconds)
-            self._final_stt = seconds
+            self._speech_end_ms = end_ms
 
     def _turn_started(self, data: dict) -> None:
-        stt = self._final_stt if data.get("text") else None
-        self._final_stt = None
+        """A caller turn: its stt stage runs from the end of speech to now (a held final's wait included)."""
+        end_ms, self._speech_end_ms = self._speech_end_ms, None
+        stt = (self._stream_ms() - end_ms) / 1000 if data.get("text") and end_ms is not None else None
         self._turn = [data.get("turn_id"), stt, None]
 
     def _first_token(self, data: dict) -> None:
