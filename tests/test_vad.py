@@ -3,10 +3,12 @@
 The tests on Piper speech skip without the ``speech`` extra; the rest need only the VAD.
 """
 
+import asyncio
+
 import numpy as np
 import pytest
 
-from mediastream.vad import WINDOW_MS, SpeechDetector, SpeechEnded, SpeechStarted, preload
+from mediastream.vad import WINDOW_MS, SpeechDetector, SpeechEnded, SpeechStarted, VadBatch, preload
 from tests import audio_fixtures as af
 from tests.support import mediastream_settings, requires_speech
 
@@ -161,3 +163,94 @@ def test_quiet_line_is_skipped_without_running_the_model():
     clip = af.speech_clip("Hello there.", lead_ms=0, tail_ms=0)
     events = detector.feed(clip.mulaw)
     assert isinstance(events[0], SpeechStarted)
+
+
+# --- batched across streams (VadBatch) --------------------------------------------------------------
+
+
+def _human_mulaw(count: int) -> list[bytes]:
+    from tests.speech_set import human_clips
+
+    clips = human_clips()
+    # Different lengths and start times, as independent callers: clip i starts i * 7 frames late.
+    return [af.silence(140 * i) + clips[i % len(clips)].mulaw for i in range(count)]
+
+
+def _alone(mulaw: bytes) -> tuple[list[float], list]:
+    detector = SpeechDetector()
+    probabilities, events = [], []
+    for frame in af.frames(mulaw):
+        before = detector.windows
+        events.extend(detector.feed(frame))
+        if detector.windows != before:
+            probabilities.append(detector.last_probability)
+    return probabilities, events
+
+
+async def _batched(streams: list[bytes]) -> tuple[list[list[float]], list[list], VadBatch]:
+    events: list[list] = [[] for _ in streams]
+    detectors = [SpeechDetector(on_event=events[i].append, batch=True) for i in range(len(streams))]
+    probabilities: list[list[float]] = [[] for _ in streams]
+    seen = [0] * len(streams)
+    frames = [af.frames(m) for m in streams]
+    for k in range(max(len(f) for f in frames)):
+        for i, detector in enumerate(detectors):
+            if k < len(frames[i]):
+                events[i].extend(detector.feed(frames[i][k]))
+        await asyncio.sleep(0)  # one loop turn: the batch scores every stream's waiting window
+        for i, detector in enumerate(detectors):
+            assert detector.pending_windows == 0  # decided within the loop turn: no window of latency
+            if detector.windows != seen[i]:
+                seen[i] = detector.windows
+                probabilities[i].append(detector.last_probability)
+    return probabilities, events, VadBatch.for_running_loop()
+
+
+@requires_speech
+@pytest.mark.asyncio
+async def test_batched_windows_match_each_stream_alone_on_real_speech():
+    streams = _human_mulaw(12)
+    batched_p, batched_events, batch = await _batched(streams)
+    assert batch.calls > 0 and batch.windows / batch.calls > 2  # windows of several streams per call
+    for i, mulaw in enumerate(streams):
+        alone_p, alone_events = _alone(mulaw)
+        assert max(alone_p) > 0.9, i  # real speech: the model ran and heard it
+        np.testing.assert_allclose(batched_p[i], alone_p, atol=1e-5, err_msg=f"stream {i}")
+        assert batched_events[i] == alone_events and alone_events, i
+
+
+@requires_speech
+@pytest.mark.asyncio
+async def test_windows_fed_faster_than_the_loop_turns_keep_their_order():
+    # A whole clip in one feed: each window waits behind the one before it, decided in order.
+    clip = af.speech_clip(SENTENCE)
+    events: list = []
+    detector = SpeechDetector(on_event=events.append, batch=True)
+    assert detector.feed(clip.mulaw) == []
+    assert detector.pending_windows > 0 and detector.offset_ms == clip.duration_ms
+    await asyncio.sleep(0)
+    assert detector.pending_windows == 0
+    assert events == run(SpeechDetector(), clip.mulaw)
+
+
+@requires_speech
+@pytest.mark.asyncio
+async def test_finish_decides_waiting_windows_and_cancel_drops_them():
+    clip = af.speech_clip(SENTENCE, tail_ms=0)
+    events: list = []
+    detector = SpeechDetector(on_event=events.append, batch=True)
+    detector.feed(clip.mulaw)
+    finished = detector.finish()
+    assert [type(e) for e in finished] == [SpeechStarted, SpeechEnded]
+    other = SpeechDetector(on_event=events.append, batch=True)
+    other.feed(clip.mulaw)
+    other.cancel()
+    await asyncio.sleep(0)
+    assert events == [] and other.pending_windows == 0
+
+
+def test_without_a_running_loop_a_batched_detector_scores_inline():
+    events: list = []
+    detector = SpeechDetector(on_event=events.append, batch=True)
+    detector.feed(af.white_noise(1000, dbfs=-25))
+    assert detector.pending_windows == 0 and detector.model_windows > 0

@@ -363,7 +363,8 @@ class WhisperSession(BaseTranscriptionSession):
     ) -> None:
         super().__init__(stream_sid=stream_sid, call_sid=call_sid, listener=listener)
         self.backend = backend
-        self.detector = SpeechDetector()
+        # Batched VAD: decisions that wait for the model arrive through _on_vad, then _after_audio.
+        self.detector = SpeechDetector(on_event=self._on_vad, on_resolved=self._after_audio)
         self._buffer = bytearray()  # recent audio (pre-roll) or the current utterance
         self._buffer_start = 0  # stream byte offset of _buffer[0]
         self._received = 0  # stream bytes received
@@ -406,20 +407,28 @@ class WhisperSession(BaseTranscriptionSession):
             self._received += len(audio)
             for event in self.detector.feed(audio):
                 self._on_vad(event)
-            if self._utterance_start is None:
-                self._trim(self._received - self._keep_idle)
-            elif self._received - self._utterance_start >= self.backend.max_utterance_ms * _BYTES_PER_MS:
-                # Over the cap: transcribe this piece, keep listening (no new speech start).
-                now_ms = self._received // _BYTES_PER_MS
-                self._drop_speculation()
-                self._cut(self._received, self._speech_start_ms, now_ms)
-                self._utterance_start = self._received
-                self._speech_start_ms = now_ms
-            else:
-                self._speculate()
+            self._after_audio()
         except Exception as exc:  # never into the consumer's frame path
             logger.exception("Whisper session %s: send_audio failed", self.stream_sid)
             self._call(self.listener.on_error, exc)
+
+    def _after_audio(self) -> None:
+        """Trim idle audio, cut an utterance over the cap, or speculate at a pause (after VAD decisions)."""
+        if self._closed:
+            return
+        # Audio the batched VAD has not decided yet (it waits a loop turn) counts from when it is.
+        decided = min(self._received, self.detector.decided_ms * _BYTES_PER_MS)
+        if self._utterance_start is None:
+            self._trim(decided - self._keep_idle)  # undecided audio may still start an utterance
+        elif decided - self._utterance_start >= self.backend.max_utterance_ms * _BYTES_PER_MS:
+            # Over the cap: transcribe this piece, keep listening (no new speech start).
+            now_ms = decided // _BYTES_PER_MS
+            self._drop_speculation()
+            self._cut(decided, self._speech_start_ms, now_ms)
+            self._utterance_start = decided
+            self._speech_start_ms = now_ms
+        else:
+            self._speculate()
 
     async def close(self) -> None:
         """Transcribe an unfinished utterance, deliver its final, then stop. Safe to call twice."""
