@@ -549,3 +549,68 @@ class TestWhisperBackend(TranscriptionBackendContract):
         session = session_for(failing_backend, RecordingListener())
         with pytest.raises(WhisperError, match="No CTranslate2 Whisper model"):
             await session.connect()
+
+
+# --- Whisper through the host's speech pool (a real manage.py speech_pool process) ------------------
+
+
+@requires_speech
+class TestWhisperPoolBackend(TestWhisperBackend):
+    """The whole Whisper suite again, with the model in a speech pool process instead of this one."""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def pool(cls, tmp_path_factory):
+        from tests.speechpool_support import SpeechPoolProcess
+
+        pool = SpeechPoolProcess(tmp_path_factory.mktemp("pool") / "speech.sock", "--no-tts", "--stt-workers", "2")
+        pool.start()
+        yield pool
+        pool.stop()
+
+    @pytest.fixture
+    def backend(self, pool):
+        from mediastream.transcription.whisper import WhisperBackend
+
+        return WhisperBackend(POOL=pool.socket_path)
+
+    @pytest.fixture
+    def failing_backend(self, tmp_path):
+        from mediastream.transcription.whisper import WhisperBackend
+
+        return WhisperBackend(POOL=tmp_path / "no-pool.sock")
+
+    async def test_caps_long_utterances(self, pool):
+        from mediastream.transcription.whisper import WhisperBackend
+
+        clip = af.speech_clip(SENTENCE, lead_ms=200, tail_ms=1000)
+        rec = RecordingListener()
+        session = session_for(WhisperBackend(MAX_UTTERANCE_SECONDS=1.0, POOL=pool.socket_path), rec)
+        await session.connect()
+        for frame in clip.frames():
+            session.send_audio(frame)
+        await rec.wait_count("final", 2, timeout=20)
+        await session.close()
+        assert rec.speech_starts == 1
+        assert rec.finals[0][2] - rec.finals[0][1] == pytest.approx(1000, abs=300)
+
+    async def test_a_missing_model_fails_connect_with_a_clear_error(self, failing_backend):
+        from mediastream.transcription.whisper import WhisperError
+
+        session = session_for(failing_backend, RecordingListener())
+        with pytest.raises(WhisperError, match=re.escape('MEDIASTREAM["TRANSCRIPTION"]["OPTIONS"]["POOL"]')):
+            await session.connect()
+
+    async def test_the_model_is_the_pools_not_this_processs(self, backend):
+        from mediastream.transcription import whisper
+
+        await backend.load()
+        assert backend.key not in whisper._engines  # nothing loaded here
+        assert "ctranslate2" not in __import__("sys").modules or not whisper._engines
+
+    async def test_a_pool_serving_another_model_is_refused_by_name(self, pool):
+        from mediastream.transcription.whisper import WhisperBackend, WhisperError
+
+        session = session_for(WhisperBackend(MODEL="tiny.en", POOL=pool.socket_path), RecordingListener())
+        with pytest.raises(WhisperError, match="serves Whisper base, this backend's MODEL is tiny.en"):
+            await session.connect()

@@ -466,3 +466,80 @@ def test_piper_missing_voice_is_a_configuration_error(tmp_path):
 
     with pytest.raises(ImproperlyConfigured, match="VOICE_MODEL"):
         PiperBackend(VOICE_MODEL=tmp_path / "missing.onnx")
+
+
+# --- Piper through the host's speech pool (a real manage.py speech_pool process) -------------------
+
+
+@requires_speech
+class TestPiperPoolBackend(TTSBackendContract):
+    pytestmark = pytest.mark.asyncio
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def pool(cls, tmp_path_factory):
+        from tests.speechpool_support import SpeechPoolProcess
+
+        pool = SpeechPoolProcess(tmp_path_factory.mktemp("pool") / "speech.sock", "--no-stt", "--tts-workers", "2")
+        pool.start()
+        yield pool
+        pool.stop()
+
+    @pytest.fixture
+    def backend(self, pool):
+        from mediastream.tts.piper import PiperBackend
+
+        return PiperBackend(POOL=pool.socket_path)
+
+    @pytest.fixture
+    def failing_backend(self, tmp_path):
+        from mediastream.tts.piper import PiperBackend
+
+        return PiperBackend(POOL=tmp_path / "no-pool.sock")
+
+    async def stats(self, backend) -> dict:
+        from mediastream.speechpool.client import client_for
+
+        return await client_for(backend.pool, "stats").stats()
+
+    async def test_an_absent_pool_names_the_setting(self, failing_backend):
+        with pytest.raises(TTSError, match=r'No speech pool answers at .* \(MEDIASTREAM\["TTS"\]\["OPTIONS"\]\["POOL"\]\)'):
+            await collect(failing_backend, SENTENCE)
+
+    async def test_synthesizes_in_the_pool_with_the_pools_voice(self, backend):
+        chunks = await collect(backend, "Hello, this is a test.")
+        assert chunks and all(c.encoding == "pcm_s16le" and c.sample_rate == 22050 for c in chunks)
+        samples = np.frombuffer(b"".join(c.data for c in chunks), "<i2")
+        assert len(samples) > 22050 // 2 and np.abs(samples).max() > 1000
+        assert backend._worker is None  # no Piper worker of this process
+
+    async def test_barge_in_cancels_the_synthesis_in_the_pool(self, backend):
+        before = (await self.stats(backend)).get("cancelled", 0)
+        stream = backend.synthesize("One. Two. Three. Four. Five. Six. Seven. Eight. Nine. Ten.")
+        await anext(stream)
+        await stream.aclose()  # barge-in after the first sentence
+        deadline = asyncio.get_running_loop().time() + 10
+        while (await self.stats(backend)).get("cancelled", 0) == before:  # the cancel frame is on its way
+            assert asyncio.get_running_loop().time() < deadline, "the pool never heard the cancel"
+            await asyncio.sleep(0.02)
+        assert len(await collect(backend, "Next reply.")) == 1  # nothing of the old request
+
+    async def test_a_long_reply_does_not_hold_up_another_call(self, backend):
+        long_text = " ".join(f"This is sentence number {n} of a long reply." for n in range(1, 31))
+        long_done = asyncio.Event()
+
+        async def long_reply():
+            async for _ in backend.synthesize(long_text):
+                pass
+            long_done.set()
+
+        task = asyncio.create_task(long_reply())
+        try:
+            first = backend.synthesize(long_text[:40])
+            await anext(first)
+            await first.aclose()
+            short = await collect(backend, "Yes.")  # served by the other worker meanwhile
+            assert short and not long_done.is_set()
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

