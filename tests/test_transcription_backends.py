@@ -601,12 +601,18 @@ class TestWhisperPoolBackend(TestWhisperBackend):
         with pytest.raises(WhisperError, match=re.escape('MEDIASTREAM["TRANSCRIPTION"]["OPTIONS"]["POOL"]')):
             await session.connect()
 
-    async def test_the_model_is_the_pools_not_this_processs(self, backend):
-        from mediastream.transcription import whisper
+    async def test_utterances_are_transcribed_by_the_pool(self, pool, backend, say):
+        from mediastream.speechpool.client import client_for
 
-        await backend.load()
-        assert backend.key not in whisper._engines  # nothing loaded here
-        assert "ctranslate2" not in __import__("sys").modules or not whisper._engines
+        stats = client_for(pool.socket_path, "stats")
+        before = (await stats.stats()).get("transcribe", 0)
+        rec = RecordingListener()
+        session = session_for(backend, rec)
+        await session.connect()
+        await say(session)
+        await rec.wait_count("final", timeout=20)
+        await session.close()
+        assert (await stats.stats())["transcribe"] > before  # the pool's model did the work
 
     async def test_a_pool_serving_another_model_is_refused_by_name(self, pool):
         from mediastream.transcription.whisper import WhisperBackend, WhisperError

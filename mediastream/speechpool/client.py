@@ -70,7 +70,7 @@ class PoolClient:
                 ) from exc
             if frame.kind != p.HELLO:
                 writer.close()
-                raise PoolUnavailable(f"The speech pool at {self.path!r} did not say hello ({frame.kind!r})")
+                raise PoolUnavailable(f"The speech pool at {self.path!r} ({self.setting}) did not say hello ({frame.kind!r})")
             self.hello = frame.json()
             self._reader, self._writer = reader, writer
             self.connects += 1
@@ -90,7 +90,9 @@ class PoolClient:
         except (OSError, RuntimeError) as exc:
             self._pending.pop(request_id, None)
             self._lost(f"writing to it failed: {exc}")
-            raise PoolUnavailable(f"The speech pool at {self.path!r} went away ({exc})") from exc
+            raise PoolUnavailable(
+                f"The speech pool at {self.path!r} ({self.setting}) went away ({exc}); the next request reconnects"
+            ) from exc
         return request_id, queue
 
     def _cancel(self, request_id: int) -> None:
@@ -170,7 +172,9 @@ class PoolClient:
             logger.warning("Lost the speech pool at %s (%s); the next request reconnects", self.path, why)
         pending, self._pending = self._pending, {}
         for queue in pending.values():
-            queue.put_nowait(PoolUnavailable(f"The connection to the speech pool at {self.path!r} was lost ({why})"))
+            queue.put_nowait(
+                PoolUnavailable(f"The connection to the speech pool at {self.path!r} ({self.setting}) was lost ({why})")
+            )
 
     def close(self) -> None:
         task, self._reader_task = self._reader_task, None

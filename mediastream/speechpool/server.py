@@ -61,15 +61,17 @@ class SpeechPool:
         logger.info("Speech pool listening on %s: %s", self.path, self.hello)
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
         for task in list(self._connections):
             task.cancel()
         await asyncio.gather(*self._connections, return_exceptions=True)
         for backend in self.tts:
             await backend.aclose()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+        if server is not None:  # only the socket this pool bound (not one it refused to take over)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
 
     def stats(self) -> dict[str, Any]:
         return {**self.counts, "pid": os.getpid(), "connections": len(self._connections),
