@@ -310,7 +310,7 @@ class Caller:
         self.stream.on_message = self.tap.add
         await self.stream.connect()
         await self.stream.start()
-        # Commands reach the stream only once its consumer has joined the call's group, which
+        # Commands reach the stream only once its consumer has registered its channel, which
         # happens after admission: wait for that, then start the inbound audio.
         await wait_joined(self.layer, self.call.call_sid)
         self.sender = Sender(self.stream, self.bed)
@@ -411,16 +411,15 @@ class Caller:
 
 
 async def wait_joined(layer, call_sid: str, timeout: float = 10.0) -> None:
-    """Until a consumer is in the call's command group (channels_redis keeps groups as sorted sets)."""
-    from mediastream.groups import call_group
+    """Until a consumer has registered its channel as the call's (``mediastream.directory``)."""
+    from mediastream.directory import for_layer
 
-    key = layer._group_key(call_group(call_sid))
+    directory = for_layer(layer)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    connection = layer.connection(layer.consistent_hash(call_group(call_sid)))
-    while await connection.zcard(key) == 0:
+    while await directory.lookup(call_sid) is None:
         if loop.time() > deadline:
-            raise RuntimeError(f"no consumer joined the group of {call_sid} within {timeout:g}s")
+            raise RuntimeError(f"no consumer registered for {call_sid} within {timeout:g}s")
         await asyncio.sleep(0.01)
 
 

@@ -201,7 +201,7 @@ async def open_streams(daphne: Daphne, n: int) -> list[LiveStream]:
         await stream.start()
         live.start_caller_audio()
         out.append(live)
-    # The consumer joins the call's group once the start is admitted (a DB round trip).
+    # The consumer registers its channel once the start is admitted (a DB round trip).
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         snap = await asyncio.to_thread(daphne.get, "/bench/stats")

@@ -1,8 +1,8 @@
 """Make a live call speak, or stop it mid-sentence, from any Django code in any process.
 
-Every function goes through the channel layer to the consumer that holds the
-call's stream (``mediastream.groups.call_group``), so views, admin actions,
-tasks and other processes all use the same path::
+Every function sends through the channel layer straight to the channel of the
+consumer that holds the call's stream (found in ``mediastream.directory``), so
+views, admin actions, tasks and other processes all use the same path::
 
     from mediastream.api import speak, interrupt
 
@@ -12,7 +12,10 @@ tasks and other processes all use the same path::
     interrupt(call_sid, "operator")                        # barge-in
 
 With the in-memory channel layer only code in the same process reaches a call;
-production uses Redis.
+production uses Redis. A call with no live stream gets ``NO_STREAM`` (or
+``None`` from ``interrupt(wait=True)``) at once; a stream whose process died
+answers nothing, so that takes ``ACK_TIMEOUT`` until its entry expires. A
+consumer whose channel is full raises ``channels.exceptions.ChannelFull``.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from .audio import to_mulaw
-from .groups import call_group
+from .directory import for_layer
 from .messages import Interrupt, Interrupted, Result, Say
 from .playback.player import Outcome, PlaybackItem, PlaybackResult
 
@@ -91,11 +94,14 @@ async def ainterrupt(call_sid: str, reason: str = "interrupted", *, wait: bool =
     live stream answered.
     """
     layer = _layer()
+    channel = await for_layer(layer).lookup(call_sid)
+    if channel is None:
+        return None
     if not wait:
-        await layer.group_send(call_group(call_sid), Interrupt(reason).to_message())
+        await layer.send(channel, Interrupt(reason).to_message())
         return None
     reply_to = await _reply_channel(layer)
-    await layer.group_send(call_group(call_sid), Interrupt(reason, reply_to=reply_to).to_message())
+    await layer.send(channel, Interrupt(reason, reply_to=reply_to).to_message())
     try:
         reply = await asyncio.wait_for(layer.receive(reply_to), ACK_TIMEOUT)
     except TimeoutError:
@@ -138,11 +144,16 @@ async def _say(
     layer = _layer()
     item_id = PlaybackItem().id + "-" + os.urandom(3).hex()
     command = Say(item_id=item_id, text=text, audio=audio, interruptible=interruptible)
+    channel = await for_layer(layer).lookup(call_sid)
+    if channel is None:
+        if wait:
+            return PlaybackResult(item_id, Outcome.NO_STREAM, text=text, error="no live stream for the call")
+        return item_id
     if not wait:
-        await layer.group_send(call_group(call_sid), command.to_message())
+        await layer.send(channel, command.to_message())
         return item_id
     reply_to = await _reply_channel(layer)
-    await layer.group_send(call_group(call_sid), replace(command, reply_to=reply_to).to_message())
+    await layer.send(channel, replace(command, reply_to=reply_to).to_message())
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     try:

@@ -10,7 +10,7 @@ DEFAULT_CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChanne
 def default_channel_layers() -> bool:
     """Give a project without ``CHANNEL_LAYERS`` the in-memory layer; True if it had none.
 
-    Streams join a per-call group and ``mediastream.api`` sends to it, so a
+    ``mediastream.api`` sends to the stream's channel through the layer, so a
     layer is needed even in one process; Channels has no default of its own.
     """
     if hasattr(settings, "CHANNEL_LAYERS"):

@@ -23,7 +23,6 @@ from . import session as s
 from .admission import registry
 from .dbgate import UNAVAILABLE, database
 from .dispatch import dispatch_loop
-from .groups import call_group
 from .layer import LayerLink
 from .parts import StreamParts, record_end
 from .startup import on_first_connection
@@ -57,7 +56,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             s.CancelTimer: self._cancel_timer,
             s.CloseSocket: lambda a: self.close(code=int(a.close.code), reason=a.close.reason),
             s.AdmitStream: self._admit,
-            s.JoinCallGroup: lambda a: self.link.join(call_group(a.call_sid)),
+            s.JoinCallGroup: lambda a: self.link.register(a.call_sid),  # reachable before announced
             s.OpenStream: self._open,
             s.Announce: lambda a: self.parts.announce(a),
             s.FeedAudio: lambda a: self.parts.feed(a.mulaw),

@@ -1,23 +1,20 @@
-"""Channel-layer group names: one command group and one events group per call.
+"""Channel-layer group names: the events group of each call, for its many listeners.
 
-Group names must be < 100 characters of ``[A-Za-z0-9._-]``; a CallSid is
-``CA`` + 32 hex, so it is used as is after a character filter.
+Commands do not use a group: they go straight to the stream's channel
+(``mediastream.directory``). Group names must be < 100 characters of
+``[A-Za-z0-9._-]``; a CallSid is ``CA`` + 32 hex, so it is used as is after a
+character filter.
 """
 
 import re
 
-__all__ = ["call_group", "events_group"]
+__all__ = ["events_group"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
 def _safe(call_sid: str) -> str:
     return _UNSAFE.sub("_", call_sid)[:80]
-
-
-def call_group(call_sid: str) -> str:
-    """Group the consumer owning the call's stream listens on (speak, interrupt)."""
-    return f"mediastream.call.{_safe(call_sid)}"
 
 
 def events_group(call_sid: str) -> str:

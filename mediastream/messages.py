@@ -1,7 +1,7 @@
 """Channel-layer messages: the commands ``mediastream.api`` sends, the consumer's replies, and events.
 
-This module owns their wire form. A command reaches the consumer that holds a
-call through the call's command group; a reply goes to the channel named in
+This module owns their wire form. A command goes straight to the channel of the
+consumer that holds a call (``mediastream.directory``); a reply goes to the channel named in
 ``reply_to``; events go to the call's events group for listeners (the console,
 agents in other processes).
 """

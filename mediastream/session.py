@@ -200,7 +200,7 @@ class AdmitStream:
 
 @dataclass(frozen=True, slots=True)
 class JoinCallGroup:
-    """Listen on the call's command group (before anyone hears the stream started)."""
+    """Make the stream reachable for the call's commands (``mediastream.directory``), before anyone hears it started."""
 
     call_sid: str
 

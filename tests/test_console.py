@@ -460,7 +460,7 @@ async def test_a_waiting_speak_gets_its_outcome_in_a_process_whose_consumers_are
     from django.test import override_settings
 
     from mediastream.api import aspeak
-    from mediastream.groups import call_group
+    from mediastream.directory import for_layer
     from mediastream.messages import Queued, Result
     from mediastream.playback.player import Outcome, PlaybackResult
 
@@ -475,7 +475,7 @@ async def test_a_waiting_speak_gets_its_outcome_in_a_process_whose_consumers_are
         consumer = asyncio.create_task(here.receive(consumer_channel))
         stream_process = RedisChannelLayer(**config)  # the process holding the call's stream
         stream_channel = await stream_process.new_channel()
-        await stream_process.group_add(call_group(call_sid), stream_channel)
+        await for_layer(stream_process).register(call_sid, stream_channel, ttl=30)
 
         async def hold_the_stream() -> None:
             say = await stream_process.receive(stream_channel)
@@ -493,6 +493,6 @@ async def test_a_waiting_speak_gets_its_outcome_in_a_process_whose_consumers_are
             for task in (consumer, holder):
                 task.cancel()
             await asyncio.gather(consumer, holder, return_exceptions=True)
-            await stream_process.group_discard(call_group(call_sid), stream_channel)
+            await for_layer(stream_process).unregister(call_sid, stream_channel)
             await stream_process.close_pools()
             await here.close_pools()

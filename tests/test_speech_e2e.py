@@ -30,7 +30,6 @@ from channels.db import database_sync_to_async
 from django.test import override_settings
 
 from mediastream.api import Outcome, aspeak
-from mediastream.groups import call_group
 from mediastream.simulator import TwilioCall, TwilioStream
 from voicecall.models import CallEvent, TranscriptSegment
 
@@ -108,7 +107,7 @@ class Tap:
 
 
 async def open_tapped_call(live: Live) -> tuple[TwilioCall, TwilioStream, Tap]:
-    """A call whose stream the server admitted and joined to the call's command group, tapped from its first message."""
+    """A call whose stream the server admitted and registered for commands, tapped from its first message."""
     tap = Tap()
     call, stream = await open_call(live, on_message=tap.record, timeout=10)
     await joined(live, call.call_sid)
@@ -116,19 +115,19 @@ async def open_tapped_call(live: Live) -> tuple[TwilioCall, TwilioStream, Tap]:
 
 
 async def joined(live: Live, call_sid: str, timeout: float = 10.0) -> None:
-    """Wait until the stream's consumer is in the call's command group, so ``aspeak`` reaches it.
+    """Wait until the stream's consumer has registered its channel, so ``aspeak`` reaches it.
 
-    The consumer joins after the stream row is committed; channels_redis keeps a group as
-    the sorted set ``<prefix>:group:<name>``.
+    The consumer registers after the stream row is committed, as the key
+    ``<prefix>:mediastream:stream:<CallSid>`` (``mediastream.directory``).
     """
     client = redis.asyncio.Redis.from_url(live.redis_url)
-    key = f"{live.prefix}:group:{call_group(call_sid)}"
+    key = f"{live.prefix}:mediastream:stream:{call_sid}"
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     try:
-        while not await client.zcard(key):
+        while not await client.exists(key):
             if loop.time() > deadline:
-                raise AssertionError(f"no consumer joined {call_group(call_sid)} within {timeout}s")
+                raise AssertionError(f"no consumer registered for {call_sid} within {timeout}s")
             await asyncio.sleep(0.01)
     finally:
         await client.aclose()
