@@ -178,14 +178,16 @@ class DaphneFactory:
 
     @contextmanager
     def start(
-        self, overrides: dict | None = None, *, name: str = "daphne", redis_url: str | None = None
+        self, overrides: dict | None = None, *, name: str = "daphne", redis_url: str | None = None,
+        prefix: str | None = None,
     ) -> Iterator[Live]:
         """Run one server until the block ends; it is listening when the block starts.
 
         ``redis_url``: a Redis of the test's own (one it restarts), instead of the shared one.
+        ``prefix``: the channel-layer prefix of another server, for processes of one deployment.
         """
         number = next(self._numbers)
-        prefix = f"mstest{os.getpid()}n{number}"
+        prefix = prefix or f"mstest{os.getpid()}n{number}"
         log = self.log_dir / f"{number:02d}-{name}.log"
         redis_url = redis_url or self.redis_url
         server = daphne_server(
@@ -205,10 +207,11 @@ class DaphneFactory:
 
     @asynccontextmanager
     async def astart(
-        self, overrides: dict | None = None, *, name: str = "daphne", redis_url: str | None = None
+        self, overrides: dict | None = None, *, name: str = "daphne", redis_url: str | None = None,
+        prefix: str | None = None,
     ) -> AsyncIterator[Live]:
         """:meth:`start` for async tests: the server starts and stops in a thread, so the event loop keeps running."""
-        server = self.start(overrides, name=name, redis_url=redis_url)
+        server = self.start(overrides, name=name, redis_url=redis_url, prefix=prefix)
         live = await asyncio.to_thread(server.__enter__)
         try:
             yield live
