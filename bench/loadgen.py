@@ -16,6 +16,10 @@ independent calls arrive at random phases. Each media message carries
 ``"benchSentNs": time.monotonic_ns()`` taken just before the socket write; see
 ``bench/consumer.py``.
 
+``--server`` may list several servers (comma-separated): stream *i* goes to
+server ``i % len(servers)``, a loopback round-robin over the processes of one
+deployment (``bench/processes.py``).
+
 Commands: ``open`` (n more streams), ``reset`` (new window), ``stats``,
 ``stop`` (Twilio ``stop`` on every stream, close, exit).
 """
@@ -97,7 +101,7 @@ class BenchStream(TwilioStream):
 
 class Generator:
     def __init__(self, server_url: str, worker_id: int, workers: int, audio: str) -> None:
-        self.server_url = server_url
+        self.servers = server_url.split(",")
         self.worker_id = worker_id
         self.workers = workers
         self.frames = noise_frames() if audio == "noise" else silence_frames()
@@ -128,9 +132,10 @@ class Generator:
         async def one(global_index: int) -> None:
             async with sem:
                 try:
-                    call = TwilioCall(server_url=self.server_url, public_url=PUBLIC_BASE_URL, auth_token=AUTH_TOKEN)
+                    server_url = self.servers[global_index % len(self.servers)]
+                    call = TwilioCall(server_url=server_url, public_url=PUBLIC_BASE_URL, auth_token=AUTH_TOKEN)
                     instructions = await call.answer()
-                    connect_url, signed_url = stream_urls(PUBLIC_BASE_URL, self.server_url, instructions.url)
+                    connect_url, signed_url = stream_urls(PUBLIC_BASE_URL, server_url, instructions.url)
                     stream = BenchStream(
                         connect_url,
                         signed_url=signed_url,
