@@ -93,8 +93,18 @@ def run_count(processes: int, args, database_url: str, prefix: str, workdir: Pat
             first += share
         opened = [worker._read(900) for worker in workers]
         failed = sum(o["failed"] for o in opened)
+        for _ in range(args.retries):  # a busy machine times out some handshakes: open those again
+            if not failed:
+                break
+            log(f"  {failed} calls failed to open ({[e for o in opened for e in o['errors']][:2]}); opening them again")
+            again = [o["failed"] for o in opened]
+            for worker, n in zip(workers, again):
+                worker.send({"cmd": "open", "n": n, "first_index": first})
+                first += n
+            opened = [worker._read(900) for worker in workers]
+            failed = sum(o["failed"] for o in opened)
         if failed:
-            log(f"  {failed} calls failed to open: {[e for o in opened for e in o['errors']][:3]}")
+            log(f"  {failed} calls could not be opened")
         deadline = time.monotonic() + 120
         while sum(_streaming(servers)) < total - failed and time.monotonic() < deadline:
             time.sleep(0.25)
@@ -201,6 +211,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="measured window (default 20)")
     parser.add_argument("--settle", type=float, default=3.0, help="pause after the calls are up (default 3)")
     parser.add_argument("--workers", type=int, default=2, help="load-generator processes (default 2)")
+    parser.add_argument("--retries", type=int, default=3, help="times calls that failed to open are opened again (default 3)")
     parser.add_argument("--vad", action="store_true", help="VAD on (default off: the cost of the stream path alone)")
     parser.add_argument("--json", help="also write the rows to this JSON file")
     parser.add_argument("--keep-logs", action="store_true", help="keep the daphne logs (printed path)")

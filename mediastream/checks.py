@@ -274,7 +274,28 @@ def check_channel_layers(app_configs=None, **kwargs) -> list:
         import_string(str(backend))
     except ImportError as exc:
         return [Error(f"CHANNEL_LAYERS['default']['BACKEND'] cannot be imported: {exc}", hint=hint, id="mediastream.E007")]
+    if not _stream_directory_backend(str(backend)):
+        return [
+            Warning(
+                f"CHANNEL_LAYERS['default']['BACKEND'] is {backend}: speak() and interrupt() from another process "
+                "cannot find a call's stream with it (mediastream.directory keeps them in channels_redis' Redis).",
+                hint="Use channels_redis.core.RedisChannelLayer.",
+                id="mediastream.W015",
+            )
+        ]
     return []
+
+
+def _stream_directory_backend(backend: str) -> bool:
+    """Whether commands from any process find streams with this layer (the in-memory one is one process anyway)."""
+    from channels.layers import InMemoryChannelLayer
+
+    cls = import_string(backend)
+    try:
+        from channels_redis.core import RedisChannelLayer
+    except ImportError:
+        RedisChannelLayer = ()  # noqa: N806
+    return isinstance(cls, type) and issubclass(cls, (InMemoryChannelLayer, RedisChannelLayer))
 
 
 @register(Tags.compatibility)

@@ -121,3 +121,18 @@ def test_agent_settings_that_do_not_import_are_named():
     assert {"mediastream.E011", "mediastream.E012", "mediastream.E013"} <= set(found)
     with ms(AGENT={"BACKEND": "mediastream.agents.scripted.ScriptedAgent", "OPTIONS": {"SCRIPT": "mediastream.agents.demo"}}):
         assert not {"mediastream.E011", "mediastream.E012", "mediastream.E013"} & set(ids(mediastream_checks.check_settings()))
+
+
+@pytest.mark.parametrize(
+    "backend, warned",
+    [
+        ("channels_redis.core.RedisChannelLayer", False),
+        ("channels.layers.InMemoryChannelLayer", False),
+        ("channels_redis.pubsub.RedisPubSubChannelLayer", True),
+    ],
+)
+def test_a_layer_without_the_stream_directory_warns(backend, warned):
+    """Commands find other processes' streams through channels_redis' Redis; another layer says so."""
+    with override_settings(CHANNEL_LAYERS={"default": {"BACKEND": backend}}):
+        found = [m.id for m in mediastream_checks.check_channel_layers()]
+    assert found == (["mediastream.W015"] if warned else [])
