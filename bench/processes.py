@@ -55,7 +55,7 @@ from bench.stream_load import Worker
 
 
 def _streaming(servers: list[Daphne]) -> list[int]:
-    return [server.get("/bench/stats", timeout=30)["streaming"] for server in servers]
+    return [server.get("/bench/stats", timeout=60)["streaming"] for server in servers]
 
 
 def run_count(processes: int, args, database_url: str, prefix: str, workdir: Path) -> dict:
@@ -114,19 +114,19 @@ def run_count(processes: int, args, database_url: str, prefix: str, workdir: Pat
         cpu0 = [cpu_seconds(server.pid) for server in servers]
         busy0, all0 = machine_cpu()
         for server in servers:
-            server.get("/bench/reset", timeout=30)
+            server.get("/bench/reset", timeout=60)
         for worker in workers:
             worker.send({"cmd": "reset"})
         for worker in workers:
-            worker._read(30)
+            worker._read(120)
         t0 = time.monotonic()
         time.sleep(args.seconds)
-        stats = [server.get("/bench/stats", timeout=30) for server in servers]
+        stats = [server.get("/bench/stats", timeout=60) for server in servers]
         wall = time.monotonic() - t0
         cpu1 = [cpu_seconds(server.pid) for server in servers]
         busy1, all1 = machine_cpu()
         load_after = os.getloadavg()
-        gen = [worker.ask({"cmd": "stats"}, 30) for worker in workers]
+        gen = [worker.ask({"cmd": "stats"}, 120) for worker in workers]
 
         per_process = []
         for server, stat, c0, c1 in zip(servers, stats, cpu0, cpu1):
