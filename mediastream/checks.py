@@ -21,6 +21,7 @@ from django.utils.module_loading import import_string
 from .proxies import invalid_trusted_proxies
 from .asgi_inspect import routes_media_stream
 from .conf import DEFAULTS, MOVED_TO_VOICECALL, app_settings
+from .globalcaps import setting_errors as global_limits_errors
 
 __all__ = [
     "W004",
@@ -80,6 +81,7 @@ _POSITIVE = (
     "TRANSCRIPTION_QUEUE_BYTES",
     "STREAM_HEARTBEAT_SECONDS",
     "STALE_STREAM_SECONDS",
+    "HEALTH_DATABASE_TIMEOUT",
 )
 
 
@@ -117,6 +119,13 @@ def check_settings(app_configs=None, **kwargs) -> list:
         errors.append(
             Error(f"MEDIASTREAM['PLAYBACK_LEAD_SECONDS'] must be zero or more, got {lead!r}.", id="mediastream.E001")
         )
+    grace = app_settings.DRAIN_GRACE_SECONDS
+    if isinstance(grace, bool) or not isinstance(grace, (int, float)) or grace < 0:
+        errors.append(
+            Error(f"MEDIASTREAM['DRAIN_GRACE_SECONDS'] must be zero or more, got {grace!r}.", id="mediastream.E001")
+        )
+    channel_layers = getattr(settings, "CHANNEL_LAYERS", {}) or {}
+    errors += [Error(text, id="mediastream.E020") for text in global_limits_errors(app_settings.as_dict(), channel_layers)]
     for key in ("TTS", "TRANSCRIPTION"):
         config = getattr(app_settings, key)
         path = config.get("BACKEND") if isinstance(config, dict) else None

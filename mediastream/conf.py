@@ -30,6 +30,26 @@ DEFAULTS: dict[str, Any] = {
     # many, the oldest is closed (4013).
     "MAX_PARKED_CONNECTIONS": 1024,
     "PRE_START_TIMEOUT": 5.0,  # seconds
+    # MAX_CONNECTIONS across every process sharing Redis (mediastream.globalcaps).
+    # Keys given are merged over these. ENABLED None: on when the default channel
+    # layer is channels_redis' (its first host and prefix are used), off with the
+    # in-memory layer. A process's slots count until LEASE_SECONDS after its last
+    # refresh (every LEASE_SECONDS / 3): a killed process's slots are free by then.
+    # While Redis does not answer within TIMEOUT, each process admits up to its
+    # own MAX_CONNECTIONS (logged once per outage).
+    "GLOBAL_LIMITS": {
+        "ENABLED": None,
+        "REDIS_URL": None,  # None: the default channel layer's first host
+        "KEY": None,  # None: "<channel layer prefix>:mediastream:connections"
+        "MAX_CONNECTIONS": None,  # None: MAX_CONNECTIONS
+        "LEASE_SECONDS": 15.0,
+        "TIMEOUT": 0.25,  # seconds
+    },
+    # On SIGTERM (or SIGINT) a process stops admitting, lets its streams run this
+    # long, then closes the rest (4013 "Server shutting down") and exits.
+    "DRAIN_GRACE_SECONDS": 25.0,
+    # The health view (mediastream.health) answers 503 when the database does not answer within this.
+    "HEALTH_DATABASE_TIMEOUT": 1.0,
     # Peers whose X-Forwarded-For is believed (IPs or CIDR networks).
     "TRUSTED_PROXIES": [],
     # Inbound messages over this close the socket before parsing. Run daphne with
@@ -153,7 +173,7 @@ class AppSettings:
         user = getattr(settings, "MEDIASTREAM", {}) or {}
         merged = dict(DEFAULTS)
         for key, value in user.items():
-            if isinstance(DEFAULTS.get(key), dict) and isinstance(value, dict) and key in ("VAD", "TALK"):
+            if isinstance(DEFAULTS.get(key), dict) and isinstance(value, dict) and key in ("VAD", "TALK", "GLOBAL_LIMITS"):
                 merged[key] = {**DEFAULTS[key], **value}
             else:
                 merged[key] = value

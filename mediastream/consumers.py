@@ -18,7 +18,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 
-from . import db
+from . import db, gate
 from . import session as s
 from .admission import registry
 from .dbgate import UNAVAILABLE, database
@@ -101,7 +101,8 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
 
     async def websocket_connect(self, message: dict) -> None:
         on_first_connection()
-        await self._do(self.session.connect(self.scope, evict=lambda: self._soon(self.session.evicted())))
+        actions = self.session.connect(self.scope, evict=lambda: self._soon(self.session.evicted()))
+        await self._do(await gate.screen(self.session, actions, self._soon))
 
     async def websocket_receive(self, message: dict) -> None:
         actions = self.session.receive(message.get("text"), message.get("bytes"))
@@ -183,6 +184,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
 
     async def _release(self, code: int | None, reason: str) -> None:
         self.session.teardown()
+        await gate.release(self.session.conn_id)
         for timer in self._timers.values():
             timer.cancel()
         if self.parts is not None:

@@ -17,7 +17,7 @@ from django.utils import timezone
 from . import db
 from .conf import app_settings
 
-__all__ = ["beat", "forget"]
+__all__ = ["beat", "forget", "live_count"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,11 @@ def beat(stream_id: int) -> None:
 
 def forget(stream_id: int) -> None:
     _live.discard(stream_id)
+
+
+def live_count() -> int:
+    """Admitted streams live in this process (the health check reports it)."""
+    return len(_live)
 
 
 async def _run() -> None:

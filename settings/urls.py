@@ -6,4 +6,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("twilio/", include("voicecall.urls")),
     path("", include("mediastream.metrics.urls")),
+    path("healthz", include("mediastream.health")),
 ]

@@ -27,6 +27,8 @@ MEDIASTREAM = {
     **_BASE_MEDIASTREAM,
     "TTS": {"BACKEND": "mediastream.tts.dummy.SilenceBackend", "OPTIONS": {}},
     "TRANSCRIPTION": {"BACKEND": "mediastream.transcription.discard.DiscardBackend", "OPTIONS": {}},
+    # Test servers stop at once (their streams closed as after a grace); tests/test_draining.py drains.
+    "DRAIN_GRACE_SECONDS": 0,
 }
 
 # pytest-django creates and drops this database; TEST_DATABASE_NAME lets two
