@@ -81,7 +81,11 @@ async def health(request):
         "connections": registry.open_count - len(registry.parked),
         "global_limit": None if global_caps is None else ("redis unavailable" if global_caps.down else "redis"),
     }
-    return JsonResponse(body, status=200 if body["status"] == "ok" else 503)
+    response = JsonResponse(body, status=200 if body["status"] == "ok" else 503)
+    # Django logs every 5xx as an error; a load balancer asks every few seconds, and the
+    # drain and a database outage are each logged once by their own modules.
+    response._has_been_logged = True
+    return response
 
 
 urlpatterns = [path("", health, name="mediastream-health")]

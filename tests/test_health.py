@@ -1,0 +1,67 @@
+"""The load balancer's health check on a real daphne: 200 with the process's streams, 503 without its database.
+
+(503 while draining: tests/test_draining.py.) The database outage is real:
+the test database refuses connections (``tests.faults.blocked_database``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from django.db import connection
+
+from .faults import blocked_database
+from .streams import hang_up, open_call
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
+
+@pytest.fixture(autouse=True)
+def _usable_connection():
+    yield
+    # This thread may hold a session the block ended (pytest-django flushes the tables with it next).
+    if connection.connection is not None and not connection.is_usable():
+        connection.close()
+
+
+KEYS = {"status", "draining", "database", "live_streams", "pending_streams", "connections", "global_limit"}
+
+
+async def get(live, client: httpx.AsyncClient) -> tuple[httpx.Response, float]:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    response = await client.get(f"{live.http}/healthz")
+    return response, loop.time() - started
+
+
+async def test_health_is_200_with_the_streams_and_503_while_the_database_is_away(daphne):
+    async with daphne.astart({"HEALTH_DATABASE_TIMEOUT": 1.0}, name="health") as live:
+        async with httpx.AsyncClient(timeout=10) as client:
+            _call, stream = await open_call(live)
+            response, _ = await get(live, client)
+            assert response.status_code == 200
+            assert response.headers["content-type"] == "application/json"
+            assert "no-cache" in response.headers["cache-control"]
+            body = response.json()
+            assert set(body) == KEYS  # and nothing else: no settings, no secrets
+            assert body == {
+                "status": "ok", "draining": False, "database": True, "live_streams": 1, "pending_streams": 0,
+                "connections": 1, "global_limit": "redis",
+            }
+
+            with blocked_database():
+                response, took = await get(live, client)
+                assert response.status_code == 503
+                assert response.json()["status"] == "database unavailable" and response.json()["database"] is False
+                assert took < 3.0  # the check's own bound (1 s) and the request: it does not hang
+                assert not stream.closed.is_set()  # the live call is not the check's business
+
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 20
+            while (response := (await get(live, client))[0]).status_code != 200:
+                assert loop.time() < deadline, f"still {response.status_code} after the database came back"
+                await asyncio.sleep(0.2)
+            await hang_up(stream)
+            assert (await get(live, client))[0].json()["live_streams"] == 0
+        assert "Service Unavailable: /healthz" not in live.log.read_text()  # a 503 is no error line per check
