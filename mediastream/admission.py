@@ -2,7 +2,10 @@
 
 No Django or socket types here, so the limits are unit-testable. The registry
 is per process on purpose: it protects this process's event loop and memory,
-which is what the limits are for. Each daphne process enforces its own caps.
+which is what the limits are for. Each daphne process enforces its own caps;
+``MAX_CONNECTIONS`` is also held across processes sharing Redis by
+:mod:`mediastream.globalcaps`, asked after these (and, when Redis is away,
+these caps are the ones that hold).
 """
 
 from __future__ import annotations

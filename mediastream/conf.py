@@ -43,7 +43,7 @@ DEFAULTS: dict[str, Any] = {
         "KEY": None,  # None: "<channel layer prefix>:mediastream:connections"
         "MAX_CONNECTIONS": None,  # None: MAX_CONNECTIONS
         "LEASE_SECONDS": 15.0,
-        "TIMEOUT": 0.25,  # seconds
+        "TIMEOUT": 1.0,  # seconds
     },
     # On SIGTERM (or SIGINT) a process stops admitting, lets its streams run this
     # long, then closes the rest (4013 "Server shutting down") and exits.

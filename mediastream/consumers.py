@@ -184,7 +184,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
 
     async def _release(self, code: int | None, reason: str) -> None:
         self.session.teardown()
-        await gate.release(self.session.conn_id)
+        gate.release(self.session.conn_id)
         for timer in self._timers.values():
             timer.cancel()
         if self.parts is not None:

@@ -44,18 +44,18 @@ async def screen(
             global_caps.limits.max_connections,
         )
     if draining.active:  # the drain began while Redis answered
-        await release(conn_id)
+        release(conn_id)
         return _refuse(session, "server draining", "Refused media stream handshake from %s: server draining")
     draining.add(conn_id, lambda: perform(session.close(CLOSES.SHUTDOWN)))
     return actions
 
 
-async def release(conn_id: str) -> None:
+def release(conn_id: str) -> None:
     """The socket's teardown: it no longer counts anywhere; safe to call more than once."""
     draining.discard(conn_id)
     global_caps = caps.get()
     if global_caps is not None:
-        await global_caps.release(conn_id)
+        global_caps.release(conn_id)
 
 
 def _refuse(session: s.StreamSession, reason: str, message: str, *args: object) -> list[s.Action]:

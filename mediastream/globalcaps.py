@@ -1,8 +1,10 @@
 """``MAX_CONNECTIONS`` across every process that shares Redis.
 
 Each process keeps one field in one Redis hash: its count of open media stream
-sockets and when that count expires (``"<count>:<expiry ms>"``, Redis' own
-clock, so hosts' clocks do not matter). Admitting a socket is one Lua script,
+sockets (those holding a slot: not the silent ones parked by
+:mod:`mediastream.admission`), when that count expires, and the sequence number
+of the write (``"<count>:<expiry ms>:<seq>"``; the expiry by Redis' own clock,
+so hosts' clocks do not matter). Admitting a socket is one Lua script,
 atomic in Redis: it drops the fields that have expired, sums the others, and
 writes this process's new count only if the sum stays within the limit. The
 count written is always this process's whole count (never an increment), and a
@@ -22,7 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+import uuid
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,12 +36,14 @@ logger = logging.getLogger(__name__)
 #: Seconds between attempts to reach Redis while it is down.
 RETRY_SECONDS = 1.0
 
-# KEYS[1]: the hash. ARGV: this process, its count if admitted, the limit (-1: write
-# without checking), the lease in ms. Returns {admitted (0/1), total counted after}.
+# KEYS[1]: the hash. ARGV: this process's field, its count now, how many more sockets
+# it asks slots for, the limit (-1: write without checking), the lease in ms.
+# Returns {slots granted, total counted after}.
 _SCRIPT = """
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local me, want, limit, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local me, base, asked = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local limit, lease = tonumber(ARGV[4]), tonumber(ARGV[5])
 local others = 0
 local fields = redis.call('HGETALL', KEYS[1])
 for i = 1, #fields, 2 do
@@ -49,18 +54,13 @@ for i = 1, #fields, 2 do
     others = others + tonumber(count)
   end
 end
-local admitted = 1
-if limit >= 0 and others + want > limit then
-  admitted = 0
-  want = want - 1
+local granted = asked
+if limit >= 0 then
+  granted = math.max(0, math.min(asked, limit - others - base))
 end
-if want > 0 then
-  redis.call('HSET', KEYS[1], me, want .. ':' .. (now_ms + lease))
-  redis.call('PEXPIRE', KEYS[1], lease * 2)
-else
-  redis.call('HDEL', KEYS[1], me)
-end
-return {admitted, others + want}
+redis.call('HSET', KEYS[1], me, (base + granted) .. ':' .. (now_ms + lease))
+redis.call('PEXPIRE', KEYS[1], lease * 2)
+return {granted, others + base + granted}
 """
 
 
@@ -72,7 +72,7 @@ class GlobalLimits:
     key: str
     max_connections: int
     lease_seconds: float = 15.0
-    timeout: float = 0.25
+    timeout: float = 1.0
 
 
 def _layer_redis(layers: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -110,7 +110,7 @@ def limits_from_settings(values: Mapping[str, Any], layers: Mapping[str, Any]) -
         key=options.get("KEY") or f"{prefix}:mediastream:connections",
         max_connections=int(options.get("MAX_CONNECTIONS") or values["MAX_CONNECTIONS"]),
         lease_seconds=float(options.get("LEASE_SECONDS", 15.0)),
-        timeout=float(options.get("TIMEOUT", 0.25)),
+        timeout=float(options.get("TIMEOUT", 1.0)),
     )
 
 
@@ -137,22 +137,39 @@ def setting_errors(values: Mapping[str, Any], layers: Mapping[str, Any]) -> list
 
 
 class GlobalCaps:
-    """This process's share of the global count: the sockets it holds, written to Redis whole."""
+    """This process's share of the global count: the sockets it holds, written to Redis whole.
 
-    def __init__(self, limits: GlobalLimits, server_id: str) -> None:
+    One writer task per process makes every write, one at a time, so they
+    never overtake each other: handshakes that arrive while a write is under
+    way wait for the next one and ask for their slots together (a burst costs
+    a few round trips, not one each); an end, or a socket parked or
+    promoted, is in the next write; and a write every ``LEASE_SECONDS / 3``
+    keeps the count from expiring.
+    """
+
+    def __init__(self, limits: GlobalLimits, server_id: str, parked: Callable[[], Container[str]] = frozenset) -> None:
         self.limits = limits
-        self.server_id = server_id
+        #: The field of this process: its server id and an instance of its own (a pid can come back).
+        self.field = f"{server_id}:{uuid.uuid4().hex[:8]}"
         self.held: set[str] = set()
+        #: Sockets of ``held`` that hold no slot now (parked by mediastream.admission): not counted.
+        self._parked = parked
         self.down_since: float | None = None
         self.admitted_while_down = 0
-        self._lock: asyncio.Lock | None = None
+        self.total_seen: int | None = None  # the deployment's count at the last write
+        self._asking: list[tuple[str, asyncio.Future]] = []
+        self._wake: asyncio.Event | None = None
         self._client: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._refresher: asyncio.Task | None = None
+        self._writer: asyncio.Task | None = None
 
     @property
     def down(self) -> bool:
         return self.down_since is not None
+
+    def count(self) -> int:
+        parked = self._parked()
+        return sum(1 for conn_id in self.held if conn_id not in parked) if parked else len(self.held)
 
     async def acquire(self, conn_id: str) -> bool:
         """Count ``conn_id`` if the global limit allows it; True also while Redis is down (fail open)."""
@@ -161,61 +178,78 @@ class GlobalCaps:
             self.held.add(conn_id)
             self.admitted_while_down += 1
             return True
-        async with self._lock:
-            try:
-                admitted, _total = await self._write(len(self.held) + 1, self.limits.max_connections)
-            except Exception as exc:
-                self._lost(exc)
-                admitted = True
-                self.admitted_while_down += 1
-            if admitted:
-                self.held.add(conn_id)
-                self._keep_fresh()
-            return bool(admitted)
+        answer = self._loop.create_future()
+        self._asking.append((conn_id, answer))
+        self._wake.set()
+        return await answer
 
-    async def release(self, conn_id: str) -> None:
-        """``conn_id`` is gone; safe to call for a socket never counted."""
-        if conn_id not in self.held:
-            return
-        self.held.discard(conn_id)
-        self._bind()
-        if self.down:
-            return  # written whole when Redis answers again
-        async with self._lock:
-            try:
-                await self._write(len(self.held), -1)
-            except Exception as exc:
-                self._lost(exc)
+    def release(self, conn_id: str) -> None:
+        """``conn_id`` is gone (written with the next write); safe to call for a socket never counted."""
+        if conn_id in self.held:
+            self.held.discard(conn_id)
+            if self._wake is not None:
+                self._wake.set()
 
     async def total(self) -> int:
-        """Sockets counted across all live processes (raises while Redis is down)."""
+        """Sockets counted across all live processes, after a write of this process's count."""
         self._bind()
-        async with self._lock:
-            _admitted, total = await self._write(len(self.held), -1)
-        return int(total)
-
-    async def _write(self, count: int, limit: int) -> tuple[int, int]:
-        lease_ms = int(self.limits.lease_seconds * 1000)
-        args = (self.server_id, count, limit, lease_ms)
-        result = await asyncio.wait_for(self._script(keys=[self.limits.key], args=args), self.limits.timeout)
-        return int(result[0]), int(result[1])
+        answer = self._loop.create_future()
+        self._asking.append(("", answer))  # asks for no slot: the empty id is never held
+        self._wake.set()
+        await answer
+        return self.total_seen
 
     def _bind(self) -> None:
-        """A client and lock of this event loop (a test's earlier loop left its own behind)."""
+        """A client and writer of this event loop (a test's earlier loop left its own behind)."""
         loop = asyncio.get_running_loop()
         if self._loop is loop:
             return
         import redis.asyncio as aioredis
 
         self._loop = loop
-        self._lock = asyncio.Lock()
         timeout = self.limits.timeout
         self._client = aioredis.Redis.from_url(
             self.limits.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, retry_on_timeout=False
         )
         self._script = self._client.register_script(_SCRIPT)
         self.down_since = None
-        self._refresher = None
+        self._asking = []
+        self._wake = asyncio.Event()
+        self._writer = loop.create_task(self._write_forever(), name="mediastream-globalcaps")
+
+    async def _write_forever(self) -> None:
+        while True:
+            pause = RETRY_SECONDS if self.down else self.limits.lease_seconds / 3
+            try:
+                await asyncio.wait_for(self._wake.wait(), pause)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            asking, self._asking = self._asking, []
+            wanted = [(conn_id, answer) for conn_id, answer in asking if conn_id and not answer.done()]
+            limit = -1 if self.down else self.limits.max_connections  # fail open until the write answers
+            try:
+                granted, self.total_seen = await self._write(len(wanted), limit)
+            except Exception as exc:
+                self._lost(exc)
+                granted = len(wanted)
+                self.admitted_while_down += granted
+            else:
+                self._back()
+            for n, (conn_id, answer) in enumerate(wanted):
+                if n < granted and not answer.done():  # not given up (a cancelled handshake is not counted)
+                    self.held.add(conn_id)
+                    answer.set_result(True)
+                elif not answer.done():
+                    answer.set_result(False)
+            for conn_id, answer in asking:
+                if not conn_id and not answer.done():
+                    answer.set_result(None)
+
+    async def _write(self, asked: int, limit: int) -> tuple[int, int]:
+        args = (self.field, self.count(), asked, limit, int(self.limits.lease_seconds * 1000))
+        result = await asyncio.wait_for(self._script(keys=[self.limits.key], args=args), self.limits.timeout)
+        return int(result[0]), int(result[1])
 
     def _lost(self, exc: BaseException) -> None:
         if self.down:
@@ -228,29 +262,15 @@ class GlobalCaps:
             type(exc).__name__,
             " ".join(str(exc).split())[:160],
         )
-        self._keep_fresh()
 
-    def _keep_fresh(self) -> None:
-        if self._refresher is None or self._refresher.done():
-            self._refresher = asyncio.get_running_loop().create_task(self._refresh(), name="mediastream-globalcaps")
-
-    async def _refresh(self) -> None:
-        """Rewrite this process's count every lease / 3 while it holds sockets (and retry while Redis is down)."""
-        loop = asyncio.get_running_loop()
-        while self.held or self.down:
-            await asyncio.sleep(RETRY_SECONDS if self.down else self.limits.lease_seconds / 3)
-            async with self._lock:
-                try:
-                    await self._write(len(self.held), -1)
-                except Exception:
-                    continue
-            if self.down:
-                logger.warning(
-                    "Redis back for the global connection limit after %.1fs (%d sockets admitted meanwhile, now counted)",
-                    loop.time() - self.down_since,
-                    self.admitted_while_down,
-                )
-                self.down_since = None
+    def _back(self) -> None:
+        if self.down:
+            logger.warning(
+                "Redis back for the global connection limit after %.1fs (%d sockets admitted meanwhile, now counted)",
+                asyncio.get_running_loop().time() - self.down_since,
+                self.admitted_while_down,
+            )
+            self.down_since = None
 
 
 class _Caps:
@@ -262,6 +282,7 @@ class _Caps:
     def get(self) -> GlobalCaps | None:
         from django.conf import settings
 
+        from .admission import registry
         from .conf import app_settings
         from .db import SERVER_ID
 
@@ -269,7 +290,7 @@ class _Caps:
         marker = (id(values), id(getattr(settings, "CHANNEL_LAYERS", None)))
         if self._built is None or self._built[0] != marker:
             limits = limits_from_settings(values, getattr(settings, "CHANNEL_LAYERS", {}) or {})
-            self._built = (marker, GlobalCaps(limits, SERVER_ID) if limits else None)
+            self._built = (marker, GlobalCaps(limits, SERVER_ID, lambda: registry.parked) if limits else None)
         return self._built[1]
 
 
