@@ -7,9 +7,11 @@ the project's settings, as for any Django project::
 
     DJANGO_SETTINGS_MODULE=mysite.settings daphne mediastream.asgi:application
 
-Loading it also installs the daphne fixes (a shutdown that tears down every
-stream, an access log without query strings) and starts the startup probes
-(:mod:`mediastream.preflight`).
+Loading it also installs the daphne fixes (a shutdown that first drains the
+process, :mod:`mediastream.draining`, then tears down every stream; an access
+log without query strings) and starts the startup probes
+(:mod:`mediastream.preflight`). The load balancer's health check is a Django
+view, :mod:`mediastream.health`, for the project's URLs.
 
 No AuthMiddlewareStack or origin validator on the WebSocket side: Twilio sends
 neither cookies nor Origin; it is authenticated by X-Twilio-Signature and the
@@ -45,8 +47,9 @@ __all__ = ["application", "django_asgi_app", "install_daphne_fixes"]
 
 
 def install_daphne_fixes() -> None:
-    """daphne 4.2 cancels no application at shutdown when any connection has none (so streams would
-    end without their teardown), and its access log prints raw query strings: fix both."""
+    """Drain before daphne's shutdown; daphne 4.2 cancels no application at shutdown when any connection
+    has none (so streams would end without their teardown), and its access log prints raw query strings:
+    fix all three."""
     daphne_shutdown.install()
     daphne_access.install()
 

@@ -29,12 +29,22 @@ from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .throttled import ThrottledLog
+
 __all__ = ["GlobalLimits", "GlobalCaps", "caps", "limits_from_settings", "setting_errors"]
 
 logger = logging.getLogger(__name__)
 
 #: Seconds between attempts to reach Redis while it is down.
 RETRY_SECONDS = 1.0
+
+#: Redis lost and back, said at most twice a minute (a Redis that flaps says how often instead).
+_outages = ThrottledLog(
+    logger,
+    "%(count)d more lines about Redis and the global connection limit in the last %(seconds).0fs (it comes and goes)",
+    interval=60.0,
+    burst=2,
+)
 
 # KEYS[1]: the hash. ARGV: this process's field, its count now, how many more sockets
 # it asks slots for, the limit (-1: write without checking), the lease in ms.
@@ -256,7 +266,7 @@ class GlobalCaps:
             return
         self.down_since = asyncio.get_running_loop().time()
         self.admitted_while_down = 0
-        logger.warning(
+        _outages.warning(
             "Redis unavailable for the global connection limit (%s: %s); each process admits up to its own "
             "MAX_CONNECTIONS until it answers",
             type(exc).__name__,
@@ -265,7 +275,7 @@ class GlobalCaps:
 
     def _back(self) -> None:
         if self.down:
-            logger.warning(
+            _outages.warning(
                 "Redis back for the global connection limit after %.1fs (%d sockets admitted meanwhile, now counted)",
                 asyncio.get_running_loop().time() - self.down_since,
                 self.admitted_while_down,
