@@ -168,3 +168,21 @@ def test_settings_follow_the_channel_layer():
         "or use channels_redis as the default channel layer.",
         "MEDIASTREAM['GLOBAL_LIMITS']['LEASE_SECONDS'] must be a positive number, got 0.",
     ]
+
+
+def test_manage_py_check_names_wrong_drain_and_global_limit_settings(settings):
+    from mediastream.checks import check_settings
+
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    settings.MEDIASTREAM = {
+        **settings.MEDIASTREAM,
+        "DRAIN_GRACE_SECONDS": -1,
+        "HEALTH_DATABASE_TIMEOUT": 0,
+        "GLOBAL_LIMITS": {"ENABLED": True},
+    }
+    found = {(error.id, error.msg) for error in check_settings()}
+    assert ("mediastream.E001", "MEDIASTREAM['DRAIN_GRACE_SECONDS'] must be zero or more, got -1.") in found
+    assert ("mediastream.E001", "MEDIASTREAM['HEALTH_DATABASE_TIMEOUT'] must be a positive number, got 0.") in found
+    assert any(id_ == "mediastream.E020" and "there is no Redis" in msg for id_, msg in found)
+    settings.MEDIASTREAM = {**settings.MEDIASTREAM, "DRAIN_GRACE_SECONDS": 0, "HEALTH_DATABASE_TIMEOUT": 1, "GLOBAL_LIMITS": {}}
+    assert not [error for error in check_settings() if error.id in ("mediastream.E001", "mediastream.E020")]
