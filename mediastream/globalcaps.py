@@ -184,7 +184,7 @@ class GlobalCaps:
     async def acquire(self, conn_id: str) -> bool:
         """Count ``conn_id`` if the global limit allows it; True also while Redis is down (fail open)."""
         self._bind()
-        if self.down:
+        if self.down or self._writer.done():  # the writer only ends with its event loop
             self.held.add(conn_id)
             self.admitted_while_down += 1
             return True
