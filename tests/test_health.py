@@ -48,7 +48,12 @@ async def test_health_is_200_with_the_streams_and_503_while_the_database_is_away
     async with daphne.astart({"HEALTH_DATABASE_TIMEOUT": 1.0}, name="health") as live:
         async with httpx.AsyncClient(timeout=10) as client:
             _call, stream = await open_call(live)
-            response, _ = await get(live, client)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            # The row is written by the admission; the stream counts as live once its parts are open, just after.
+            while (response := (await get(live, client))[0]).json()["live_streams"] != 1:
+                assert loop.time() < deadline, response.json()
+                await asyncio.sleep(0.05)
             assert response.status_code == 200
             assert response.headers["content-type"] == "application/json"
             assert "no-cache" in response.headers["cache-control"]
@@ -69,7 +74,6 @@ async def test_health_is_200_with_the_streams_and_503_while_the_database_is_away
             # on the way: it would try that session first).
             await sync_to_async(_forget_a_dead_session, thread_sensitive=True)()
 
-            loop = asyncio.get_running_loop()
             deadline = loop.time() + 20
             while (response := (await get(live, client))[0]).status_code != 200:
                 assert loop.time() < deadline, f"still {response.status_code} after the database came back"
