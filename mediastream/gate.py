@@ -60,5 +60,5 @@ def release(conn_id: str) -> None:
 
 def _refuse(session: s.StreamSession, reason: str, message: str, *args: object) -> list[s.Action]:
     session.registry.release(session.conn_id)
-    session.refusals.note(reason, message, session.client_ip, *args)
+    session.refusals.refused(reason, message, session.client_ip, *args)
     return [s.Refuse()]
