@@ -270,7 +270,7 @@ class GlobalCaps:
             "Redis unavailable for the global connection limit (%s: %s); each process admits up to its own "
             "MAX_CONNECTIONS until it answers",
             type(exc).__name__,
-            " ".join(str(exc).split())[:160],
+            " ".join(str(exc).split())[:160] or f"no answer within {self.limits.timeout:g}s",
         )
 
     def _back(self) -> None:
