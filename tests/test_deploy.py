@@ -38,6 +38,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from mediastream.api import Outcome, aspeak
+from mediastream.conf import DEFAULTS
 from mediastream.simulator import TwilioCall, TwilioStream, stream_urls
 from voicecall.models import MediaStream
 
@@ -161,6 +162,8 @@ def logged(lives: list[Live], text: str) -> bool:
 async def proxied(daphne):
     """Two daphne processes (one layer prefix, TRUSTED_PROXIES naming nginx's 127.0.0.1) behind the example nginx."""
     overrides = {"TTS": CONSTANT_TTS, "TRUSTED_PROXIES": ["127.0.0.1"]}
+    if "DRAIN_GRACE_SECONDS" in DEFAULTS:
+        overrides["DRAIN_GRACE_SECONDS"] = 60  # a draining process stays up while its call lasts
     async with daphne.astart(overrides, name="proxied-1") as one:
         async with daphne.astart(overrides, name="proxied-2", prefix=one.prefix) as two:
             nginx = Nginx(NGINX_SITE.read_text(), [one.port, two.port])
@@ -202,6 +205,40 @@ async def test_the_health_check_answers_through_the_example_nginx(proxied):
             answer = await client.get("/healthz")
             assert answer.status_code == 200, answer.text
             assert answer.headers["content-type"].startswith("application/json")
+
+
+@needs_nginx
+@pytest.mark.asyncio
+async def test_new_calls_go_to_the_other_process_while_one_drains(proxied):
+    """SIGTERM: the process refuses new streams (403) while its own call goes on; nginx opens them on the next one."""
+    pytest.importorskip("mediastream.draining", reason="draining (mediastream.draining) is not in this tree")
+    nginx, (draining, other) = proxied
+    held = TwilioCall(server_url=draining.http, public_url=PUBLIC, auth_token=auth_token())
+    instructions = await held.answer()
+    held_stream = TwilioStream(
+        draining.ws, signed_url=instructions.url, auth_token=held.auth_token, call_sid=held.call_sid,
+        parameters=instructions.parameters,
+    )  # fmt: skip
+    await held_stream.connect()
+    await held_stream.start()
+    await wait_for(lambda: MediaStream.objects.filter(stream_sid=held_stream.stream_sid).exists(), timeout=10)
+    draining.proc.send_signal(signal.SIGTERM)
+    async with httpx.AsyncClient(base_url=draining.http, timeout=10) as client:
+        for _ in range(500):
+            if (await client.get("/healthz")).status_code == 503:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the draining process's health check never answered 503")
+
+    for _ in range(3):  # round-robin would give the draining process every other one
+        await signed_call_through(nginx.http, other)
+    assert draining.proc.poll() is None and not held_stream.closed.is_set()  # its own call goes on
+    assert logged([draining], "draining")  # it refused at least one of them, which nginx retried
+
+    row = await hang_up(held_stream)
+    assert row.close_reason == "socket closed"
+    assert await asyncio.to_thread(draining.proc.wait, 30) == 0
 
 
 def test_the_example_ports_agree():
