@@ -147,6 +147,7 @@ def run_count(processes: int, args, database_url: str, prefix: str, workdir: Pat
             "cpu_ms_per_call_s": 1000 * cpu_total / (calls * wall) if calls else None,
             "frames_expected": int(round(calls * 50 * wall)),
             "frames_handled": sum(p["frames"] for p in per_process),
+            "cpu_us_per_frame": 1e6 * cpu_total / max(1, sum(p["frames"] for p in per_process)),
             "machine_busy_pct": 100 * (busy1 - busy0) / max(1, all1 - all0),
             "gen_cpu_pct": 100 * sum(g["cpu_s"] for g in gen) / wall,
             "closed": sum(g["closed"] for g in gen),
@@ -180,7 +181,7 @@ def print_report(rows: list[dict], args) -> None:
     print(f"processes: {args.calls} calls per process, real-time silence, VAD {'on' if args.vad else 'off'}, "
           f"{args.seconds:g}s window, {args.workers} load-generator process(es), {os.cpu_count()} CPUs")  # fmt: skip
     headers = ["processes", "calls", "calls per process", "CPU % per process", "CPU ms/call-s per process",
-               "CPU ms/call-s (all)", "lag p99 ms per process", "machine busy %", "gen CPU %", "load avg 1/5 min", "closed"]  # fmt: skip
+               "CPU ms/call-s (all)", "frames handled/expected", "CPU us/frame", "lag p99 ms per process", "machine busy %", "gen CPU %", "load avg 1/5 min", "closed"]  # fmt: skip
     body = []
     for r in rows:
         per = r["per_process"]
@@ -190,6 +191,7 @@ def print_report(rows: list[dict], args) -> None:
             "/".join(fmt(p["cpu_pct"], ".0f") for p in per),
             "/".join(fmt(p["cpu_ms_per_call_s"], ".2f") for p in per),
             fmt(r["cpu_ms_per_call_s"], ".2f"),
+            f"{r['frames_handled']}/{r['frames_expected']}", fmt(r["cpu_us_per_frame"], ".0f"),
             "/".join(fmt(p["lag_p99"], ".1f") for p in per),
             fmt(r["machine_busy_pct"], ".0f"), fmt(r["gen_cpu_pct"], ".0f"),
             f"{r['loadavg_after'][0]:.2f}/{r['loadavg_after'][1]:.2f}",
@@ -200,6 +202,8 @@ def print_report(rows: list[dict], args) -> None:
     if len(costs) > 1:
         print(f"CPU per call-second from {min(costs):.2f} to {max(costs):.2f} ms "
               f"(max/min {max(costs) / min(costs):.2f}) over {', '.join(str(r['processes']) for r in rows)} processes")  # fmt: skip
+    if any(r["frames_handled"] < 0.9 * r["frames_expected"] or r["closed"] for r in rows):
+        print("a run handled under 90 % of the frames due, or lost calls: the machine was too busy for it to mean much")
     if any(r["processes"] > (os.cpu_count() or 1) for r in rows):
         print(f"more processes than the {os.cpu_count()} CPUs: lag reflects the run queue there; CPU per call stays comparable")
 
