@@ -28,6 +28,7 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter
 from django.urls import re_path
 
+from mediastream.asgi import install_daphne_fixes
 from voicecall.conf import voicecall_settings
 
 from .consumer import PROBE, RECORDER, BenchConsumer, server_snapshot
@@ -36,6 +37,9 @@ if os.environ.get("BENCH_DISPATCH") == "pump":  # what-if experiment, see bench/
     from .dispatch import install
 
     install()
+
+# As the real entry point has them (the frame fast path among them).
+install_daphne_fixes()
 
 _profiler = None
 

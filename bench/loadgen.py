@@ -20,8 +20,12 @@ independent calls arrive at random phases. Each media message carries
 server ``i % len(servers)``, a loopback round-robin over the processes of one
 deployment (``bench/processes.py``).
 
-Commands: ``open`` (n more streams), ``reset`` (new window), ``stats``,
+Commands: ``open`` (n more streams), ``reset`` (new window), ``stats``, ``pause`` (no more media, then stats),
 ``stop`` (Twilio ``stop`` on every stream, close, exit).
+
+``--plain`` sends media exactly as Twilio does (no ``benchSentNs``), and
+``--direct WS_URL`` skips the voice webhook and connects there with a new call
+SID (the reference handler in ``bench/frame_cost.py`` has no webhook).
 """
 
 from __future__ import annotations
@@ -34,9 +38,10 @@ import os
 import sys
 import time
 
+import httpx
 from websockets.exceptions import ConnectionClosed
 
-from mediastream.simulator import TwilioCall, TwilioStream, stream_urls
+from mediastream.simulator import TwilioCall, TwilioStream, new_sid, stream_urls
 
 from .common import AUTH_TOKEN, PUBLIC_BASE_URL, cpu_seconds, raise_nofile
 
@@ -83,13 +88,23 @@ def noise_frames(seconds: float = 10.0, seed: int = 7) -> list[str]:
 
 
 class BenchStream(TwilioStream):
-    """A TwilioStream whose media messages carry the bench send timestamp."""
+    """A TwilioStream whose media messages carry the bench send timestamp (unless ``plain``)."""
 
     frame_index = 0
+    plain = False
 
     async def send_bench_media(self, payload_b64: str) -> None:
         self.sequence += 1
         self.chunk += 1
+        if self.plain:  # Twilio's own field order and nothing else
+            message = (
+                '{"event":"media","sequenceNumber":"%d","media":{"track":"inbound","chunk":"%d",'
+                '"timestamp":"%d","payload":"%s"},"streamSid":"%s"}'
+                % (self.sequence, self.chunk, self.media_timestamp, payload_b64, self.stream_sid)
+            )
+            self.media_timestamp += 20
+            await self.ws.send(message)
+            return
         message = (
             '{"event":"media","sequenceNumber":"%d","media":{"track":"inbound","chunk":"%d",'
             '"timestamp":"%d","payload":"%s"},"streamSid":"%s","benchSentNs":%d}'
@@ -100,8 +115,12 @@ class BenchStream(TwilioStream):
 
 
 class Generator:
-    def __init__(self, server_url: str, worker_id: int, workers: int, audio: str) -> None:
+    def __init__(
+        self, server_url: str, worker_id: int, workers: int, audio: str, *, plain: bool = False, direct: str = ""
+    ) -> None:
         self.servers = server_url.split(",")
+        self.plain = plain
+        self.direct = direct
         self.worker_id = worker_id
         self.workers = workers
         self.frames = noise_frames() if audio == "noise" else silence_frames()
@@ -110,6 +129,7 @@ class Generator:
         self.loop = asyncio.get_running_loop()
         self.t0 = self.loop.time()
         self.stopping = False
+        self.paused = False
         self.dead: set[int] = set()
         self.close_codes: dict[str, int] = {}
         self.send_errors = 0
@@ -132,19 +152,7 @@ class Generator:
         async def one(global_index: int) -> None:
             async with sem:
                 try:
-                    server_url = self.servers[global_index % len(self.servers)]
-                    call = TwilioCall(server_url=server_url, public_url=PUBLIC_BASE_URL, auth_token=AUTH_TOKEN)
-                    instructions = await call.answer()
-                    connect_url, signed_url = stream_urls(PUBLIC_BASE_URL, server_url, instructions.url)
-                    stream = BenchStream(
-                        connect_url,
-                        signed_url=signed_url,
-                        auth_token=AUTH_TOKEN,
-                        call_sid=call.call_sid,
-                        parameters=instructions.parameters,
-                    )
-                    await stream.connect()
-                    await stream.start()
+                    stream = await self._open_one(self.servers[global_index % len(self.servers)])
                 except Exception as exc:
                     errors.append(f"{type(exc).__name__}: {exc}"[:200])
                     return
@@ -158,6 +166,32 @@ class Generator:
 
         await asyncio.gather(*(one(first_index + i) for i in range(n)))
         return {"opened": n - len(errors), "failed": len(errors), "errors": errors[:3], "streams": len(self.streams)}
+
+    async def _open_one(self, server_url: str) -> BenchStream:
+        """One call as Twilio makes it: the signed voice webhook, then the stream (or ``--direct``: the stream only)."""
+        if self.direct:
+            stream = BenchStream(self.direct, auth_token=AUTH_TOKEN, call_sid=new_sid("CA"))
+        else:
+            for attempt in range(3):  # a busy machine can time a webhook out: a new call then, as Twilio would place
+                call = TwilioCall(server_url=server_url, public_url=PUBLIC_BASE_URL, auth_token=AUTH_TOKEN)
+                try:
+                    instructions = await call.answer()
+                    break
+                except httpx.TimeoutException:
+                    if attempt == 2:
+                        raise
+            connect_url, signed_url = stream_urls(PUBLIC_BASE_URL, server_url, instructions.url)
+            stream = BenchStream(
+                connect_url,
+                signed_url=signed_url,
+                auth_token=AUTH_TOKEN,
+                call_sid=call.call_sid,
+                parameters=instructions.parameters,
+            )
+        stream.plain = self.plain
+        await stream.connect()
+        await stream.start()
+        return stream
 
     async def _tick(self) -> None:
         loop = self.loop
@@ -178,6 +212,9 @@ class Generator:
             stream = self.streams[index]
             if index in self.dead:
                 continue
+            if self.paused:
+                heapq.heappush(heap, (due + FRAME, index))
+                continue
             lateness_ms = (now - due) * 1000.0
             b = int(lateness_ms / LATE_BIN_MS)
             late = self.late
@@ -196,6 +233,8 @@ class Generator:
                 continue
             self.sent += 1
             heapq.heappush(heap, (due + FRAME, index))
+            if not self.sent % 64:  # behind schedule the sends never wait: let open() and readers run
+                await asyncio.sleep(0)
 
     def _dead(self, index: int) -> None:
         if index in self.dead:
@@ -252,7 +291,8 @@ class Generator:
                 try:
                     if stream.close_code is None:
                         await stream.stop()
-                        await stream.wait_closed(timeout=15)
+                        if not self.direct:  # the reference handler leaves closing to Twilio
+                            await stream.wait_closed(timeout=15)
                 except Exception:
                     pass
                 try:
@@ -268,8 +308,8 @@ class Generator:
         return {"closed_before_stop": before, "final_close_codes": final}
 
 
-async def serve(server_url: str, worker_id: int, workers: int, audio: str) -> None:
-    gen = Generator(server_url, worker_id, workers, audio)
+async def serve(server_url: str, worker_id: int, workers: int, audio: str, plain: bool = False, direct: str = "") -> None:
+    gen = Generator(server_url, worker_id, workers, audio, plain=plain, direct=direct)
     loop = asyncio.get_running_loop()
 
     def reply(data: dict) -> None:
@@ -289,6 +329,9 @@ async def serve(server_url: str, worker_id: int, workers: int, audio: str) -> No
         elif kind == "reset":
             gen.reset()
             reply({"ok": True})
+        elif kind == "pause":  # stop sending media (streams stay open), e.g. at the end of a measured window
+            gen.paused = True
+            reply(gen.stats())
         elif kind == "stats":
             reply(gen.stats())
         elif kind == "stop":
@@ -306,9 +349,11 @@ def main() -> None:
     parser.add_argument("--worker-id", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--audio", choices=["silence", "noise"], default="silence")
+    parser.add_argument("--plain", action="store_true", help="media exactly as Twilio sends it (no benchSentNs)")
+    parser.add_argument("--direct", default="", help="connect to this ws:// URL without the voice webhook")
     args = parser.parse_args()
     raise_nofile()
-    asyncio.run(serve(args.server, args.worker_id, args.workers, args.audio))
+    asyncio.run(serve(args.server, args.worker_id, args.workers, args.audio, args.plain, args.direct))
 
 
 if __name__ == "__main__":

@@ -70,9 +70,9 @@ MIB = 1024 * 1024
 class Worker:
     """One load-generator child (``python -m bench.loadgen``), driven by JSON lines."""
 
-    def __init__(self, server: str, worker_id: int, workers: int, audio: str, env: dict) -> None:
+    def __init__(self, server: str, worker_id: int, workers: int, audio: str, env: dict, extra: tuple[str, ...] = ()) -> None:
         self.proc = subprocess.Popen(
-            [PYTHON, "-m", "bench.loadgen", "--server", server, "--worker-id", str(worker_id), "--workers", str(workers), "--audio", audio],
+            [PYTHON, "-m", "bench.loadgen", "--server", server, "--worker-id", str(worker_id), "--workers", str(workers), "--audio", audio, *extra],
             cwd=ROOT,
             env=env,
             stdin=subprocess.PIPE,

@@ -9,7 +9,8 @@ the project's settings, as for any Django project::
 
 Loading it also installs the daphne fixes (a shutdown that first drains the
 process, :mod:`mediastream.draining`, then tears down every stream; an access
-log without query strings) and starts the startup probes
+log without query strings; a fast path for plain text frames,
+:mod:`mediastream.daphne_frames`) and starts the startup probes
 (:mod:`mediastream.preflight`). The load balancer's health check is a Django
 view, :mod:`mediastream.health`, for the project's URLs.
 
@@ -40,7 +41,7 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 
-from . import daphne_access, daphne_shutdown, preflight  # noqa: E402
+from . import daphne_access, daphne_frames, daphne_shutdown, preflight  # noqa: E402
 from .routing import websocket_router  # noqa: E402
 
 __all__ = ["application", "django_asgi_app", "install_daphne_fixes"]
@@ -48,10 +49,11 @@ __all__ = ["application", "django_asgi_app", "install_daphne_fixes"]
 
 def install_daphne_fixes() -> None:
     """Drain before daphne's shutdown; daphne 4.2 cancels no application at shutdown when any connection
-    has none (so streams would end without their teardown), and its access log prints raw query strings:
-    fix all three."""
+    has none (so streams would end without their teardown), its access log prints raw query strings, and
+    its WebSocket frame parsing (autobahn's, in pure Python) costs more than the stream's own work: fix all four."""
     daphne_shutdown.install()
     daphne_access.install()
+    daphne_frames.install()
 
 
 install_daphne_fixes()

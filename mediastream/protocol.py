@@ -26,6 +26,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 __all__ = [
     "Connected",
     "Start",
@@ -144,8 +146,12 @@ def _int(value: Any, name: str) -> int | None:
         if -_INTEGER_LIMIT < value < _INTEGER_LIMIT:
             return value
         raise InvalidMessage(f"{name} is out of range")
-    if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
-        return int(value)
+    if isinstance(value, str):
+        # Twilio's own form first ("123": ASCII digits only), without the regex.
+        if value.isdigit() and value.isascii() and len(value) <= 18:
+            return int(value)
+        if _INTEGER.fullmatch(value.strip()):
+            return int(value)
     raise InvalidMessage(f"{name} is not a number")
 
 
@@ -207,6 +213,10 @@ def _obj(message: dict[str, Any], key: str) -> dict[str, Any]:
 def _decode_payload(payload: Any) -> bytes:
     if not isinstance(payload, str):
         raise InvalidMessage("media.payload is not a string")
+    try:  # Twilio's form: standard alphabet, padded. Strict mode accepts a subset of the general path below.
+        return binascii.a2b_base64(payload, strict_mode=True)
+    except (binascii.Error, ValueError):
+        pass
     # Canonicalise base64url so either alphabet decodes; anything else is invalid.
     payload = payload.replace("-", "+").replace("_", "/")
     try:
@@ -256,15 +266,26 @@ def _string_map(values: dict[str, Any], name: str) -> dict[str, str]:
 
 
 def _parse_media(m: dict[str, Any]) -> Media:
-    media = _obj(m, "media")
+    # 50 times a second per call: Twilio's own forms (decimal strings, a string SID and
+    # track) are taken inline; anything else goes through the general checks.
+    media = m.get("media")
+    if type(media) is not dict:
+        media = _obj(m, "media")
+    seq, chunk, ts = m.get("sequenceNumber"), media.get("chunk"), media.get("timestamp")
+    sid, track = m.get("streamSid"), media.get("track")
     return Media(
-        sequence_number=_int(m.get("sequenceNumber"), "sequenceNumber"),
-        stream_sid=_str(m.get("streamSid"), "streamSid"),
-        track=_str(media.get("track"), "media.track"),
-        chunk=_int(media.get("chunk"), "media.chunk"),
-        timestamp=_int(media.get("timestamp"), "media.timestamp"),
+        sequence_number=int(seq) if type(seq) is str and _is_counter(seq) else _int(seq, "sequenceNumber"),
+        stream_sid=sid if type(sid) is str else _str(sid, "streamSid"),
+        track=track if type(track) is str else _str(track, "media.track"),
+        chunk=int(chunk) if type(chunk) is str and _is_counter(chunk) else _int(chunk, "media.chunk"),
+        timestamp=int(ts) if type(ts) is str and _is_counter(ts) else _int(ts, "media.timestamp"),
         payload=_decode_payload(media.get("payload")),
     )
+
+
+def _is_counter(value: str) -> bool:
+    """Twilio's form of a counter: 1 to 18 ASCII digits."""
+    return value.isdigit() and value.isascii() and len(value) <= 18
 
 
 def _parse_dtmf(m: dict[str, Any]) -> Dtmf:
@@ -315,10 +336,35 @@ _PARSERS = {
 }
 
 
+def _loads(text: str | bytes) -> Any:
+    """JSON as the standard library reads it; orjson (about 4x faster) for the media frames.
+
+    orjson accepts a subset of what ``json`` does (no NaN, no lone surrogates, no
+    UTF-16 bytes, integers beyond 64 bits become floats), so anything it refuses,
+    and every event but ``media`` (whose numbers Twilio sends as strings), is
+    read again by ``json``: what a frame means never depends on which parser ran.
+    """
+    try:
+        message = orjson.loads(text)
+    except ValueError:
+        return json.loads(text)
+    if type(message) is dict and message.get("event") == "media" and not _has_float_counter(message):
+        return message
+    return json.loads(text)
+
+
+def _has_float_counter(message: dict[str, Any]) -> bool:
+    """A float where a media frame has counters may be an integer beyond 64 bits that orjson made a float."""
+    media = message.get("media")
+    return type(message.get("sequenceNumber")) is float or (
+        type(media) is dict and (type(media.get("chunk")) is float or type(media.get("timestamp")) is float)
+    )
+
+
 def parse_message(text: str | bytes) -> InboundMessage:
     """Parse one Twilio text frame, or raise a :class:`RemoteProtocolError`."""
     try:
-        message = json.loads(text)
+        message = _loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedMessage("Twilio media stream message was malformed JSON") from exc
     except RecursionError:  # e.g. "[" * 30000: the C parser gives up at the recursion limit
