@@ -28,7 +28,7 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter
 from django.urls import re_path
 
-from mediastream.asgi import install_daphne_fixes
+from mediastream import daphne_frames
 from voicecall.conf import voicecall_settings
 
 from .consumer import PROBE, RECORDER, BenchConsumer, server_snapshot
@@ -38,8 +38,9 @@ if os.environ.get("BENCH_DISPATCH") == "pump":  # what-if experiment, see bench/
 
     install()
 
-# As the real entry point has them (the frame fast path among them).
-install_daphne_fixes()
+# The frame fast path, as mediastream.asgi installs it (its other daphne fixes, the drain at
+# shutdown among them, are left out: the benches stop daphne with SIGTERM and do not wait).
+daphne_frames.install()
 
 _profiler = None
 
