@@ -28,7 +28,7 @@ def _options(kind: str, backend: str) -> tuple[dict, str | None]:
     pool = options.get("POOL")
     if kind == "TRANSCRIPTION":  # session options (VAD cutting) stay with the stream processes
         options = {k: v for k, v in options.items() if k in {"MODEL", "MODEL_PATH", "COMPUTE_TYPE", "BEAM_SIZE",
-                                                             "LANGUAGE", "ENCODER_WINDOW_SECONDS"}}  # fmt: skip
+                                                             "LANGUAGE", "ENCODER_WINDOW_SECONDS", "INITIAL_PROMPT"}}  # fmt: skip
     return {k: v for k, v in options.items() if k not in _POOL_OWNED}, pool
 
 
