@@ -130,3 +130,21 @@ async def wait_for_async(probe, timeout: float = 10.0, interval: float = 0.01):
         if loop.time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+async def test_a_full_stream_channel_raises_instead_of_dropping_the_command():
+    """``channel_layer.send`` to the stream's channel: a consumer that stopped reading makes speak() raise ChannelFull."""
+    from channels.exceptions import ChannelFull
+
+    layers = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 2}}}
+    with override_settings(CHANNEL_LAYERS=layers):
+        layer = get_channel_layer()
+        stuck = await layer.new_channel()  # a stream's channel that nobody reads any more
+        call_sid = "CA" + "5" * 32
+        await for_layer(layer).register(call_sid, stuck, ttl=30)
+        await aspeak(call_sid, "one")
+        await ainterrupt(call_sid, "two")
+        with pytest.raises(ChannelFull):
+            await aspeak(call_sid, "three")
+        assert (await layer.receive(stuck))["type"] == "playback.say"  # the first two are queued, in order
+        assert (await layer.receive(stuck))["type"] == "playback.interrupt"
