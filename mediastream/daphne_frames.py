@@ -108,7 +108,30 @@ def install() -> bool:
     processData._mediastream_patched = True
     WebSocketProtocol.processData = processData
     _install_send(WebSocketProtocol, Autobahn)
+    _install_data_received(WebSocketProtocol)
     return True
+
+
+def _install_data_received(WebSocketProtocol) -> None:
+    """Skip autobahn's debug line per TCP read when debug logging is off.
+
+    autobahn's ``dataReceived`` builds its arguments (``hltype`` inspects the
+    method and styles it with click) before txaio's disabled ``debug`` drops
+    them: about 6 % of daphne's samples at 100 streams. With debug on, the
+    original runs.
+    """
+    from txaio.tx import _no_op
+
+    original = WebSocketProtocol.dataReceived
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.log.debug is _no_op:
+            self._dataReceived(data)
+        else:
+            original(self, data)
+
+    dataReceived._mediastream_patched = True
+    WebSocketProtocol.dataReceived = dataReceived
 
 
 def _install_send(WebSocketProtocol, Autobahn) -> None:
