@@ -6,10 +6,13 @@ the provider (the test says when a final comes and what it says), and the real
 Smart Turn v3.2 model judging the real audio the caller sent: a committed human
 recording (Free Spoken Digit Dataset, tests/speech_set/human) of a phone number
 read in three groups, "five five five | two three four | eight nine one zero",
-with 800 ms pauses between them. The model calls the pause after the first
-group incomplete (p 0.06) and the end complete (p 0.9); it calls the second
-pause complete too (p 0.97), so the test's provider gives finals at the first
-pause and at the end only. With the VAD alone the first pause would end the turn.
+with 800 ms pauses between them; the test's provider gives finals at the first
+pause and at the end. The model's probabilities for that audio vary with the
+CPU's floating-point kernels (0.06 on one machine, 0.75 on another for the first
+pause; about 0.9 at the end), and its accuracy is measured in
+bench/end_of_turn.py: here the threshold is set between the two probabilities
+this machine's model gives, so the test proves what the stream does with the
+model's verdicts. With the VAD alone the first pause would end the turn.
 """
 
 from __future__ import annotations
@@ -59,9 +62,14 @@ async def test_a_pause_the_model_calls_incomplete_does_not_end_the_turn():
     # Where the VAD would call the silence (its hang after the last word) and the finals come.
     cuts = [first_pause[0] + 400, end + 400]
     spans = [(0, first_pause[0]), (first_pause[1], end)]
+    model = endofturn.EndOfTurn()
+    at_pause, at_end = (model.probability(endofturn.pcm16k_from_mulaw(turn.mulaw[: cut * 8])) for cut in cuts)
+    assert at_pause < at_end - 0.05, (at_pause, at_end)  # the model hears the end as more complete than the pause
+    threshold = (at_pause + at_end) / 2
     settings = mediastream_settings(
         AGENT=DEMO, TTS=TTS, TRANSCRIPTION=LOCMEM, VAD={"ENABLED": False},
-        END_OF_TURN={"MODEL": "smart-turn", "FALLBACK_SECONDS": 30.0},  # the fallback must not decide here
+        # The fallback must not decide here.
+        END_OF_TURN={"MODEL": "smart-turn", "FALLBACK_SECONDS": 30.0, "THRESHOLD": threshold},
     )  # fmt: skip
     with settings:
         async with live_stream() as (comm, call, stream_sid):
@@ -85,5 +93,5 @@ async def test_a_pause_the_model_calls_incomplete_does_not_end_the_turn():
     assert [v["complete"] for v in started["end_of_turn"]] == [False, True]
     assert all(0 <= v["probability"] <= 1 for v in started["end_of_turn"])
     [checked] = [c for c in await database_sync_to_async(_events)(call, "agent.turn.checked") if c["complete"]]
-    assert checked["probability"] >= 0.5 and checked["model_ms"] > 0
+    assert checked["probability"] >= threshold and checked["model_ms"] > 0
 
