@@ -8,7 +8,7 @@ ordinary Twilio media message. Here, before the real handler runs:
 * **lag** = handler start - client send, i.e. kernel loopback + daphne's
   reactor + autobahn + daphne's per-connection queue + waiting for the
   event loop (``CLOCK_MONOTONIC`` is one clock for all processes on Linux);
-* **handler time** = how long ``MediaStreamConsumer.websocket_receive`` ran
+* **handler time** = how long ``MediaStreamConsumer.websocket_receive`` (or ``receive_now``) ran
   for that frame (parse, stats, VAD, transcription feed).
 
 Both go into fixed-bin histograms (Python lists: an increment costs ~30 ns),
@@ -202,7 +202,7 @@ PROBE = LoopProbe()
 
 
 class BenchConsumer(MediaStreamConsumer):
-    """The real consumer, timed. Only ``websocket_receive`` is wrapped."""
+    """The real consumer, timed: the frame handlers (queued and direct) are wrapped."""
 
     async def websocket_connect(self, message):
         CONSUMERS.add(self)
@@ -210,16 +210,27 @@ class BenchConsumer(MediaStreamConsumer):
         await super().websocket_connect(message)
 
     async def websocket_receive(self, message):
-        start = time.monotonic_ns()
-        text = message.get("text")
-        sent = 0
-        if text is not None and text[-1:] == "}":
-            j = text.find(_STAMP, max(0, len(text) - 48))
-            if j != -1:
-                try:
-                    sent = int(text[j + _STAMP_LEN : -1])
-                except ValueError:
-                    sent = 0
+        start, sent = time.monotonic_ns(), _sent_ns(message.get("text"))
         await super().websocket_receive(message)
         if sent:
             RECORDER.frame(start - sent, time.monotonic_ns() - start, start)
+
+    def receive_now(self, message):
+        """The same for a frame daphne hands over without its queue (mediastream.dispatch)."""
+        start, sent = time.monotonic_ns(), _sent_ns(message.get("text"))
+        rest = super().receive_now(message)
+        if sent:
+            RECORDER.frame(start - sent, time.monotonic_ns() - start, start)
+        return rest
+
+
+def _sent_ns(text: str | None) -> int:
+    """The client's send time stamped at the end of a media message, or 0."""
+    if text is not None and text[-1:] == "}":
+        j = text.find(_STAMP, max(0, len(text) - 48))
+        if j != -1:
+            try:
+                return int(text[j + _STAMP_LEN : -1])
+            except ValueError:
+                pass
+    return 0

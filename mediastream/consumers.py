@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import logging
 import uuid
+from collections.abc import Awaitable
 
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
@@ -22,7 +23,8 @@ from . import db, gate
 from . import session as s
 from .admission import registry
 from .dbgate import UNAVAILABLE, database
-from .dispatch import dispatch_loop
+from .daphne_frames import deliver_directly
+from .dispatch import DispatchLoop
 from .layer import LayerLink
 from .parts import StreamParts, record_end
 from .startup import on_first_connection
@@ -40,9 +42,10 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
     """One Twilio Media Stream (one call) per socket."""
 
     async def __call__(self, scope, receive, send):
-        # AsyncConsumer.__call__ with a cheaper receive loop (mediastream.dispatch),
-        # and teardown in a finally: disconnect() does not run when a handler
-        # crashes or daphne cancels the app at shutdown.
+        # AsyncConsumer.__call__ with a cheaper receive loop (mediastream.dispatch) to
+        # which daphne's frame reader hands frames directly when it can, and teardown
+        # in a finally: disconnect() does not run when a handler crashes or daphne
+        # cancels the app at shutdown.
         self.scope, self.base_send = scope, send
         self.session = s.StreamSession(uuid.uuid4().hex, registry, s.SessionConfig.from_settings())
         self.parts: StreamParts | None = None
@@ -56,7 +59,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             s.CancelTimer: self._cancel_timer,
             s.CloseSocket: lambda a: self.close(code=int(a.close.code), reason=a.close.reason),
             s.AdmitStream: self._admit,
-            s.JoinCallGroup: lambda a: self.link.register(a.call_sid),  # reachable before announced
+            s.RegisterStream: lambda a: self.link.register(a.call_sid),  # reachable before announced
             s.OpenStream: self._open,
             s.Announce: lambda a: self.parts.announce(a),
             s.FeedAudio: lambda a: self.parts.feed(a.mulaw),
@@ -73,9 +76,10 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         self.channel_name = await self.channel_layer.new_channel()
         self.link = LayerLink(self.channel_layer, self.channel_name, self.tasks.label)
-        sources = [receive, self.link.receive]
+        loop = DispatchLoop(self.dispatch, self.receive_now)
+        undo_direct = deliver_directly(receive, loop.offer)
         try:
-            await dispatch_loop(sources, self.dispatch)
+            await loop.run([receive, self.link.receive])
         except StopConsumer:
             pass
         except asyncio.CancelledError:
@@ -86,6 +90,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             await self._do(self.session.crashed())
             raise
         finally:
+            undo_direct()
             await self._do(self.session.ended())
 
     async def dispatch(self, message: dict) -> None:
@@ -105,9 +110,11 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         await self._do(await gate.screen(self.session, actions, self._soon))
 
     async def websocket_receive(self, message: dict) -> None:
-        actions = self.session.receive(message.get("text"), message.get("bytes"))
-        if actions:
-            await self._do(actions)
+        await self._do(self.session.receive(message.get("text"), message.get("bytes")))
+
+    def receive_now(self, message: dict) -> Awaitable[None] | None:
+        """websocket_receive for a frame daphne hands over directly: what must await is returned."""
+        return self._perform_now(self.session.receive(message.get("text"), message.get("bytes")))
 
     async def websocket_disconnect(self, message: dict) -> None:
         await self._do(self.session.disconnected(message.get("code")))
@@ -122,10 +129,22 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
     # --- performing the session's actions -------------------------------------------
 
     async def _do(self, actions: list[s.Action]) -> None:
-        for action in actions:
-            pending = self._handlers[type(action)](action)
-            if asyncio.iscoroutine(pending):
-                await pending
+        rest = self._perform_now(actions)
+        if rest is not None:
+            await rest
+
+    def _perform_now(self, actions: list[s.Action]) -> Awaitable[None] | None:
+        """Perform actions in order until one must await: that one and the rest are returned to await."""
+        handlers = self._handlers
+        for index, action in enumerate(actions):
+            pending = handlers[type(action)](action)
+            if pending is not None and asyncio.iscoroutine(pending):
+                return self._finish(pending, actions[index + 1 :])
+        return None
+
+    async def _finish(self, pending: Awaitable[None], rest: list[s.Action]) -> None:
+        await pending
+        await self._do(rest)
 
     def _soon(self, actions: list[s.Action]) -> None:
         """Perform from a callback or timer: what would await runs as a task."""

@@ -10,8 +10,8 @@ Profiled at 100 Twilio streams that was about two thirds of the process's CPU
 
 :func:`install` wraps ``daphne.ws_protocol.WebSocketProtocol.processData`` so
 that a complete, masked, unfragmented, uncompressed text frame already in the
-buffer, on an open connection, within autobahn's size limits, is unmasked with
-one big-integer XOR, decoded as strict UTF-8 (the same check autobahn's
+buffer, on an open connection, within autobahn's size limits, is unmasked
+(websockets' C helper), decoded as strict UTF-8 (the same check autobahn's
 validator makes: overlong forms, surrogates and code points past U+10FFFF are
 refused) and put on the application's queue as daphne's ``onMessage`` would.
 Everything else (control frames, binary or fragmented messages, invalid UTF-8,
@@ -22,15 +22,40 @@ What the application sends (``websocket.send`` with text: Twilio's media,
 marks, clears) is framed the same direct way when autobahn would have sent it
 as one frame straight to the socket.
 ``mediastream.asgi`` calls it; it changes nothing when daphne is not installed.
+
+An application that reads this connection can also take its text frames
+without the queue: :func:`deliver_directly` gives daphne's queue an ``offer``
+callable, which the fast path calls with the message while the queue is empty;
+when ``offer`` returns False (it is busy) the message is queued as usual.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
+from typing import Any
 
-__all__ = ["install"]
+__all__ = ["deliver_directly", "install"]
 
 _TEXT_FIN = 0x81  # FIN, no RSV bits, opcode 1 (text)
+#: The attribute of daphne's per-connection queue that holds the application's offer.
+_OFFER = "mediastream_offer"
+_installed = False
+
+
+def deliver_directly(receive: Callable[[], Any], offer: Callable[[dict], bool]) -> Callable[[], None]:
+    """Hand this connection's text frames to ``offer`` when the queue is empty; returns the undo.
+
+    ``receive`` is what the server gave the application: under daphne with the
+    fast path installed it is the connection's ``asyncio.Queue.get``; anything
+    else (another server, a wrapped receive) is left alone.
+    """
+    queue = getattr(receive, "__self__", None)
+    if not _installed or not isinstance(queue, asyncio.Queue):
+        return lambda: None
+    setattr(queue, _OFFER, offer)
+    return lambda: queue.__dict__.pop(_OFFER, None)
 
 
 def install() -> bool:
@@ -40,11 +65,12 @@ def install() -> bool:
         from daphne.ws_protocol import WebSocketProtocol
     except ImportError:
         return False
+    global _installed
     original = WebSocketProtocol.processData
     if getattr(original, "_mediastream_patched", False):
         return True
     STATE_OPEN = Autobahn.STATE_OPEN
-    from_bytes = int.from_bytes
+    unmask = _unmasker()
 
     def processData(self) -> bool:
         data = self.data
@@ -81,12 +107,7 @@ def install() -> bool:
             or 0 < self.maxMessagePayloadSize < length
         ):
             return original(self)  # not all here yet, or too big: autobahn waits or refuses
-        mask = data[start - 4 : start]
-        if length:
-            key = (mask * ((length >> 2) + 1))[:length]
-            payload = (from_bytes(data[start:end], "little") ^ from_bytes(key, "little")).to_bytes(length, "little")
-        else:
-            payload = b""
+        payload = unmask(data[start:end], data[start - 4 : start]) if length else b""
         try:
             text = payload.decode("utf-8")
         except UnicodeDecodeError:
@@ -102,14 +123,98 @@ def install() -> bool:
         # daphne's onMessage, without decoding the payload a second time.
         if not self.muted:
             self.last_ping = time.time()
-            self.application_queue.put_nowait({"type": "websocket.receive", "text": text})
+            message = {"type": "websocket.receive", "text": text}
+            queue = self.application_queue
+            offer = queue.__dict__.get(_OFFER)
+            if offer is None or not queue.empty() or not offer(message):
+                queue.put_nowait(message)
         return len(self.data) > 0
 
     processData._mediastream_patched = True
     WebSocketProtocol.processData = processData
+    _installed = True
     _install_send(WebSocketProtocol, Autobahn)
     _install_data_received(WebSocketProtocol)
+    _install_direct_reads()
     return True
+
+
+def _socket_writer() -> Callable[[Any, bytes], None]:
+    """``transport.write``, but straight to the socket when nothing is waiting to be sent.
+
+    Twisted buffers every write and sends it on the next loop turn, registering
+    the socket for writability and unregistering it after (two ``epoll_ctl``
+    calls and a callback per message). A plain TCP connection with an empty
+    buffer takes the frame in one ``send``; what the kernel does not take, and
+    anything on another transport (TLS) or a connection with data pending, is
+    written the usual way, after what is pending, so the order never changes.
+    """
+    try:
+        from twisted.internet.tcp import Server
+    except ImportError:
+        return lambda transport, data: transport.write(data)
+
+    def write_now(transport: Any, data: bytes) -> None:
+        if (
+            type(transport) is Server
+            and transport.connected
+            and not transport.disconnecting
+            and not transport._writeDisconnected
+            and not transport._tempDataBuffer
+            and len(transport.dataBuffer) == transport.offset
+        ):
+            sent = transport.writeSomeData(data)
+            if type(sent) is int and sent > 0:
+                if sent < len(data):
+                    transport.write(data[sent:])
+                return
+        transport.write(data)  # buffered, or an error that Twisted reports on its next write attempt
+
+    return write_now
+
+
+def _unmasker() -> Callable[[bytes, bytes], bytes]:
+    """XOR a payload with its 4-byte mask: websockets' C helper (a dependency), else :func:`_xor_unmask`."""
+    try:
+        from websockets.speedups import apply_mask
+    except ImportError:  # websockets installed without its C extension
+        return _xor_unmask
+    return apply_mask
+
+
+def _xor_unmask(payload: bytes, mask: bytes) -> bytes:
+    """The mask repeated over the payload, applied with one big-integer XOR."""
+    length = len(payload)
+    key = (mask * ((length >> 2) + 1))[:length]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(length, "little")
+
+
+def _install_direct_reads() -> None:
+    """Let asyncio call the reactor's read handler for a client connection without Twisted's log context.
+
+    Twisted's asyncio reactor registers every reader through ``callWithLogger``,
+    which sets a ``system`` context for Twisted's own legacy log on each read (a
+    context dict, two tracker calls and a log-prefix lookup per frame). daphne logs
+    through Python's logging; the read handler (``_readOrWrite``) still catches and
+    logs a failing read and drops that connection, as before.
+    """
+    try:
+        from twisted.internet import tcp
+        from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+    except ImportError:
+        return
+    original = AsyncioSelectorReactor.addReader
+    if getattr(original, "_mediastream_patched", False):
+        return
+
+    def addReader(self, reader) -> None:
+        original(self, reader)
+        fd = self._readers.get(reader)
+        if fd is not None and type(reader) is tcp.Server:  # an accepted connection that asyncio watches
+            self._asyncioEventloop.add_reader(fd, self._readOrWrite, reader, True)
+
+    addReader._mediastream_patched = True
+    AsyncioSelectorReactor.addReader = addReader
 
 
 def _install_data_received(WebSocketProtocol) -> None:
@@ -138,6 +243,7 @@ def _install_send(WebSocketProtocol, Autobahn) -> None:
     """The same for what the app sends: one unfragmented text frame, written as autobahn's sendFrame would."""
     original = WebSocketProtocol.serverSend
     STATE_OPEN, GROUND = Autobahn.STATE_OPEN, Autobahn.SEND_STATE_GROUND
+    write_now = _socket_writer()
 
     def serverSend(self, content, binary=False):
         if (
@@ -166,7 +272,7 @@ def _install_send(WebSocketProtocol, Autobahn) -> None:
         stats.outgoingOctetsAppLevel += length
         stats.outgoingOctetsWebSocketLevel += length
         stats.outgoingWebSocketFrames += 1
-        self.transport.write(frame)
+        write_now(self.transport, frame)
         stats.outgoingOctetsWireLevel += len(frame)
 
     serverSend._mediastream_patched = True

@@ -199,7 +199,7 @@ class AdmitStream:
 
 
 @dataclass(frozen=True, slots=True)
-class JoinCallGroup:
+class RegisterStream:
     """Make the stream reachable for the call's commands (``mediastream.directory``), before anyone hears it started."""
 
     call_sid: str
@@ -325,7 +325,7 @@ Action = (
     | CancelTimer
     | CloseSocket
     | AdmitStream
-    | JoinCallGroup
+    | RegisterStream
     | OpenStream
     | Announce
     | FeedAudio
@@ -560,7 +560,7 @@ class StreamSession:
             CancelTimer(),
             # Joined before anyone hears of the stream, so a speak() sent in
             # reaction to stream_started cannot miss it.
-            JoinCallGroup(outcome.call_sid),
+            RegisterStream(outcome.call_sid),
             OpenStream(outcome, vad_enabled=self.config.vad_enabled),
         ]
         self._public_parameters = public_parameters

@@ -166,28 +166,36 @@ def quiet_codes_below(amplitude: float) -> bytes:
 class _SharedScorer:
     """Per-stream recurrent state driving the shared session."""
 
-    __slots__ = ("_session", "_input", "_state", "_sr")
+    __slots__ = ("_session", "_input", "_state", "_sr", "_silent_context")
 
     def __init__(self, session: Any) -> None:
         self._session = session
         self._input = np.zeros((1, _CONTEXT_SAMPLES + WINDOW_SAMPLES), dtype=np.float32)
         self._state = np.zeros((2, 1, 128), dtype=np.float32)
         self._sr = np.array(SAMPLE_RATE, dtype=np.int64)
+        self._silent_context = True  # the context samples are all zero
 
     def score(self, window: np.ndarray) -> float:
         self._input[0, _CONTEXT_SAMPLES:] = window
         out, self._state = self._session.run(
             None, {"input": self._input, "state": self._state, "sr": self._sr}
         )
-        self._input[0, :_CONTEXT_SAMPLES] = window[-_CONTEXT_SAMPLES:]
+        self._keep_context(window)
         return float(out[0, 0])
 
     def skip(self, window: np.ndarray) -> None:
+        # Most of a call: a silent window after silence leaves the zero context as it is.
+        if window is not _SILENT_WINDOW or not self._silent_context:
+            self._keep_context(window)
+
+    def _keep_context(self, window: np.ndarray) -> None:
         self._input[0, :_CONTEXT_SAMPLES] = window[-_CONTEXT_SAMPLES:]
+        self._silent_context = window is _SILENT_WINDOW
 
     def reset(self) -> None:
         self._input.fill(0.0)
         self._state = np.zeros((2, 1, 128), dtype=np.float32)
+        self._silent_context = True
 
     def load_row(self, inputs: np.ndarray, states: np.ndarray, row: int, window: np.ndarray) -> None:
         """Put this stream's context, ``window`` and state into row ``row`` of a batch."""
@@ -198,7 +206,7 @@ class _SharedScorer:
     def store_row(self, state: np.ndarray, row: int, window: np.ndarray) -> None:
         """Keep the state the batch returned for this stream, as ``score`` would have."""
         self._state = state[:, row : row + 1, :].copy()
-        self._input[0, :_CONTEXT_SAMPLES] = window[-_CONTEXT_SAMPLES:]
+        self._keep_context(window)
 
 
 class VadBatch:

@@ -282,7 +282,7 @@ ACTION_TYPES = typing.get_args(s.Action)
 CLOSE_VALUES = {value for value in vars(CLOSES).values() if isinstance(value, Close)}
 #: Once a close is decided, nothing opens, admits or closes again: only teardown and the record of
 #: what already happened (events, caller audio in flight, mark echoes, replies owed) follow.
-NEVER_AFTER_CLOSE = (s.Accept, s.Refuse, s.StartTimer, s.CloseSocket, s.AdmitStream, s.JoinCallGroup, s.OpenStream)
+NEVER_AFTER_CLOSE = (s.Accept, s.Refuse, s.StartTimer, s.CloseSocket, s.AdmitStream, s.RegisterStream, s.OpenStream)
 #: Nor, strictly, new playback work (see tests/test_fuzz_session.py for where the session still does it).
 NO_PLAYBACK_AFTER_CLOSE = (s.Play, s.InterruptPlayback)
 
@@ -328,7 +328,7 @@ class _Driver:
                 self.closed = self.refused = True
             elif isinstance(action, s.AdmitStream):
                 self.admission_asked = True
-            elif isinstance(action, s.JoinCallGroup):
+            elif isinstance(action, s.RegisterStream):
                 self.joined = True
             elif isinstance(action, s.OpenStream):
                 self.opened = True

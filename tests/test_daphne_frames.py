@@ -115,3 +115,14 @@ async def test_what_the_server_sends_arrives_whole(live):
     await stream.stop()
     assert await stream.wait_closed() == 1000
     await wait_for(lambda: MediaStream.objects.filter(stream_sid=stream.stream_sid, stopped_at__isnull=False).exists())
+
+
+async def test_both_unmaskers_agree_with_the_protocol_s_definition():
+    """RFC 6455 5.3: octet i of the payload XOR octet i mod 4 of the mask (C helper and fallback alike)."""
+    from mediastream.daphne_frames import _unmasker, _xor_unmask
+
+    for length in (0, 1, 3, 4, 5, 125, 126, 300, 4099):
+        payload, mask = os.urandom(length), os.urandom(4)
+        expected = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        assert _xor_unmask(payload, mask) == expected
+        assert _unmasker()(payload, mask) == expected

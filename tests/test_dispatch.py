@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from mediastream.dispatch import dispatch_loop
+from mediastream.dispatch import DispatchLoop, dispatch_loop
 
 pytestmark = pytest.mark.asyncio
 
@@ -49,3 +49,98 @@ async def test_a_failing_source_raises_and_readers_are_cancelled():
         await asyncio.wait_for(dispatch_loop([never.get, broken], dispatch), 2)
     await asyncio.sleep(0)
     assert not [t for t in asyncio.all_tasks() - before if not t.done()]
+
+
+async def test_an_offered_message_is_handled_at_once_when_nothing_else_is():
+    handled = []
+
+    async def dispatch(message):
+        handled.append(("queued", message))
+
+    def dispatch_now(message):
+        handled.append(("now", message))
+
+    loop = DispatchLoop(dispatch, dispatch_now)
+    queue = asyncio.Queue()
+    runner = asyncio.create_task(loop.run([queue.get]))
+    await asyncio.sleep(0)
+    assert loop.offer("f1") is True
+    assert handled == [("now", "f1")], "handled in the offer call itself"
+    runner.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await runner
+
+
+async def test_an_offer_waits_its_turn_behind_a_message_being_handled():
+    """While a queued message is being handled (or one waits for its turn) an offer is refused: the caller queues it."""
+    release = asyncio.Event()
+    handled = []
+
+    async def dispatch(message):
+        handled.append(message)
+        if message == "slow":
+            await release.wait()
+
+    loop = DispatchLoop(dispatch, lambda message: handled.append(message))
+    queue = asyncio.Queue()
+    runner = asyncio.create_task(loop.run([queue.get]))
+    queue.put_nowait("slow")
+    while handled != ["slow"]:
+        await asyncio.sleep(0)
+    assert loop.offer("f1") is False  # the caller queues it instead: after "slow"
+    queue.put_nowait("f1")
+    release.set()
+    while handled != ["slow", "f1"]:
+        await asyncio.sleep(0)
+    assert loop.offer("f2") is True
+    assert handled == ["slow", "f1", "f2"]
+    runner.cancel()
+    await asyncio.gather(runner, return_exceptions=True)
+
+
+async def test_what_an_offered_message_must_await_holds_the_turn_until_done():
+    release = asyncio.Event()
+    order = []
+
+    async def finish():
+        await release.wait()
+        order.append("f1 finished")
+
+    def dispatch_now(message):
+        order.append(message)
+        return finish() if message == "f1" else None
+
+    async def dispatch(message):
+        order.append(message)
+
+    loop = DispatchLoop(dispatch, dispatch_now)
+    queue = asyncio.Queue()
+    runner = asyncio.create_task(loop.run([queue.get]))
+    await asyncio.sleep(0)
+    assert loop.offer("f1") is True
+    assert loop.offer("f2") is False  # f1 is not finished: the next frame queues behind it
+    queue.put_nowait("f2")
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert order == ["f1"], "f2 was handled before f1 finished"
+    release.set()
+    while order != ["f1", "f1 finished", "f2"]:
+        await asyncio.sleep(0)
+    runner.cancel()
+    await asyncio.gather(runner, return_exceptions=True)
+
+
+async def test_a_failing_offered_message_ends_the_loop_with_its_exception():
+    def dispatch_now(message):
+        raise ValueError("bad frame handler")
+
+    async def dispatch(message):
+        raise AssertionError("nothing queued")
+
+    loop = DispatchLoop(dispatch, dispatch_now)
+    runner = asyncio.create_task(loop.run([asyncio.Queue().get]))
+    await asyncio.sleep(0)
+    assert loop.offer("f1") is True  # never raises into the server's frame reader
+    with pytest.raises(ValueError, match="bad frame handler"):
+        await asyncio.wait_for(runner, 2)
+    assert loop.offer("f2") is False

@@ -154,7 +154,7 @@ def test_admitted_stream_joins_its_group_before_announcing_and_then_greets():
     session.connect(scope())
     session.receive(streams.start(CALL, STREAM, "tok", caller="alice"))
     actions = session.admission_done(ADMITTED)
-    assert actions == [s.CancelTimer(), s.JoinCallGroup(CALL), s.OpenStream(ADMITTED, vad_enabled=False)]
+    assert actions == [s.CancelTimer(), s.RegisterStream(CALL), s.OpenStream(ADMITTED, vad_enabled=False)]
     assert session.state is State.STREAMING and session.admitted == ADMITTED
     assert registry.pending_count == 0 and registry.open_count == 1
     # Once the parts are up: the stream is announced, then greeted.
