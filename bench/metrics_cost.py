@@ -75,7 +75,7 @@ def measure(ticks: int, health_seconds: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ticks", type=int, default=20000, help="health ticks timed per mode (default 20000)")
-    parser.add_argument("--health-seconds", type=float, default=2.0, help="STREAM_HEALTH_SECONDS (default 2)")
+    parser.add_argument("--health-seconds", type=float, default=5.0, help="STREAM_HEALTH_SECONDS (default 5, as shipped)")
     parser.add_argument("--child", choices=["single", "multiprocess"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -64,8 +64,11 @@ DEFAULTS: dict[str, Any] = {
     # dead processes of its host and those whose heartbeat is older than this.
     "STREAM_HEARTBEAT_SECONDS": 10,
     "STALE_STREAM_SECONDS": 35,
-    # A streaming socket announces stream.health (frames, gaps, mark round trip) this often (0: never).
-    "STREAM_HEALTH_SECONDS": 2.0,
+    # A streaming socket announces stream.health (frames, gaps, mark round trip) this often (0: never):
+    # the console's stream figures and the Prometheus counters move at this pace. Each tick is a group
+    # send to the call's events group (about 0.2 ms of CPU on the Redis layer), which every 2 s was
+    # about a twentieth of a silent stream's CPU (bench/README.md, "CPU per inbound frame").
+    "STREAM_HEALTH_SECONDS": 5.0,
     # Malformed/unknown message log lines per stream (the rest are only counted).
     "MAX_PROTOCOL_WARNINGS_PER_STREAM": 5,
     # While the database is unavailable a stream's events still reach signals and

@@ -114,7 +114,11 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
 
     def receive_now(self, message: dict) -> Awaitable[None] | None:
         """websocket_receive for a frame daphne hands over directly: what must await is returned."""
-        return self._perform_now(self.session.receive(message.get("text"), message.get("bytes")))
+        actions = self.session.receive(message.get("text"), message.get("bytes"))
+        if len(actions) == 1 and type(actions[0]) is s.FeedAudio:  # a media frame: 50 a second
+            self.parts.feed(actions[0].mulaw)
+            return None
+        return self._perform_now(actions)
 
     async def websocket_disconnect(self, message: dict) -> None:
         await self._do(self.session.disconnected(message.get("code")))

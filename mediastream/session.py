@@ -90,7 +90,7 @@ class SessionConfig:
     #: ... or this many words in a transcript (0: no words needed); backchannels ("uh-huh") then pass.
     barge_in_min_words: int = 0
     #: How often a streaming socket announces stream.health (0: never).
-    health_seconds: float = 2.0
+    health_seconds: float = 5.0
     #: ``END_OF_TURN``: whether a model judges each pause, and the waits after a final (mediastream.turns.TurnEnd).
     end_of_turn_model: bool = False
     end_of_turn_hold: float = 0.0

@@ -155,6 +155,7 @@ class _SharedModel:
 
 
 _SILENT_WINDOW = np.zeros(WINDOW_SAMPLES, dtype=np.float32)
+_NO_EVENTS: list = []  # returned, never appended to
 
 
 def quiet_codes_below(amplitude: float) -> bytes:
@@ -458,6 +459,10 @@ class SpeechDetector:
         if not mulaw:
             return []
         if self._quiet_codes is not None and not mulaw.translate(None, self._quiet_codes):
+            filled = self._filled + len(mulaw)
+            if filled < WINDOW_SAMPLES and self._window_quiet:  # most frames of a silence: no window completes
+                self._filled = filled
+                return _NO_EVENTS
             return self._feed_quiet(len(mulaw))
         samples = ulaw_decode(mulaw).astype(np.float32) * (1.0 / 32768.0)
         events: list[VadEvent] = []

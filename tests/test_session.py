@@ -159,7 +159,7 @@ def test_admitted_stream_joins_its_group_before_announcing_and_then_greets():
     assert registry.pending_count == 0 and registry.open_count == 1
     # Once the parts are up: the stream is announced, then greeted.
     announce, health, play = session.stream_opened(finals_expected=True)
-    assert health == s.StartTimer(2.0, s.Timer.HEALTH)
+    assert health == s.StartTimer(5.0, s.Timer.HEALTH)
     assert announce == s.Announce(StreamEvent.STREAM_STARTED, {"tracks": ["inbound"], "custom_parameters": {"caller": "alice"}})
     assert play.item.text == "Hello" and play.item.interruptible is False and play.item.turn_id is None
 
