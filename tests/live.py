@@ -179,19 +179,21 @@ class DaphneFactory:
     @contextmanager
     def start(
         self, overrides: dict | None = None, *, name: str = "daphne", redis_url: str | None = None,
-        prefix: str | None = None,
+        prefix: str | None = None, env: dict | None = None,
     ) -> Iterator[Live]:
         """Run one server until the block ends; it is listening when the block starts.
 
         ``redis_url``: a Redis of the test's own (one it restarts), instead of the shared one.
         ``prefix``: the channel-layer prefix of another server, for processes of one deployment.
+        ``env``: more of the server's environment (e.g. ``DB_POOL_MAX_SIZE``, read by the settings).
         """
         number = next(self._numbers)
         prefix = prefix or f"mstest{os.getpid()}n{number}"
         log = self.log_dir / f"{number:02d}-{name}.log"
         redis_url = redis_url or self.redis_url
         server = daphne_server(
-            database_url=self.database_url, redis_url=redis_url, prefix=prefix, overrides=overrides, log_path=log
+            database_url=self.database_url, redis_url=redis_url, prefix=prefix, overrides=overrides, log_path=log,
+            extra_env=env,
         )
         try:
             with server as (port, proc):
@@ -208,10 +210,10 @@ class DaphneFactory:
     @asynccontextmanager
     async def astart(
         self, overrides: dict | None = None, *, name: str = "daphne", redis_url: str | None = None,
-        prefix: str | None = None,
+        prefix: str | None = None, env: dict | None = None,
     ) -> AsyncIterator[Live]:
         """:meth:`start` for async tests: the server starts and stops in a thread, so the event loop keeps running."""
-        server = self.start(overrides, name=name, redis_url=redis_url, prefix=prefix)
+        server = self.start(overrides, name=name, redis_url=redis_url, prefix=prefix, env=env)
         live = await asyncio.to_thread(server.__enter__)
         try:
             yield live

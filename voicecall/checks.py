@@ -32,7 +32,7 @@ W003 = Warning(
     id="voicecall.W003",
 )
 
-_POSITIVE = ("REPLAY_WINDOW_SECONDS", "MAX_WEBHOOK_BODY_BYTES")
+_POSITIVE = ("REPLAY_WINDOW_SECONDS", "MAX_WEBHOOK_BODY_BYTES", "DATABASE_RETRY_AFTER_SECONDS")
 
 
 def _positive_number(value: object) -> bool:

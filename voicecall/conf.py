@@ -49,6 +49,9 @@ DEFAULTS: dict[str, Any] = {
     "REPLAY_WINDOW_SECONDS": 600,
     # Webhook bodies above this are refused with 413 before parsing.
     "MAX_WEBHOOK_BODY_BYTES": 64 * KIB,
+    # A webhook the database cannot serve (its pool timed out, the server is
+    # away) answers 503 with this Retry-After; Twilio retries or fails over.
+    "DATABASE_RETRY_AFTER_SECONDS": 5,
     # Optional <Say> before <Connect><Stream> in the voice TwiML.
     "GREETING": "",
     # Path of the media stream WebSocket the voice TwiML points Twilio at.

@@ -11,7 +11,9 @@ is the source of truth and the request is signed); a stream status callback
 for an unknown call is only logged, since streams exist only for calls our
 voice webhook answered. Neither ever answers 500 for an unknown call. A form
 Django cannot parse (over ``DATA_UPLOAD_MAX_NUMBER_FIELDS`` fields: 413; a
-non-UTF-8 charset: 400) is refused at the gate like an oversize body.
+non-UTF-8 charset: 400) is refused at the gate like an oversize body. A
+database that cannot serve the request (pool exhausted, server away) gets
+503 with ``Retry-After``, never a 500 (voicecall.outage).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from .fallback import configured_twiml
 from .conf import voicecall_settings
 from .logsafe import sanitize
 from .models import Call, MediaStream
+from .outage import UNAVAILABLE, outage_log, unavailable_response
 from .replay import handle_once, replay_key
 from .signals import call_answered_by, call_started, call_status_changed, recording_status_changed
 from .twilio_auth import public_url_for, request_public_url, validate_http_request
@@ -137,7 +140,12 @@ def twilio_webhook(handler: Handler) -> Handler:
             return _refuse(request, response, "AccountSid is not TWILIO_ACCOUNT_SID")
         params = request.POST or request.body.decode("utf-8", errors="replace")
         key = replay_key(request_public_url(request), params)
-        response, _replayed = handle_once(key, request.path, lambda: handler(request))
+        try:
+            response, _replayed = handle_once(key, request.path, lambda: handler(request))
+        except UNAVAILABLE as error:  # nothing was written: receipt and rows are one transaction
+            response = unavailable_response(request, error)
+        else:
+            outage_log.passed()
         add_never_cache_headers(response)  # the voice TwiML carries a stream token
         return response
 
