@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import importlib
 import json
 import math
@@ -103,12 +104,13 @@ class Playout:
     frames_after_clear: int = 0
     first_frame_at: float | None = None
 
-    def media(self, now: float) -> None:
+    def media(self, now: float, seconds: float = 0.02) -> None:
+        """A media message of ``seconds`` of audio arrived (several 20 ms frames since PLAYBACK_CHUNK_MS)."""
         if self.item_started and now > self.end:
             self.underruns += 1
             self.underrun_s += now - self.end
         start = max(now, self.end)
-        self.end = start + 0.02
+        self.end = start + seconds
         self.frames += 1
         self.leads.append((now, self.end - now))
         if self.first_frame_at is None:
@@ -139,7 +141,7 @@ class LiveStream:
     def _on_message(self, message: dict, now: float) -> None:
         event = message.get("event")
         if event == "media":
-            self.playout.media(now)
+            self.playout.media(now, len(base64.b64decode(message["media"]["payload"])) / 8000)
             if self.waiting_since is not None and not self.first_frame.done():
                 self.first_frame.set_result(now)
         elif event == "clear":

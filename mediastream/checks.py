@@ -64,6 +64,29 @@ def embedded_speech_modules(backend: str, options: dict) -> tuple[str, ...]:
         return ("faster_whisper",) + (tuple(package for package, _ in model.parts) if model else ())
     return ()
 
+def _chunk_errors(chunk: object, lead: object) -> list:
+    """PLAYBACK_CHUNK_MS: whole 20 ms frames, 20 to 1000 ms; a warning when the lead cuts it."""
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or not 20 <= chunk <= 1000 or chunk % 20:
+        return [
+            Error(
+                f"MEDIASTREAM['PLAYBACK_CHUNK_MS'] must be a multiple of 20 from 20 to 1000, got {chunk!r}.",
+                hint="Outbound media messages carry whole 20 ms frames; 100 is the default.",
+                id="mediastream.E016",
+            )
+        ]
+    if not isinstance(lead, bool) and isinstance(lead, (int, float)) and lead >= 0 and chunk > lead * 1000 + 20 + 1e-6:
+        return [
+            Warning(
+                f"MEDIASTREAM['PLAYBACK_CHUNK_MS'] ({chunk}) is more than PLAYBACK_LEAD_SECONDS + 20 ms "
+                f"({lead * 1000 + 20:g}): messages carry {int(lead * 1000 + 20 + 1e-6) // 20 * 20} ms.",
+                hint="A message is sent when Twilio holds at most the lead plus one frame after it; "
+                "raise PLAYBACK_LEAD_SECONDS or lower PLAYBACK_CHUNK_MS.",
+                id="mediastream.W016",
+            )
+        ]
+    return []
+
+
 def _positive_number(value: object) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0
 
@@ -119,6 +142,7 @@ def check_settings(app_configs=None, **kwargs) -> list:
         errors.append(
             Error(f"MEDIASTREAM['PLAYBACK_LEAD_SECONDS'] must be zero or more, got {lead!r}.", id="mediastream.E001")
         )
+    errors += _chunk_errors(app_settings.PLAYBACK_CHUNK_MS, lead)
     grace = app_settings.DRAIN_GRACE_SECONDS
     if isinstance(grace, bool) or not isinstance(grace, (int, float)) or grace < 0:
         errors.append(

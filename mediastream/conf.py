@@ -90,6 +90,11 @@ DEFAULTS: dict[str, Any] = {
     # Audio kept buffered at Twilio ahead of real time: enough to ride out
     # scheduling jitter, small enough that barge-in leaves little stale audio.
     "PLAYBACK_LEAD_SECONDS": 0.3,
+    # Audio per outbound media message, in ms: a multiple of 20 (whole frames).
+    # Twilio plays messages of any size in order; one per 100 ms costs the event
+    # loop a fifth of one per 20 ms frame. Cut to PLAYBACK_LEAD_SECONDS + 20 ms,
+    # which bounds what Twilio holds (manage.py check warns, mediastream.W016).
+    "PLAYBACK_CHUNK_MS": 100,
     "PLAYBACK_MARK_GRACE_SECONDS": 2.0,
     "MAX_IGNORED_MARKS": 64,
     # --- Speech in -------------------------------------------------------------

@@ -28,7 +28,8 @@ async def test_say_a_line_from_the_call_page_reaches_the_live_stream(staff_clien
         assert response.status_code == 302
         frame = await comm.receive_json_from(timeout=5)
         assert frame["event"] == "media" and frame["streamSid"] == stream_sid
-        assert len(base64.b64decode(frame["media"]["payload"])) == 160
+        audio = base64.b64decode(frame["media"]["payload"])
+        assert audio and len(audio) % 160 == 0  # whole 20 ms frames
 
 
 async def test_say_on_a_call_without_stream_says_so(staff_client):

@@ -51,6 +51,21 @@ def test_bad_values_are_errors():
         assert ids(check_settings()) == ["mediastream.E001", "mediastream.E001", "voicecall.E002"]
 
 
+@pytest.mark.parametrize("chunk", [0, 10, 30, 110, 1020, 100.0, "100", True, None])
+def test_a_playback_chunk_that_is_not_whole_frames_is_an_error(chunk):
+    with ms(PLAYBACK_CHUNK_MS=chunk):
+        assert ids(check_settings()) == ["mediastream.E016"]
+
+
+def test_a_playback_chunk_beyond_the_lead_warns_that_it_is_cut():
+    with ms(PLAYBACK_CHUNK_MS=100, PLAYBACK_LEAD_SECONDS=0):
+        (warning,) = check_settings()
+    assert warning.id == "mediastream.W016" and "messages carry 20 ms" in warning.msg
+    for chunk, lead in ((20, 0), (320, 0.3), (1000, 2.0)):
+        with ms(PLAYBACK_CHUNK_MS=chunk, PLAYBACK_LEAD_SECONDS=lead):
+            assert check_settings() == []
+
+
 def test_bad_voicecall_numbers_are_errors():
     with voicecall_overrides(REPLAY_WINDOW_SECONDS=0, MAX_WEBHOOK_BODY_BYTES="64k", DATABASE_RETRY_AFTER_SECONDS=-1):
         assert ids(check_settings()) == ["voicecall.E001", "voicecall.E001", "voicecall.E001"]

@@ -134,8 +134,9 @@ class TwilioSide:
                 return
             message = json.loads(output["text"])
             if message["event"] == "media":
-                assert len(base64.b64decode(message["media"]["payload"])) == 160
-                self.media += 1
+                audio = base64.b64decode(message["media"]["payload"])
+                assert audio and len(audio) % 160 == 0  # whole 20 ms frames
+                self.media += len(audio) // 160
             elif message["event"] == "clear":
                 self.clears += 1
             elif message["event"] == "mark":

@@ -34,15 +34,16 @@ DELAY_SAMPLES = 10
 
 
 class Tap:
-    """What the server sent on the simulated stream: media frames with audio in them, clears."""
+    """What the server sent on the simulated stream: 20 ms frames with audio in them, clears."""
 
     def __init__(self) -> None:
         self.audio_frames = 0
         self.clears = 0
 
     def record(self, message: dict, at: float) -> None:
-        if message.get("event") == "media" and set(base64.b64decode(message["media"]["payload"])) != {0xFF}:
-            self.audio_frames += 1
+        audio = base64.b64decode(message["media"]["payload"]) if message.get("event") == "media" else b""
+        if audio and set(audio) != {0xFF}:
+            self.audio_frames += len(audio) // 160  # 20 ms frames (a message carries several)
         elif message.get("event") == "clear":
             self.clears += 1
 

@@ -232,11 +232,10 @@ async def test_pcm_1000_becomes_whole_frames_of_0xce():
     player.enqueue(item)
     await echo_end_mark(wire, player, item.id)
     await wire.result(item.id)
-    frames = [base64.b64decode(m["media"]["payload"]) for m in wire.events("media")]
-    assert frames and all(len(f) == 160 for f in frames)
-    assert len(frames) == 10
+    messages = [base64.b64decode(m["media"]["payload"]) for m in wire.events("media")]
+    assert [len(m) for m in messages] == [800, 800]  # 200 ms in two messages of the default 100 ms
     # The resampler's edges ramp; the body of the utterance is exactly 0xCE.
-    body = b"".join(frames)[80:-80]
+    body = b"".join(messages)[80:-80]
     assert set(body) == {0xCE}
     await player.close()
 
@@ -248,9 +247,9 @@ async def test_ready_mulaw_audio_is_framed_and_padded_with_silence():
     player.enqueue(item)
     await echo_end_mark(wire, player, item.id)
     result = await wire.result(item.id)
-    frames = [base64.b64decode(m["media"]["payload"]) for m in wire.events("media")]
-    assert [len(f) for f in frames] == [160, 160, 160, 160]
-    assert b"".join(frames) == b"\x10" * 500 + b"\xff" * 140
+    messages = [base64.b64decode(m["media"]["payload"]) for m in wire.events("media")]
+    assert [len(m) for m in messages] == [640]  # whole frames, in one message (under the 100 ms chunk)
+    assert b"".join(messages) == b"\x10" * 500 + b"\xff" * 140
     assert result.audio_seconds == pytest.approx(0.08)
     await player.close()
 
@@ -296,13 +295,15 @@ class VirtualTime:
         await asyncio.sleep(0)
 
 
-async def test_pacing_keeps_a_bounded_lead_on_an_absolute_clock():
+@pytest.mark.parametrize("chunk_ms", [20, 100, 320])
+async def test_pacing_keeps_a_bounded_lead_on_an_absolute_clock(chunk_ms):
     wire, time_ = Wire(), VirtualTime()
-    sent_at: list[float] = []
+    sent: list[tuple[float, int]] = []  # (when, frames) per media message
 
     async def send(text: str) -> None:
-        if json.loads(text)["event"] == "media":
-            sent_at.append(time_.now)
+        message = json.loads(text)
+        if message["event"] == "media":
+            sent.append((time_.now, len(base64.b64decode(message["media"]["payload"])) // 160))
         await wire.send(text)
 
     player = StreamPlayer(
@@ -310,19 +311,105 @@ async def test_pacing_keeps_a_bounded_lead_on_an_absolute_clock():
         send=send,
         tts=lambda: ConstantBackend(VALUE=500, SAMPLE_RATE=8000, DURATION_MS=3000),
         on_result=wire.on_result,
-        config=PlayerConfig(lead_seconds=0.3, mark_grace_seconds=0.01),
+        config=PlayerConfig(lead_seconds=0.3, mark_grace_seconds=0.01, chunk_ms=chunk_ms),
         clock=time_.clock,
         sleep=time_.sleep,
     )
     player.enqueue(PlaybackItem(text="three seconds"))
     await wire.mark_sent(":end")
-    start = sent_at[0]
-    assert len(sent_at) == 150
-    for n, at in enumerate(sent_at):
-        # Frame n plays at start + n*20ms; it is never sent more than the lead early,
-        # and (with no scheduling delay) never later than that either: no drift.
-        assert at == pytest.approx(max(start, start + n * 0.02 - 0.3), abs=1e-9)
-    assert sum(1 for at in sent_at if at == start) == 16  # the initial lead: 300 ms + the first frame
+    frames = chunk_ms // 20
+    # One message per chunk (3 s of 20 ms frames), the tail in a shorter one.
+    assert [n for _, n in sent] == [frames] * (150 // frames) + ([150 % frames] if 150 % frames else [])
+    start, first_frame = sent[0][0], 0
+    for at, n in sent:
+        # The message's last frame plays at start + (first + n - 1)*20ms; the message goes out the lead
+        # before that and (with no scheduling delay) never later either: no drift, never ahead of the bound.
+        assert at == pytest.approx(max(start, start + (first_frame + n - 1) * 0.02 - 0.3), abs=1e-9)
+        buffered_after = start + (first_frame + n) * 0.02 - at
+        assert buffered_after <= 0.3 + 0.02 + 1e-9  # the lead plus one frame, whatever the chunk
+        assert first_frame == 0 or start + first_frame * 0.02 >= at  # Twilio never ran dry
+        first_frame += n
+    # The initial lead goes out at once: 300 ms + the first frame, in whole messages.
+    assert sum(n for at, n in sent if at == start) == 16 // frames * frames
+    await player.close()
+
+
+async def test_a_source_slower_than_real_time_has_its_audio_sent_as_it_arrives():
+    wire = Wire()
+    player = make_player(wire, ScriptedBackend())
+    stream: asyncio.Queue = asyncio.Queue()
+    item = PlaybackItem(stream=stream)
+    player.enqueue(item)
+
+    async def sent_bytes(count: int) -> None:
+        while len(wire.media_bytes()) < count:
+            wire.sent.clear()
+            await asyncio.wait_for(wire.sent.wait(), 5)
+
+    await stream.put(b"\x10" * 240)  # 30 ms: its whole frame goes now, not when a 100 ms message is full
+    await sent_bytes(160)
+    await stream.put(b"\x20" * 240)  # with the 10 ms held back: two frames
+    await sent_bytes(480)
+    await stream.put(None)
+    await echo_end_mark(wire, player, item.id)
+    assert (await wire.result(item.id)).outcome is Outcome.PLAYED
+    assert [len(base64.b64decode(m["media"]["payload"])) for m in wire.events("media")] == [160, 320]
+    assert wire.media_bytes() == b"\x10" * 240 + b"\x20" * 240
+    await player.close()
+
+
+async def test_progress_marks_follow_each_second_of_audio_in_chunked_messages():
+    wire, time_ = Wire(), VirtualTime()
+    player = StreamPlayer(
+        stream_sid=STREAM,
+        send=wire.send,
+        tts=lambda: ConstantBackend(VALUE=500, SAMPLE_RATE=8000, DURATION_MS=2500),
+        on_result=wire.on_result,
+        config=PlayerConfig(lead_seconds=0.3, mark_grace_seconds=0.01, chunk_ms=100),
+        clock=time_.clock,
+        sleep=time_.sleep,
+    )
+    player.enqueue(PlaybackItem(text="two and a half seconds"))
+    await wire.mark_sent(":end")
+    audio = 0
+    at_marks = []
+    for message in wire.messages:
+        if message["event"] == "media":
+            audio += len(base64.b64decode(message["media"]["payload"]))
+        elif message["event"] == "mark":
+            name = message["mark"]["name"]
+            at_marks.append(("end" if name.endswith(":end") else name.split("-")[0], audio))
+    assert at_marks == [("progress", 8000), ("progress", 16000), ("end", 20000)]
+    await player.close()
+
+
+async def test_an_interrupted_item_was_heard_for_as_long_as_it_played():
+    wire, time_ = Wire(), VirtualTime()
+    first_sent: list[float] = []
+
+    async def send(text: str) -> None:
+        if not first_sent and json.loads(text)["event"] == "media":
+            first_sent.append(time_.now)
+        await wire.send(text)
+
+    player = StreamPlayer(
+        stream_sid=STREAM,
+        send=send,
+        tts=lambda: ConstantBackend(VALUE=500, SAMPLE_RATE=8000, DURATION_MS=3000),
+        on_result=wire.on_result,
+        config=PlayerConfig(lead_seconds=0.3, mark_grace_seconds=0.01, chunk_ms=100),
+        clock=time_.clock,
+        sleep=time_.sleep,
+    )
+    item = PlaybackItem(text="three seconds")
+    player.enqueue(item)
+    await wire.mark_sent("progress-1")
+    await player.interrupt("barge-in")
+    result = await wire.result(item.id)
+    assert result.outcome is Outcome.INTERRUPTED
+    # Twilio played from the first message on, without a gap; what it still held was cleared.
+    assert result.heard_seconds == pytest.approx(time_.now - first_sent[0], abs=1e-3)
+    assert result.audio_seconds - result.heard_seconds == pytest.approx(0.32, abs=0.1 + 1e-3)
     await player.close()
 
 

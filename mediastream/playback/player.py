@@ -4,8 +4,9 @@ The player owns everything between "say this" and Twilio's mark echo:
 
 * a queue of at most ``max_pending`` waiting items (one more is rejected at once);
 * synthesis of the next text piece while the current one plays;
-* 20 ms mu-law frames paced against an absolute clock, keeping a small bounded
-  lead of audio buffered at Twilio (no gaps, and little stale audio on barge-in);
+* mu-law audio in messages of ``chunk_ms`` (whole 20 ms frames) paced against an
+  absolute clock, keeping a small bounded lead of audio buffered at Twilio (no
+  gaps, and little stale audio on barge-in);
 * a completion mark per item, resolved by Twilio's echo or a timeout;
 * barge-in: abort, resolve the waiting items as interrupted, ``clear``, and
   ignore echoes of the marks that were cleared.
@@ -36,6 +37,9 @@ __all__ = ["Outcome", "PlaybackItem", "PlaybackResult", "StreamPlayer", "PlayerC
 logger = logging.getLogger(__name__)
 
 _item_ids = itertools.count(1)
+
+FRAME_MS = round(FRAME_SECONDS * 1000)
+BYTES_PER_SECOND = FRAME_BYTES / FRAME_SECONDS
 
 
 class Outcome(str, Enum):
@@ -70,6 +74,8 @@ class PlaybackItem:
     started_at: float | None = None
     first_audio_at: float | None = None
     audio_bytes_sent: int = 0
+    #: When the audio sent so far finishes playing at Twilio (the player's clock).
+    played_until: float | None = None
     #: (text, audio bytes sent when its first frame went out) per spoken piece.
     pieces: list[tuple[str, int]] = field(default_factory=list)
 
@@ -150,6 +156,7 @@ class PlayerConfig:
     mark_grace_seconds: float = 2.0
     max_ignored_marks: int = 64
     progress_mark_seconds: float = 1.0  # how often playback progress is confirmed by marks
+    chunk_ms: int = 100  # audio per media message, a multiple of 20 (cut to the lead + 20 ms)
 
     @classmethod
     def from_settings(cls) -> PlayerConfig:
@@ -162,7 +169,18 @@ class PlayerConfig:
             lead_seconds=app_settings.PLAYBACK_LEAD_SECONDS,
             mark_grace_seconds=app_settings.PLAYBACK_MARK_GRACE_SECONDS,
             max_ignored_marks=app_settings.MAX_IGNORED_MARKS,
+            chunk_ms=app_settings.PLAYBACK_CHUNK_MS,
         )
+
+    def frames_per_message(self) -> int:
+        """Whole 20 ms frames per media message: ``chunk_ms``, at most the lead plus one frame.
+
+        A message goes out when Twilio holds at most the lead plus one frame
+        after it; a bigger one would have to be sent after its first frame
+        was due to play.
+        """
+        chunk = max(1, int(self.chunk_ms) // FRAME_MS)
+        return max(1, min(chunk, int(self.lead_seconds / FRAME_SECONDS + 1e-9) + 1))
 
 
 class StreamPlayer:
@@ -315,9 +333,10 @@ class StreamPlayer:
             if item.first_audio_at is not None:
                 fields.setdefault("first_audio_ms", (item.first_audio_at - item.started_at) * 1000)
         unplayed = 0
-        if outcome is Outcome.INTERRUPTED:
-            # What the lead kept buffered at Twilio was cleared, not played.
-            unplayed = min(item.audio_bytes_sent, int(self.config.lead_seconds * FRAME_BYTES / FRAME_SECONDS))
+        if outcome is Outcome.INTERRUPTED and item.played_until is not None:
+            # What was still buffered at Twilio (by the playout clock) was cleared, not played.
+            ahead = max(0.0, item.played_until - self._clock())
+            unplayed = min(item.audio_bytes_sent, int(ahead * BYTES_PER_SECOND))
         fields.setdefault("heard_seconds", (item.audio_bytes_sent - unplayed) * FRAME_SECONDS / FRAME_BYTES)
         if item.text and "heard_text" not in fields:
             fields["heard_text"] = item.heard_text(unplayed) if item.started_at is not None else ""
@@ -369,8 +388,9 @@ class StreamPlayer:
     async def _play(self, item: PlaybackItem) -> dict:
         item.started_at = time.monotonic()
         self._on_started(item)
-        pacer = _Pacer(self, item, lead=self.config.lead_seconds)
-        async for mulaw in self._audio_for(item):
+        source = _Source()
+        pacer = _Pacer(self, item, lead=self.config.lead_seconds, ready=source.ready)
+        async for mulaw in self._audio_for(item, source):
             if type(mulaw) is _PieceStart:
                 item.pieces.append((mulaw.text, item.audio_bytes_sent + len(pacer._remainder)))
                 continue
@@ -394,11 +414,12 @@ class StreamPlayer:
             logger.info("playback mark %s not echoed within %.1fs; continuing", name, timeout)
         return {"outcome": Outcome.PLAYED if confirmed else Outcome.UNCONFIRMED}
 
-    async def _audio_for(self, item: PlaybackItem) -> AsyncIterator[bytes]:
+    async def _audio_for(self, item: PlaybackItem, source: _Source) -> AsyncIterator[bytes]:
         """Mu-law audio for the item, synthesizing the next piece while this one plays."""
         if item.stream is not None:
             pieces = self._streamed_pieces(item)
         elif item.audio is not None:
+            source.complete = True
             yield item.audio
             return
         else:
@@ -408,6 +429,7 @@ class StreamPlayer:
         backend = self._tts()
         # One piece of look-ahead: the producer synthesizes piece n+1 while piece n plays.
         queue: asyncio.Queue = asyncio.Queue(maxsize=4)
+        source.queue = queue
         producer = asyncio.create_task(self._synthesize(backend, pieces, queue), name=f"synth:{item.id}")
         try:
             while True:
@@ -510,24 +532,48 @@ def _cancel_reason(task: asyncio.Task) -> str:
     return ""
 
 
-class _Pacer:
-    """Sends 20 ms frames no further ahead of real time than ``lead`` seconds.
+class _Source:
+    """Whether more of an item's audio, or its end, is already waiting: then a short message waits to be filled."""
 
-    Twilio's playout position is tracked against an absolute clock: frame n is
-    due at ``t0 + n*20ms - lead``, so late wake-ups never accumulate. If the
-    source underruns (Twilio's buffer empties), the playout clock restarts from
-    the next frame. Progress marks every ``progress_mark_seconds`` of audio let
-    the consumer see how far Twilio's playback lags what was sent.
+    __slots__ = ("queue", "complete")
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue | None = None
+        self.complete = False  # ready audio: all of it was fed at once, the end follows
+
+    def ready(self) -> bool:
+        return self.complete or (self.queue is not None and not self.queue.empty())
+
+
+class _Pacer:
+    """Sends media messages of whole 20 ms frames no further ahead of real time than the lead.
+
+    Twilio plays outbound media of any size in order, so a message carries
+    ``chunk_ms`` of audio (PlayerConfig.frames_per_message): one wake-up, one
+    encoding and one WebSocket frame per chunk instead of per 20 ms frame.
+    Twilio's playout is tracked against an absolute clock: the audio sent so
+    far ends at ``t0 + frames_sent*20ms``, and a message of n frames is due
+    when that end is ``lead + 20ms - n*20ms`` ahead of now, so Twilio holds at
+    most the lead plus one frame after it (as with one frame per message) and
+    late wake-ups never accumulate. Fewer frames go out when the source has no
+    more waiting (a piece's tail, a source slower than real time): the audio
+    at hand is never held back while Twilio's buffer drains. If the source
+    underruns (Twilio's buffer empties), the playout clock restarts from the
+    next frame. Progress marks every ``progress_mark_seconds`` of audio let the
+    consumer see how far Twilio's playback lags what was sent.
     """
 
-    def __init__(self, player: StreamPlayer, item: PlaybackItem, *, lead: float) -> None:
+    def __init__(self, player: StreamPlayer, item: PlaybackItem, *, lead: float, ready: Callable[[], bool]) -> None:
         self.player = player
         self.item = item
         self.lead = lead
+        self.ready = ready
         self.t0: float | None = None
         self.frames_sent = 0
         self.audio_bytes = 0
+        #: Audio not sent yet (whole frames waiting to fill a message, and a partial frame).
         self._remainder = b""
+        self._frames = player.config.frames_per_message()
         self._since_mark = 0
         self._mark_every = max(1, round(player.config.progress_mark_seconds / FRAME_SECONDS))
 
@@ -537,44 +583,56 @@ class _Pacer:
         return now if self.t0 is None else max(now, self.t0 + self.frames_sent * FRAME_SECONDS)
 
     async def feed(self, mulaw: bytes) -> None:
-        data = self._remainder + mulaw
-        usable = len(data) - len(data) % FRAME_BYTES
-        self._remainder = data[usable:]
-        for offset in range(0, usable, FRAME_BYTES):
-            await self._send_frame(data[offset : offset + FRAME_BYTES])
+        data = self._remainder + mulaw if self._remainder else mulaw
+        message = self._frames * FRAME_BYTES
+        offset = 0
+        while len(data) - offset >= message:
+            await self._send(data[offset : offset + message])
+            offset += message
+        whole = (len(data) - offset) // FRAME_BYTES * FRAME_BYTES
+        if whole and not self.ready():  # nothing more waiting: send what is here rather than hold it
+            await self._send(data[offset : offset + whole])
+            offset += whole
+        self._remainder = data[offset:]
 
     async def finish(self) -> None:
-        if self._remainder:
-            frame = self._remainder.ljust(FRAME_BYTES, b"\xff")  # pad to a whole 20 ms with silence
-            self._remainder = b""
-            await self._send_frame(frame)
+        data, self._remainder = self._remainder, b""
+        if data:
+            data += b"\xff" * (-len(data) % FRAME_BYTES)  # pad to a whole 20 ms with silence
+            message = self._frames * FRAME_BYTES
+            for offset in range(0, len(data), message):
+                await self._send(data[offset : offset + message])
 
-    async def _send_frame(self, frame: bytes) -> None:
+    async def _send(self, audio: bytes) -> None:
         player = self.player
-        clock = player._clock
-        now = clock()
+        frames = len(audio) // FRAME_BYTES
+        now = player._clock()
         if self.t0 is None:
             self.t0 = now
         played_until = self.t0 + self.frames_sent * FRAME_SECONDS
         if now > played_until:  # underrun: Twilio went quiet, restart the playout clock
             self.t0 = now - self.frames_sent * FRAME_SECONDS
-        due = self.t0 + self.frames_sent * FRAME_SECONDS - self.lead
+            played_until = now
+        due = played_until + (frames - 1) * FRAME_SECONDS - self.lead
         if due > now:
             await player._sleep(due - now)
-        await player._send(media_message(player.stream_sid, frame))
-        if self.item.first_audio_at is None:
-            self.item.first_audio_at = time.monotonic()
+        item = self.item
+        # Counted before the send, so the send's backpressure check sees this message too.
+        item.audio_bytes_sent += len(audio)
+        self.frames_sent += frames
+        self.audio_bytes += len(audio)
+        player.audio_bytes_sent += len(audio)
+        item.played_until = self.t0 + self.frames_sent * FRAME_SECONDS
+        await player._send(media_message(player.stream_sid, audio))
+        if item.first_audio_at is None:
+            item.first_audio_at = time.monotonic()
             try:
-                player._on_first_audio(self.item)
+                player._on_first_audio(item)
             except Exception:
-                logger.exception("first-audio callback failed for %s", self.item.id)
-        self.item.audio_bytes_sent += len(frame)
-        self.frames_sent += 1
-        self.audio_bytes += len(frame)
-        player.audio_bytes_sent += len(frame)
-        self._since_mark += 1
+                logger.exception("first-audio callback failed for %s", item.id)
+        self._since_mark += frames
         if self._since_mark >= self._mark_every:
-            self._since_mark = 0
+            self._since_mark -= self._mark_every
             name = f"progress-{next(player._mark_seq)}"
             player._mark_positions[name] = player.audio_bytes_sent
             player._mark_due[name] = self.played_until()
