@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import secrets
@@ -529,6 +530,9 @@ async def run_config(
         speech_s, words = parse_rule(rule)
         overrides.update(BARGE_IN_MIN_SPEECH_SECONDS=speech_s, BARGE_IN_MIN_WORDS=words)
         settle_s = 3.0 + speech_s
+    for pair in args.override:
+        key, _, value = pair.partition("=")
+        overrides[key] = json.loads(value)
     log_path = logdir / f"daphne-{config}{'-' + rule if rule else ''}.log"
     server = daphne_server(
         database_url=database_url,
@@ -746,6 +750,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--max-seconds", type=float, default=1200.0, help="give up (and clean up) after this long")
     parser.add_argument("--keep-logs", action="store_true", help="keep the daphne logs (path printed at the end)")
+    parser.add_argument(
+        "--override", action="append", default=[], help="KEY=JSON: a MEDIASTREAM setting of the server (repeatable)"
+    )
     parser.add_argument(
         "--rules", default="",
         help="barge-in rules to compare (Whisper, K=1): 0 (at once), <s>s (MIN_SPEECH_SECONDS), <n>w (MIN_WORDS)",

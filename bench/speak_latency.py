@@ -421,6 +421,7 @@ async def run(args, database_url: str, prefix: str, workdir: Path) -> dict:
     results: dict = {"barge": [], "logs": {"warnings": 0, "errors": 0}}
 
     def start(name: str, **overrides) -> Daphne:
+        overrides.setdefault("PLAYBACK_CHUNK_MS", args.chunk_ms)
         return Daphne(database_url=database_url, prefix=prefix, overrides=bench_overrides(**overrides), log_path=workdir / f"daphne-{name}.log")
 
     async def finish(daphne: Daphne) -> None:
@@ -529,6 +530,7 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=4, help="live streams the lines go to (default 4)")
     parser.add_argument("--load", type=int, default=0, help="extra real-time streams on each daphne of phases 1 and 2 (default 0)")
     parser.add_argument("--leads", default="0.3,0,2.0", help="PLAYBACK_LEAD_SECONDS values to compare")
+    parser.add_argument("--chunk-ms", type=int, default=100, help="PLAYBACK_CHUNK_MS of every daphne (default 100)")
     parser.add_argument("--barge-trials", type=int, default=3)
     parser.add_argument("--barge-after", type=float, default=2.5, help="seconds of playback before the interrupt")
     parser.add_argument("--piper-repeats", type=int, default=5, help="0 skips Piper")
