@@ -21,7 +21,7 @@ from urllib.parse import parse_qs
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
 
-from django.core.asgi import get_asgi_application
+from mediastream.http import get_asgi_application  # as mediastream.asgi serves Django
 
 django_asgi_app = get_asgi_application()
 

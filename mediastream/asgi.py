@@ -1,7 +1,7 @@
 """A ready ASGI application: ``ASGI_APPLICATION = "mediastream.asgi.application"``.
 
 Django serves HTTP (the project's own URLs, ``voicecall``'s webhooks among
-them); WebSockets go to :func:`mediastream.routing.websocket_router`: the
+them; a sync view's middleware and view on one thread hop, :mod:`mediastream.http`); WebSockets go to :func:`mediastream.routing.websocket_router`: the
 media stream routes, and a 403 for any other path. Serve it with daphne and
 the project's settings, as for any Django project::
 
@@ -34,9 +34,10 @@ if not os.environ.get("DJANGO_SETTINGS_MODULE") and not settings.configured:
         "e.g. DJANGO_SETTINGS_MODULE=mysite.settings daphne mediastream.asgi:application"
     )
 
-from django.core.asgi import get_asgi_application  # noqa: E402
+from .http import get_asgi_application  # noqa: E402
 
-# Django is set up (apps loaded) before the consumers are imported.
+# Django is set up (apps loaded) before the consumers are imported. A sync view (the webhooks)
+# runs its whole middleware chain on one thread hop from the event loop (mediastream.http).
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
