@@ -137,8 +137,10 @@ if REDIS_URL:
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
                 # redis-py 8 defaults socket_timeout to 5 s, which kills
-                # channels-redis' 5 s BZPOPMIN on every idle consumer.
-                "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
+                # channels-redis' 5 s BZPOPMIN on every idle consumer, and caps a
+                # pool at 100 connections: a ramp of 50 calls/s (each registering
+                # its groups) needs more at its peak ("Too many connections").
+                "hosts": [{"address": REDIS_URL, "socket_timeout": None, "max_connections": 1000}],
                 "capacity": 200,
                 "expiry": 60,
                 # Must outlive the longest call, or the call stops hearing commands.

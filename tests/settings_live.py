@@ -16,7 +16,7 @@ CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            "hosts": [{"address": _REDIS_URL, "socket_timeout": None}],
+            "hosts": [{"address": _REDIS_URL, "socket_timeout": None, "max_connections": 1000}],
             "prefix": os.environ.get("CHANNEL_LAYER_PREFIX", "asgi"),
             "group_expiry": 86400,
         },

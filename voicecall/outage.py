@@ -100,4 +100,6 @@ def unavailable_response(request: HttpRequest, error: BaseException) -> HttpResp
     outage_log.failed(request, error)
     response = HttpResponse("Service Unavailable: database unavailable", status=503, content_type="text/plain")
     response["Retry-After"] = str(int(voicecall_settings.DATABASE_RETRY_AFTER_SECONDS))
+    # Django logs every 5xx as an error line per request; the outage log above is the only one.
+    response._has_been_logged = True
     return response
