@@ -20,6 +20,7 @@ import asyncio
 import base64
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -160,6 +161,7 @@ def main() -> None:
                     log(f"chunk {chunk} ms, round {round_ + 1}: {row['cpu_pct']:.1f} % of a core")
     finally:
         redis_cleanup(prefix)
+        shutil.rmtree(workdir, ignore_errors=True)
     print(f"\n{args.streams} streams playing a greeting (SilenceBackend, VAD off, no caller audio), {args.seconds:g} s windows\n")
     print(
         table(

@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -112,8 +114,6 @@ def main() -> None:
     parser.add_argument("--py-spy", help="py-spy executable: record daphne during the measured webhooks")
     parser.add_argument("--py-spy-out", default="/tmp/webhook_cost.pyspy.txt", help="where py-spy writes (raw stacks)")
     args = parser.parse_args()
-    import os
-
     for pair in args.env:
         key, _, value = pair.partition("=")
         os.environ[key] = value
@@ -128,6 +128,7 @@ def main() -> None:
                 daphne.stop()
     finally:
         redis_cleanup(prefix)
+        shutil.rmtree(workdir, ignore_errors=True)
     row["load_average"] = os.getloadavg()[0]
     log(
         f"{args.calls} voice webhooks, {args.concurrency} at a time: daphne main thread "
