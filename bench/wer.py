@@ -3,6 +3,7 @@
     .venv/bin/python bench/wer.py                                   # every config, all voices, latency on 24 clips
     .venv/bin/python bench/wer.py --configs base --latency-clips 0  # WER and cost only
     .venv/bin/python bench/wer.py --configs base --hang 0.3,0.5 --streams 1,4 --latency-only
+    .venv/bin/python bench/wer.py --configs base --latency-clips 0 --noise-seed 1000  # another draw of the line noise
 
 The test set is ``tests.speech_set``: the sentences spoken by every installed
 synthetic voice (Piper joe; espeak-ng and flite when the Debian packages are
@@ -199,6 +200,8 @@ async def main() -> None:
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--voices", default="", help="comma-separated (default: every installed voice)")
     parser.add_argument("--noise-dbfs", type=float, default=-55.0, help="white line noise RMS; 'off' is -200")
+    parser.add_argument("--noise-seed", type=int, default=0,
+                        help="shift the line noise's seeds: the same speech under another draw of the noise (0: the set)")
     parser.add_argument("--latency-clips", type=int, default=24)
     parser.add_argument("--latency-only", action="store_true")
     parser.add_argument("--hang", default="0.3", help="END_SILENCE_SECONDS values for the latency runs")
@@ -210,9 +213,11 @@ async def main() -> None:
     args = parser.parse_args()
     noise = None if args.noise_dbfs <= -200 else args.noise_dbfs
     voices = [v for v in args.voices.split(",") if v] or speech_set.available_voices()
-    clips = speech_set.human_clips(noise_dbfs=noise) + speech_set.synthetic_clips(voices, noise_dbfs=noise)
+    clips = speech_set.human_clips(noise_dbfs=noise, noise_seed=args.noise_seed) + speech_set.synthetic_clips(
+        voices, noise_dbfs=noise, noise_seed=args.noise_seed
+    )
     print(f"test set: {len(clips)} files, {sum(c.seconds for c in clips):.0f} s, voices {voices} + human;"
-          f" line noise {noise} dBFS; load {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}")  # fmt: skip
+          f" line noise {noise} dBFS, seed +{args.noise_seed}; load {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}")  # fmt: skip
     # Latency clips: spread over voices and categories, the same for every config.
     rng = np.random.default_rng(7)
     picked = [clips[i] for i in sorted(rng.choice(len(clips), size=min(args.latency_clips, len(clips)), replace=False))]

@@ -42,6 +42,24 @@ def test_word_error_rate_counts_substitutions_deletions_and_insertions():
     assert (Score(1, 4) + Score(1, 6)).wer == pytest.approx(0.2)
 
 
+def test_another_noise_seed_redraws_only_the_line_noise():
+    """bench/wer.py --noise-seed: the same speech under another draw of the -55 dBFS line noise, nothing else."""
+    import numpy as np
+
+    from mediastream.audio import ulaw_decode
+
+    (clip,) = speech_set.human_clips(ids=["cmu-goforward"])
+    (same,) = speech_set.human_clips(ids=["cmu-goforward"], noise_seed=0)
+    (other,) = speech_set.human_clips(ids=["cmu-goforward"], noise_seed=1000)
+    assert same == clip  # 0 is the set itself
+    assert other.text == clip.text and len(other.mulaw) == len(clip.mulaw) and other.mulaw != clip.mulaw
+    difference = ulaw_decode(other.mulaw).astype(float) - ulaw_decode(clip.mulaw).astype(float)
+    # Two independent draws of -55 dBFS noise differ by about -52 dBFS (plus mu-law rounding): far under the speech.
+    assert 20 * np.log10(np.sqrt((difference**2).mean()) / 32768) < -45
+    (quiet,) = speech_set.human_clips(ids=["cmu-goforward"], noise_dbfs=None, noise_seed=1000)
+    assert quiet == speech_set.human_clips(ids=["cmu-goforward"], noise_dbfs=None)[0]  # no noise: nothing to redraw
+
+
 @requires_speech
 @pytest.mark.asyncio
 async def test_default_model_transcribes_real_callers_within_ten_percent():

@@ -201,8 +201,14 @@ def _pad(pcm: np.ndarray, rate: int, lead_ms: int = 300, tail_ms: int = 800) -> 
     return np.concatenate([lead, np.asarray(pcm, dtype=np.int16), tail])
 
 
-def synthetic_clips(voices: list[str] | None = None, *, noise_dbfs: float | None = -55.0, ids=None) -> list[Clip]:
-    """Every sentence (or those in ``ids``) in every installed voice (or those named)."""
+def synthetic_clips(
+    voices: list[str] | None = None, *, noise_dbfs: float | None = -55.0, ids=None, noise_seed: int = 0
+) -> list[Clip]:
+    """Every sentence (or those in ``ids``) in every installed voice (or those named).
+
+    ``noise_seed`` shifts the line noise's seeds: 0 is the set; another value is the same speech under
+    another draw of the same noise, to tell a real WER change from this draw's luck (bench/README.md).
+    """
     from tests.audio_fixtures import telephone
 
     clips = []
@@ -212,7 +218,7 @@ def synthetic_clips(voices: list[str] | None = None, *, noise_dbfs: float | None
             if ids is not None and sid not in ids:
                 continue
             pcm, rate = speak(text)
-            mulaw = telephone(_pad(pcm, rate), rate, noise_dbfs=noise_dbfs, seed=index)
+            mulaw = telephone(_pad(pcm, rate), rate, noise_dbfs=noise_dbfs, seed=noise_seed + index)
             clips.append(Clip(id=sid, voice=voice, category=category, text=text, mulaw=mulaw))
     return clips
 
@@ -245,8 +251,8 @@ def _human_pcm(entry: dict) -> tuple[np.ndarray, int]:
     return samples, rate
 
 
-def human_clips(*, noise_dbfs: float | None = -55.0, ids=None) -> list[Clip]:
-    """The committed real recordings, through the phone path."""
+def human_clips(*, noise_dbfs: float | None = -55.0, ids=None, noise_seed: int = 0) -> list[Clip]:
+    """The committed real recordings, through the phone path (``noise_seed`` as in :func:`synthetic_clips`)."""
     from tests.audio_fixtures import telephone
 
     clips = []
@@ -254,7 +260,7 @@ def human_clips(*, noise_dbfs: float | None = -55.0, ids=None) -> list[Clip]:
         if ids is not None and entry["id"] not in ids:
             continue
         pcm, rate = _human_pcm(entry)
-        mulaw = telephone(_pad(pcm, rate), rate, noise_dbfs=noise_dbfs, seed=100 + index)
+        mulaw = telephone(_pad(pcm, rate), rate, noise_dbfs=noise_dbfs, seed=noise_seed + 100 + index)
         clips.append(
             Clip(id=entry["id"], voice=entry["speaker"], category=entry["category"], text=entry["text"], mulaw=mulaw)
         )
