@@ -114,10 +114,10 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
 
     def receive_now(self, message: dict) -> Awaitable[None] | None:
         """websocket_receive for a frame daphne hands over directly: what must await is returned."""
+        self.session.stats.frames_direct += 1
         actions = self.session.receive(message.get("text"), message.get("bytes"))
         if len(actions) == 1 and type(actions[0]) is s.FeedAudio:  # a media frame: 50 a second
-            self.parts.feed(actions[0].mulaw)
-            return None
+            return self.parts.feed(actions[0].mulaw)  # the FeedAudio handler's call, without the loop
         return self._perform_now(actions)
 
     async def websocket_disconnect(self, message: dict) -> None:

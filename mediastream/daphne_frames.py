@@ -211,7 +211,17 @@ def _install_direct_reads() -> None:
         original(self, reader)
         fd = self._readers.get(reader)
         if fd is not None and type(reader) is tcp.Server:  # an accepted connection that asyncio watches
-            self._asyncioEventloop.add_reader(fd, self._readOrWrite, reader, True)
+            self._asyncioEventloop.add_reader(fd, _read, self, reader)
+
+    def _read(reactor, reader) -> None:
+        # callWithLogger's catch-all, without its log context: _readOrWrite handles an
+        # Exception; anything else (SystemExit, ...) is logged here, as Twisted would.
+        try:
+            reactor._readOrWrite(reader, True)
+        except KeyboardInterrupt:
+            raise
+        except BaseException:
+            reactor._log.failure("Unhandled error reading {reader!r}", reader=reader)
 
     addReader._mediastream_patched = True
     AsyncioSelectorReactor.addReader = addReader

@@ -14,6 +14,8 @@ nothing is being handled or waiting for its turn, a frame is handled at once by
 the caller (daphne's frame reader, :mod:`mediastream.daphne_frames`) without a
 queue, a task wake-up or a coroutine, and only what must await (a close, say)
 finishes in a task that holds the turn. Everything else queues as before.
+An offered frame is handled in the caller's context (daphne's reader), not the
+consumer task's: a context variable the consumer sets is not seen there.
 """
 
 from __future__ import annotations
@@ -114,6 +116,8 @@ class DispatchLoop:
         try:
             await rest
         except asyncio.CancelledError:
+            if not asyncio.current_task().cancelling():  # a handler's own: the loop ends as if cancelled
+                self.failure.cancel()
             raise
         except BaseException as exc:
             self._fail(exc)

@@ -79,7 +79,6 @@ class _RequestThreads:
             thread.shutdown(wait=False)  # its thread ends once its last call returns
 
 
-
 class OneHopASGIHandler(ASGIHandler):
     """:class:`~django.core.handlers.asgi.ASGIHandler` that runs a sync view's request on one thread hop.
 
@@ -115,6 +114,8 @@ def _view_is_async(request) -> bool:
         match = get_resolver(get_urlconf()).resolve(request.path_info)
     except Resolver404:
         return True  # Django's own 404 path, as before
+    except Exception:
+        return True  # a broken URLconf or converter: Django's async chain turns it into its 500 response
     return iscoroutinefunction(match.func)
 
 

@@ -24,6 +24,7 @@ class StreamStats:
     media_frames: int = 0
     media_bytes: int = 0
     media_before_start: int = 0
+    frames_direct: int = 0  # frames daphne handed to the stream without its queue (mediastream.dispatch)
     sequence_gaps: int = 0  # sequenceNumbers skipped
     sequence_reorders: int = 0  # sequenceNumbers going backwards or repeating
     timestamp_gaps: int = 0  # media.timestamp jumps beyond the previous frame's end

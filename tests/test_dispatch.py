@@ -9,6 +9,15 @@ from mediastream.dispatch import DispatchLoop, dispatch_loop
 pytestmark = pytest.mark.asyncio
 
 
+async def settle(condition, turns: int = 1000) -> None:
+    """Let the loop run until ``condition()`` holds; fail after ``turns`` turns."""
+    for _ in range(turns):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the condition never held")
+
+
 async def test_messages_are_handled_one_at_a_time_in_arrival_order():
     a, b = asyncio.Queue(), asyncio.Queue()
     handled, active = [], []
@@ -85,13 +94,11 @@ async def test_an_offer_waits_its_turn_behind_a_message_being_handled():
     queue = asyncio.Queue()
     runner = asyncio.create_task(loop.run([queue.get]))
     queue.put_nowait("slow")
-    while handled != ["slow"]:
-        await asyncio.sleep(0)
+    await settle(lambda: handled == ["slow"])
     assert loop.offer("f1") is False  # the caller queues it instead: after "slow"
     queue.put_nowait("f1")
     release.set()
-    while handled != ["slow", "f1"]:
-        await asyncio.sleep(0)
+    await settle(lambda: handled == ["slow", "f1"])
     assert loop.offer("f2") is True
     assert handled == ["slow", "f1", "f2"]
     runner.cancel()
@@ -124,8 +131,7 @@ async def test_what_an_offered_message_must_await_holds_the_turn_until_done():
         await asyncio.sleep(0)
     assert order == ["f1"], "f2 was handled before f1 finished"
     release.set()
-    while order != ["f1", "f1 finished", "f2"]:
-        await asyncio.sleep(0)
+    await settle(lambda: order == ["f1", "f1 finished", "f2"])
     runner.cancel()
     await asyncio.gather(runner, return_exceptions=True)
 
@@ -144,3 +150,25 @@ async def test_a_failing_offered_message_ends_the_loop_with_its_exception():
     with pytest.raises(ValueError, match="bad frame handler"):
         await asyncio.wait_for(runner, 2)
     assert loop.offer("f2") is False
+
+
+@pytest.mark.parametrize("path", ["offered", "queued"])
+async def test_a_handler_s_own_cancellation_ends_the_loop_on_either_path(path):
+    async def cancelled_by_itself():
+        future = asyncio.get_running_loop().create_future()
+        future.cancel()
+        await future
+
+    async def dispatch(message):
+        await cancelled_by_itself()
+
+    loop = DispatchLoop(dispatch, lambda message: cancelled_by_itself())
+    queue = asyncio.Queue()
+    runner = asyncio.create_task(loop.run([queue.get]))
+    await asyncio.sleep(0)
+    if path == "offered":
+        assert loop.offer("f1") is True
+    else:
+        queue.put_nowait("m1")
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(runner, 2)

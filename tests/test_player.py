@@ -358,6 +358,35 @@ async def test_a_source_slower_than_real_time_has_its_audio_sent_as_it_arrives()
     await player.close()
 
 
+async def test_a_sentence_s_audio_is_all_sent_while_the_next_one_is_still_being_synthesized():
+    """A streamed reply: the first sentence's whole frames go out at once, not after the second's synthesis."""
+    held = asyncio.Event()
+
+    class SlowSecondSentence(BaseTTSBackend):
+        async def synthesize(self, text):
+            if text.startswith("Two"):
+                await held.wait()  # a slow TTS: longer than Twilio's buffer lasts
+            yield AudioChunk(b"\x10\x10" * 1120, "pcm_s16le", 8000)  # 140 ms
+
+    wire = Wire()
+    player = make_player(wire, SlowSecondSentence(), lead_seconds=0.3, chunk_ms=100)
+    stream: asyncio.Queue = asyncio.Queue()
+    item = PlaybackItem(stream=stream)
+    player.enqueue(item)
+    await stream.put("One.")
+    await stream.put("Two.")
+    while len(wire.media_bytes()) < 1120:  # all of sentence one (7 frames), with sentence two held
+        wire.sent.clear()
+        await asyncio.wait_for(wire.sent.wait(), 5)
+    assert len(wire.media_bytes()) == 1120
+    held.set()
+    await stream.put(None)
+    await echo_end_mark(wire, player, item.id)
+    assert (await wire.result(item.id)).outcome is Outcome.PLAYED
+    assert len(wire.media_bytes()) == 2240
+    await player.close()
+
+
 async def test_progress_marks_follow_each_second_of_audio_in_chunked_messages():
     wire, time_ = Wire(), VirtualTime()
     player = StreamPlayer(

@@ -132,3 +132,47 @@ def test_an_outage_logs_a_line_per_interval_and_one_when_it_ends(rf, caplog):
     assert lines[1] == "33 more Twilio webhooks answered 503 (database unavailable) in the last 10s"
     assert lines[2].startswith("Database unavailable for Twilio webhook")
     assert lines[3] == "Database available again for Twilio webhooks after 15.0s (15 more answered 503 since the last line)"
+
+
+def _wrapped(cause: BaseException, django_class=None):
+    """What Django raises for a driver error: its own class, from the driver's exception."""
+    from django.db import OperationalError
+
+    try:
+        raise (django_class or OperationalError)(*cause.args) from cause
+    except Exception as error:
+        return error
+
+
+def test_only_errors_that_say_the_database_is_away_count_as_an_outage(tmp_path):
+    """A pool timeout, a server shutting down or refusing connections: 503. A missing table or a statement
+    timeout is a bug or a slow query, not an outage: it stays a 500 with its traceback."""
+    import sqlite3
+
+    import psycopg
+    from django.db import InterfaceError
+    from psycopg_pool import PoolTimeout
+
+    from voicecall.outage import is_outage
+
+    assert is_outage(_wrapped(PoolTimeout("couldn't get a connection after 0.50 sec")))
+    assert is_outage(_wrapped(psycopg.errors.AdminShutdown("terminating connection due to administrator command")))
+    assert is_outage(_wrapped(psycopg.errors.TooManyConnections("too many clients already")))
+    assert is_outage(_wrapped(psycopg.OperationalError("connection failed: Connection refused")))
+    assert is_outage(_wrapped(psycopg.InterfaceError("the connection is closed"), InterfaceError))
+    assert not is_outage(_wrapped(psycopg.errors.QueryCanceled("canceling statement due to statement timeout")))
+    try:
+        sqlite3.connect(":memory:").execute("SELECT * FROM voicecall_call")
+    except sqlite3.OperationalError as missing_table:
+        assert not is_outage(_wrapped(missing_table))
+    path = str(tmp_path / "locked.sqlite3")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        sqlite3.connect(path, timeout=0).execute("SELECT 1 FROM sqlite_master")
+    except sqlite3.OperationalError as locked:
+        assert is_outage(_wrapped(locked))
+    else:
+        raise AssertionError("the exclusive lock did not block the reader")
+    finally:
+        holder.close()

@@ -1,18 +1,22 @@
 """The webhooks' answer while the database cannot serve them: 503 with Retry-After, logged at a bounded rate.
 
 A webhook that cannot reach the database (psycopg's pool timed out waiting
-for a connection, which Django raises as ``OperationalError``; a session
-that died, ``InterfaceError``) changed nothing: the receipt and the handler's
-rows are one transaction. Twilio treats a 5xx as a failed webhook and
-retries it or fails over to the fallback URL, so 503 "Service Unavailable"
-is the honest answer; a 500 would claim a bug and print a traceback for each
-request. During an outage every webhook of every call fails at once, so the
+for a connection, which Django raises as ``OperationalError``; the server
+refusing or dropping connections; a session that died, ``InterfaceError``)
+changed nothing: the receipt and the handler's rows are one transaction.
+For Twilio a 5xx is a failed webhook (it goes to the fallback URL, or is
+retried where the URL's connection overrides ask for that), so 503 "Service
+Unavailable" is the honest answer; a 500 would claim a bug and print a
+traceback for each request. Any other database error (a missing table, a
+statement timeout, a deadlock) is not an outage and stays a 500 with its
+traceback (:func:`is_outage`). During an outage every webhook of every call fails at once, so the
 log gets one line per interval, then one line counting the rest.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -23,12 +27,39 @@ from django.http import HttpRequest, HttpResponse
 from .conf import voicecall_settings
 from .logsafe import sanitize
 
-__all__ = ["UNAVAILABLE", "OutageLog", "unavailable_response"]
+__all__ = ["UNAVAILABLE", "OutageLog", "is_outage", "retry_after_seconds", "unavailable_response"]
 
 logger = logging.getLogger(__name__)
 
-#: What Django raises when the database cannot serve a query now (PoolTimeout is an OperationalError).
+#: What Django raises when the database cannot serve a query now (PoolTimeout is an OperationalError);
+#: :func:`is_outage` tells an outage from the other errors of these classes.
 UNAVAILABLE = (OperationalError, InterfaceError)
+#: SQLSTATEs of a server that cannot take the query: class 08 (connection exception), shutting down or
+#: starting (57P01-57P03), too many connections (53300).
+_OUTAGE_SQLSTATES = ("57P01", "57P02", "57P03", "53300")
+#: SQLite's "database is busy / locked" result codes (the primary code is the low byte).
+_SQLITE_BUSY = (5, 6)
+
+
+def is_outage(error: BaseException) -> bool:
+    """Whether ``error`` (one of :data:`UNAVAILABLE`) says the database is away, not that the query is wrong."""
+    if isinstance(error, InterfaceError):
+        return True
+    cause = error.__cause__
+    if cause is None or type(cause).__name__ == "PoolTimeout":
+        return True
+    sqlstate = getattr(cause, "sqlstate", None)
+    if sqlstate:
+        return sqlstate.startswith("08") or sqlstate in _OUTAGE_SQLSTATES
+    code = getattr(cause, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in _SQLITE_BUSY
+    return True  # a driver error without a code: the connection failed or was lost
+
+
+def retry_after_seconds() -> int:
+    """``VOICECALL["DATABASE_RETRY_AFTER_SECONDS"]`` as the header's whole seconds (at least 1)."""
+    return max(1, math.ceil(voicecall_settings.DATABASE_RETRY_AFTER_SECONDS))
 
 
 class OutageLog:
@@ -46,10 +77,6 @@ class OutageLog:
         self._started: float | None = None  # the first failure of this outage
         self._logged = 0.0  # the last line's time
         self._failed = 0  # since the last line
-
-    @property
-    def in_outage(self) -> bool:
-        return self._started is not None
 
     def failed(self, request: HttpRequest, error: BaseException) -> None:
         now = self._clock()
@@ -73,7 +100,7 @@ class OutageLog:
             sanitize(request.path),
             type(cause).__name__,
             sanitize(str(cause), 200),
-            int(voicecall_settings.DATABASE_RETRY_AFTER_SECONDS),
+            retry_after_seconds(),
         )
 
     def passed(self) -> None:
@@ -99,7 +126,7 @@ def unavailable_response(request: HttpRequest, error: BaseException) -> HttpResp
     """503 with ``Retry-After`` (``VOICECALL["DATABASE_RETRY_AFTER_SECONDS"]``), logged through :data:`outage_log`."""
     outage_log.failed(request, error)
     response = HttpResponse("Service Unavailable: database unavailable", status=503, content_type="text/plain")
-    response["Retry-After"] = str(int(voicecall_settings.DATABASE_RETRY_AFTER_SECONDS))
+    response["Retry-After"] = str(retry_after_seconds())
     # Django logs every 5xx as an error line per request; the outage log above is the only one.
     response._has_been_logged = True
     return response

@@ -38,7 +38,7 @@ from .fallback import configured_twiml
 from .conf import voicecall_settings
 from .logsafe import sanitize
 from .models import Call, MediaStream
-from .outage import UNAVAILABLE, outage_log, unavailable_response
+from .outage import UNAVAILABLE, is_outage, outage_log, unavailable_response
 from .replay import handle_once, replay_key
 from .signals import call_answered_by, call_started, call_status_changed, recording_status_changed
 from .twilio_auth import public_url_for, request_public_url, validate_http_request
@@ -143,6 +143,8 @@ def twilio_webhook(handler: Handler) -> Handler:
         try:
             response, _replayed = handle_once(key, request.path, lambda: handler(request))
         except UNAVAILABLE as error:  # nothing was written: receipt and rows are one transaction
+            if not is_outage(error):
+                raise
             response = unavailable_response(request, error)
         else:
             outage_log.passed()

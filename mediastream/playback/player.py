@@ -392,6 +392,9 @@ class StreamPlayer:
         pacer = _Pacer(self, item, lead=self.config.lead_seconds, ready=source.ready)
         async for mulaw in self._audio_for(item, source):
             if type(mulaw) is _PieceStart:
+                # The piece before it is all here: its whole frames go now, not after the next
+                # piece's synthesis (which may outlast what Twilio has buffered).
+                await pacer.flush_whole()
                 item.pieces.append((mulaw.text, item.audio_bytes_sent + len(pacer._remainder)))
                 continue
             await pacer.feed(mulaw)
@@ -594,6 +597,15 @@ class _Pacer:
             await self._send(data[offset : offset + whole])
             offset += whole
         self._remainder = data[offset:]
+
+    async def flush_whole(self) -> None:
+        """Send the whole frames waiting to fill a message (a partial frame stays for the next audio)."""
+        whole = len(self._remainder) // FRAME_BYTES * FRAME_BYTES
+        if whole:
+            data, self._remainder = self._remainder, self._remainder[whole:]
+            message = self._frames * FRAME_BYTES
+            for offset in range(0, whole, message):
+                await self._send(data[offset : min(offset + message, whole)])
 
     async def finish(self) -> None:
         data, self._remainder = self._remainder, b""
