@@ -32,6 +32,8 @@ when ``offer`` returns False (it is busy) the message is queued as usual.
 from __future__ import annotations
 
 import asyncio
+import errno
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -135,7 +137,7 @@ def install() -> bool:
     _installed = True
     _install_send(WebSocketProtocol, Autobahn)
     _install_data_received(WebSocketProtocol)
-    _install_direct_reads()
+    _install_direct_reads(WebSocketProtocol, Autobahn)
     return True
 
 
@@ -189,23 +191,31 @@ def _xor_unmask(payload: bytes, mask: bytes) -> bytes:
     return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(length, "little")
 
 
-def _install_direct_reads() -> None:
-    """Let asyncio call the reactor's read handler for a client connection without Twisted's log context.
+def _install_direct_reads(WebSocketProtocol, Autobahn) -> None:
+    """Let asyncio call the read handler of a client connection without Twisted's log context.
 
     Twisted's asyncio reactor registers every reader through ``callWithLogger``,
     which sets a ``system`` context for Twisted's own legacy log on each read (a
     context dict, two tracker calls and a log-prefix lookup per frame). daphne logs
-    through Python's logging; the read handler (``_readOrWrite``) still catches and
-    logs a failing read and drops that connection, as before.
+    through Python's logging. On an open WebSocket connection the read is also
+    done here in one step: the ``recv``, then the frames taken from the buffer as
+    autobahn's ``consumeData`` takes them (the fast path or autobahn's parser),
+    without the five calls between the reactor and the frame parser. A closed
+    socket, an error, a connection in any other state, or octet or debug
+    logging go through Twisted's handler as before, which drops a connection
+    whose read failed.
     """
     try:
-        from twisted.internet import tcp
+        from twisted.internet import main, tcp
         from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+        from txaio.tx import _no_op
     except ImportError:
         return
     original = AsyncioSelectorReactor.addReader
     if getattr(original, "_mediastream_patched", False):
         return
+    STATE_OPEN, STATE_CLOSED = Autobahn.STATE_OPEN, Autobahn.STATE_CLOSED
+    would_block = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)
 
     def addReader(self, reader) -> None:
         original(self, reader)
@@ -214,14 +224,47 @@ def _install_direct_reads() -> None:
             self._asyncioEventloop.add_reader(fd, _read, self, reader)
 
     def _read(reactor, reader) -> None:
-        # callWithLogger's catch-all, without its log context: _readOrWrite handles an
-        # Exception; anything else (SystemExit, ...) is logged here, as Twisted would.
+        protocol = reader.protocol
+        if (
+            type(protocol) is not WebSocketProtocol
+            or protocol.state != STATE_OPEN
+            or protocol.logOctets
+            or protocol.log.debug is not _no_op
+            or not reader.connected
+        ):
+            return _read_through_twisted(reactor, reader)
+        try:
+            data = reader.socket.recv(reader.bufferSize)
+        except OSError as exc:
+            if exc.errno not in would_block:
+                reactor._disconnectSelectable(reader, main.CONNECTION_LOST, True)
+            return
+        if not data:
+            reactor._disconnectSelectable(reader, main.CONNECTION_DONE, True)
+            return
+        try:
+            protocol.trafficStats.incomingOctetsWireLevel += len(data)
+            protocol.data += data
+            while protocol.processData() and protocol.state != STATE_CLOSED:
+                pass
+        except Exception as exc:  # as Twisted's handler does with a protocol's exception
+            reactor._log.failure(None)
+            reactor._disconnectSelectable(reader, exc, True)
+        except BaseException:
+            _log_failure(reactor, reader)
+
+    def _read_through_twisted(reactor, reader) -> None:
         try:
             reactor._readOrWrite(reader, True)
-        except KeyboardInterrupt:
-            raise
         except BaseException:
-            reactor._log.failure("Unhandled error reading {reader!r}", reader=reader)
+            _log_failure(reactor, reader)
+
+    def _log_failure(reactor, reader) -> None:
+        # callWithLogger's catch-all: _readOrWrite handles an Exception; anything else
+        # (SystemExit, ...) is logged, as Twisted would; KeyboardInterrupt goes on.
+        if isinstance(sys.exc_info()[1], KeyboardInterrupt):
+            raise
+        reactor._log.failure("Unhandled error reading {reader!r}", reader=reader)
 
     addReader._mediastream_patched = True
     AsyncioSelectorReactor.addReader = addReader

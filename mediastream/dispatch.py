@@ -95,17 +95,18 @@ class DispatchLoop:
 
         Never raises: a handler's exception ends the loop as it would from a reader.
         """
-        failure = self.failure
-        if self.dispatch_now is None or failure is None or failure.done() or not self.turn.try_take():
+        failure, turn = self.failure, self.turn
+        if self.dispatch_now is None or failure is None or turn.busy or turn._waiters or failure.done():
             return False
+        turn.busy = True  # try_take, inline: once per frame
         try:
             rest = self.dispatch_now(message)
         except BaseException as exc:
             self._fail(exc)
-            self.turn.release()
+            turn.release()
             return True
         if rest is None:
-            self.turn.release()
+            turn.release()
         else:  # the turn stays taken until what is left has run
             task = asyncio.ensure_future(self._finish(rest))
             self._finishing.add(task)
