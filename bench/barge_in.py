@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import secrets
@@ -71,7 +70,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import REDIS_URL, create_database, drop_database, log, redis_cleanup  # noqa: E402
+from bench.common import REDIS_URL, create_database, drop_database, key_json_pairs, log, redis_cleanup  # noqa: E402
 
 SETTINGS = "tests.settings_live"
 
@@ -530,9 +529,7 @@ async def run_config(
         speech_s, words = parse_rule(rule)
         overrides.update(BARGE_IN_MIN_SPEECH_SECONDS=speech_s, BARGE_IN_MIN_WORDS=words)
         settle_s = 3.0 + speech_s
-    for pair in args.override:
-        key, _, value = pair.partition("=")
-        overrides[key] = json.loads(value)
+    overrides.update(key_json_pairs(args.override))
     log_path = logdir / f"daphne-{config}{'-' + rule if rule else ''}.log"
     server = daphne_server(
         database_url=database_url,

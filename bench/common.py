@@ -148,6 +148,15 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> N
     raise TimeoutError(f"daphne did not listen on {port} within {timeout}s")
 
 
+def key_json_pairs(items: list[str]) -> dict:
+    """``["KEY=JSON", ...]`` from a repeatable command-line option (``--override``, ``--set``) as a dict."""
+    pairs = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        pairs[key] = json.loads(value)
+    return pairs
+
+
 def bench_overrides(**extra) -> dict:
     """MEDIASTREAM overrides every bench daphne gets: limits out of the way (bench/settings.py sets the token)."""
     return {

@@ -43,6 +43,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
+    key_json_pairs,
     ROOT,
     Daphne,
     bench_database,
@@ -210,8 +211,8 @@ def main() -> None:
     parser.add_argument("--rounds-only", choices=["both", "ours", "ref"], default="both",
                         help="measure one side only (for profiling runs; the ratio needs both)")
     parser.add_argument("--json", help="also write the rows to this JSON file")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
-                        help="a MEDIASTREAM override for our daphne (a what-if), e.g. --set STREAM_HEALTH_SECONDS=0")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=JSON",
+                        help="a MEDIASTREAM setting of our daphne (a what-if; repeatable), e.g. STREAM_HEALTH_SECONDS=0")
     args = parser.parse_args()
     seeds = sorted(glob.glob(args.seed))
     if not seeds:
@@ -231,7 +232,7 @@ def main() -> None:
             overrides = bench_overrides(
                 VAD={"ENABLED": args.vad == "on"},
                 TTS={"BACKEND": "mediastream.tts.dummy.SilenceBackend", "OPTIONS": {}},
-                **{key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)},
+                **key_json_pairs(args.override),
             )
             ours = Daphne(database_url=database_url, prefix=prefix, overrides=overrides,
                           log_path=workdir / "daphne.log", app="mediastream.asgi:application")  # fmt: skip

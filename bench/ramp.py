@@ -42,6 +42,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
+    key_json_pairs,
     AUTH_TOKEN,
     PG_ADMIN_DSN,
     PUBLIC_BASE_URL,
@@ -343,9 +344,7 @@ def main() -> None:
     )
     for key in ("MAX_PENDING_CONNECTIONS", "MAX_PENDING_CONNECTIONS_PER_IP", "PRE_START_TIMEOUT"):
         overrides.pop(key)  # the shipped guards
-    for pair in args.override:
-        key, _, value = pair.partition("=")
-        overrides[key] = json.loads(value)
+    overrides.update(key_json_pairs(args.override))
     try:
         with bench_database(prefix) as database_url:
             database = database_url.rsplit("/", 1)[1]

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import resource
 import statistics
@@ -50,6 +49,7 @@ django.setup()
 import numpy as np  # noqa: E402
 from django.test import override_settings  # noqa: E402
 
+from bench.common import key_json_pairs  # noqa: E402
 from mediastream.audio import ulaw_decode  # noqa: E402
 from mediastream.transcription.base import TranscriptionListener  # noqa: E402
 from mediastream.transcription.whisper import WhisperBackend  # noqa: E402
@@ -222,7 +222,7 @@ async def main() -> None:
     rng = np.random.default_rng(7)
     picked = [clips[i] for i in sorted(rng.choice(len(clips), size=min(args.latency_clips, len(clips)), replace=False))]
     summary = []
-    extra = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)}
+    extra = key_json_pairs(args.set)
     for name in args.configs.split(","):
         CONFIGS[name] = {**CONFIGS[name], **extra}
         backend = WhisperBackend(**CONFIGS[name])
