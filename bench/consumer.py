@@ -215,10 +215,10 @@ class BenchConsumer(MediaStreamConsumer):
         if sent:
             RECORDER.frame(start - sent, time.monotonic_ns() - start, start)
 
-    def receive_now(self, message):
-        """The same for a frame daphne hands over without its queue (mediastream.dispatch)."""
-        start, sent = time.monotonic_ns(), _sent_ns(message.get("text"))
-        rest = super().receive_now(message)
+    def receive_now(self, text):
+        """The same for a text frame daphne hands over without its queue (mediastream.dispatch)."""
+        start, sent = time.monotonic_ns(), _sent_ns(text)
+        rest = super().receive_now(text)
         if sent:
             RECORDER.frame(start - sent, time.monotonic_ns() - start, start)
         return rest

@@ -112,10 +112,10 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
     async def websocket_receive(self, message: dict) -> None:
         await self._do(self.session.receive(message.get("text"), message.get("bytes")))
 
-    def receive_now(self, message: dict) -> Awaitable[None] | None:
-        """websocket_receive for a frame daphne hands over directly: what must await is returned."""
+    def receive_now(self, text: str) -> Awaitable[None] | None:
+        """websocket_receive for a text frame daphne hands over directly: what must await is returned."""
         self.session.stats.frames_direct += 1
-        actions = self.session.receive(message.get("text"), message.get("bytes"))
+        actions = self.session.receive(text)
         if len(actions) == 1 and type(actions[0]) is s.FeedAudio:  # a media frame: 50 a second
             return self.parts.feed(actions[0].mulaw)  # the FeedAudio handler's call, without the loop
         return self._perform_now(actions)

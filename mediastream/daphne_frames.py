@@ -25,8 +25,9 @@ as one frame straight to the socket.
 
 An application that reads this connection can also take its text frames
 without the queue: :func:`deliver_directly` gives daphne's queue an ``offer``
-callable, which the fast path calls with the message while the queue is empty;
-when ``offer`` returns False (it is busy) the message is queued as usual.
+callable, which the fast path calls with the frame's text while the queue is
+empty; when ``offer`` returns False (it is busy) the ``websocket.receive``
+message is queued as usual.
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ _OFFER = "mediastream_offer"
 _installed = False
 
 
-def deliver_directly(receive: Callable[[], Any], offer: Callable[[dict], bool]) -> Callable[[], None]:
-    """Hand this connection's text frames to ``offer`` when the queue is empty; returns the undo.
+def deliver_directly(receive: Callable[[], Any], offer: Callable[[str], bool]) -> Callable[[], None]:
+    """Hand this connection's text frames (their text) to ``offer`` when the queue is empty; returns the undo.
 
     ``receive`` is what the server gave the application: under daphne with the
     fast path installed it is the connection's ``asyncio.Queue.get``; anything
@@ -73,6 +74,7 @@ def install() -> bool:
         return True
     STATE_OPEN = Autobahn.STATE_OPEN
     unmask = _unmasker()
+    now = time.time
 
     def processData(self) -> bool:
         data = self.data
@@ -124,12 +126,11 @@ def install() -> bool:
             self._cancelAutoPingTimeoutCall()
         # daphne's onMessage, without decoding the payload a second time.
         if not self.muted:
-            self.last_ping = time.time()
-            message = {"type": "websocket.receive", "text": text}
+            self.last_ping = now()
             queue = self.application_queue
             offer = queue.__dict__.get(_OFFER)
-            if offer is None or not queue.empty() or not offer(message):
-                queue.put_nowait(message)
+            if offer is None or not queue.empty() or not offer(text):
+                queue.put_nowait({"type": "websocket.receive", "text": text})
         return len(self.data) > 0
 
     processData._mediastream_patched = True
