@@ -364,20 +364,17 @@ _PARSERS = {
 }
 
 
-def _loads(text: str | bytes) -> Any:
-    """JSON as the standard library reads it; orjson (about 4x faster) for the media frames.
+def _loads(text: str | bytes, fast: Any) -> Any:
+    """JSON as the standard library reads it, given ``fast``: orjson's reading of it (about 4x faster).
 
     orjson accepts a subset of what ``json`` does (no NaN, no lone surrogates, no
-    UTF-16 bytes, integers beyond 64 bits become floats), so anything it refuses,
-    and every event but ``media`` (whose numbers Twilio sends as strings), is
-    read again by ``json``: what a frame means never depends on which parser ran.
+    UTF-16 bytes, integers beyond 64 bits become floats), so anything it refused
+    (``_UNREAD``), and every event but ``media`` (whose numbers Twilio sends as
+    strings), is read again by ``json``: what a frame means never depends on
+    which parser ran.
     """
-    try:
-        message = orjson.loads(text)
-    except ValueError:
-        return json.loads(text)
-    if type(message) is dict and message.get("event") == "media" and not _has_float_counter(message):
-        return message
+    if type(fast) is dict and fast.get("event") == "media" and not _has_float_counter(fast):
+        return fast
     return json.loads(text)
 
 
@@ -394,19 +391,23 @@ def parse_message(text: str | bytes) -> InboundMessage:
     # Most frames: a media message in Twilio's form, read by orjson (its string counters are
     # never the floats orjson makes of big integers), built in one pass.
     try:
-        message = orjson.loads(text)
+        fast = orjson.loads(text)
     except ValueError:
-        message = None
-    if type(message) is dict and message.get("event") == "media":
-        media = _twilio_media(message)
+        fast = _UNREAD
+    if type(fast) is dict and fast.get("event") == "media":
+        media = _twilio_media(fast)
         if media is not None:
             return media
-    return _parse_any(text)
+    return _parse_any(text, fast)
 
 
-def _parse_any(text: str | bytes) -> InboundMessage:
+#: orjson refused the text (``json`` reads it, or says what is wrong with it).
+_UNREAD = object()
+
+
+def _parse_any(text: str | bytes, fast: Any) -> InboundMessage:
     try:
-        message = _loads(text)
+        message = _loads(text, fast)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedMessage("Twilio media stream message was malformed JSON") from exc
     except RecursionError:  # e.g. "[" * 30000: the C parser gives up at the recursion limit

@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-__all__ = ["SpeechPoolProcess"]
+__all__ = ["SpeechPoolProcess", "running_pool"]
 
 
 class SpeechPoolProcess:
@@ -66,3 +66,10 @@ class SpeechPoolProcess:
     def text(self) -> str:
         """What the pool printed so far."""
         return "".join(self.output)
+
+
+def running_pool(tmp_path_factory, *args: str):
+    """A pool started on a socket of its own for a fixture's scope (``yield from`` it), stopped after."""
+    pool = SpeechPoolProcess(tmp_path_factory.mktemp("pool") / "speech.sock", *args).start()
+    yield pool
+    pool.stop()

@@ -95,6 +95,19 @@ def make_player(wire: Wire, backend: BaseTTSBackend, **config) -> StreamPlayer:
     )
 
 
+def paced_player(wire: Wire, time_: VirtualTime, duration_ms: int, *, send=None, **config) -> StreamPlayer:
+    """A player of ``duration_ms`` of constant audio per item, on virtual time (its pacing is what is tested)."""
+    return StreamPlayer(
+        stream_sid=STREAM,
+        send=send or wire.send,
+        tts=lambda: ConstantBackend(VALUE=500, SAMPLE_RATE=8000, DURATION_MS=duration_ms),
+        on_result=wire.on_result,
+        config=PlayerConfig(**config),
+        clock=time_.clock,
+        sleep=time_.sleep,
+    )
+
+
 async def echo_end_mark(wire: Wire, player: StreamPlayer, item_id: str) -> None:
     name = await wire.mark_sent(f"{item_id}:end")
     assert player.on_mark(name)
@@ -306,15 +319,7 @@ async def test_pacing_keeps_a_bounded_lead_on_an_absolute_clock(chunk_ms):
             sent.append((time_.now, len(base64.b64decode(message["media"]["payload"])) // 160))
         await wire.send(text)
 
-    player = StreamPlayer(
-        stream_sid=STREAM,
-        send=send,
-        tts=lambda: ConstantBackend(VALUE=500, SAMPLE_RATE=8000, DURATION_MS=3000),
-        on_result=wire.on_result,
-        config=PlayerConfig(lead_seconds=0.3, mark_grace_seconds=0.01, chunk_ms=chunk_ms),
-        clock=time_.clock,
-        sleep=time_.sleep,
-    )
+    player = paced_player(wire, time_, 3000, send=send, lead_seconds=0.3, mark_grace_seconds=0.01, chunk_ms=chunk_ms)
     player.enqueue(PlaybackItem(text="three seconds"))
     await wire.mark_sent(":end")
     frames = chunk_ms // 20
@@ -389,15 +394,7 @@ async def test_a_sentence_s_audio_is_all_sent_while_the_next_one_is_still_being_
 
 async def test_progress_marks_follow_each_second_of_audio_in_chunked_messages():
     wire, time_ = Wire(), VirtualTime()
-    player = StreamPlayer(
-        stream_sid=STREAM,
-        send=wire.send,
-        tts=lambda: ConstantBackend(VALUE=500, SAMPLE_RATE=8000, DURATION_MS=2500),
-        on_result=wire.on_result,
-        config=PlayerConfig(lead_seconds=0.3, mark_grace_seconds=0.01, chunk_ms=100),
-        clock=time_.clock,
-        sleep=time_.sleep,
-    )
+    player = paced_player(wire, time_, 2500, lead_seconds=0.3, mark_grace_seconds=0.01, chunk_ms=100)
     player.enqueue(PlaybackItem(text="two and a half seconds"))
     await wire.mark_sent(":end")
     audio = 0
@@ -421,15 +418,7 @@ async def test_an_interrupted_item_was_heard_for_as_long_as_it_played():
             first_sent.append(time_.now)
         await wire.send(text)
 
-    player = StreamPlayer(
-        stream_sid=STREAM,
-        send=send,
-        tts=lambda: ConstantBackend(VALUE=500, SAMPLE_RATE=8000, DURATION_MS=3000),
-        on_result=wire.on_result,
-        config=PlayerConfig(lead_seconds=0.3, mark_grace_seconds=0.01, chunk_ms=100),
-        clock=time_.clock,
-        sleep=time_.sleep,
-    )
+    player = paced_player(wire, time_, 3000, send=send, lead_seconds=0.3, mark_grace_seconds=0.01, chunk_ms=100)
     item = PlaybackItem(text="three seconds")
     player.enqueue(item)
     await wire.mark_sent("progress-1")
@@ -444,15 +433,7 @@ async def test_an_interrupted_item_was_heard_for_as_long_as_it_played():
 
 async def test_a_mark_round_trip_is_how_late_its_echo_came_after_the_audio_played():
     wire, time_ = Wire(), VirtualTime()
-    player = StreamPlayer(
-        stream_sid=STREAM,
-        send=wire.send,
-        tts=lambda: ConstantBackend(VALUE=500, SAMPLE_RATE=8000, DURATION_MS=1000),
-        on_result=wire.on_result,
-        config=PlayerConfig(lead_seconds=0.3, mark_grace_seconds=5.0),
-        clock=time_.clock,
-        sleep=time_.sleep,
-    )
+    player = paced_player(wire, time_, 1000, lead_seconds=0.3, mark_grace_seconds=5.0)
     player.enqueue(PlaybackItem(text="one second"))
     name = await wire.mark_sent(":end")
     assert player.mark_rtt_ms is None

@@ -30,7 +30,7 @@ from mediastream.tts.base import TTSError
 from voicecall.models import TranscriptSegment
 
 from .audio_fixtures import speech_clip
-from .speechpool_support import ROOT, SpeechPoolProcess
+from .speechpool_support import ROOT, SpeechPoolProcess, running_pool
 from .streams import hang_up, wait_for
 from .support import requires_speech
 from .test_speech_e2e import open_tapped_call, speak_into, words
@@ -61,10 +61,7 @@ def maps_ctranslate2(pid: int) -> bool:
 
 @pytest.fixture(scope="module")
 def shared_pool(tmp_path_factory):
-    pool = SpeechPoolProcess(tmp_path_factory.mktemp("pool") / "speech.sock", "--stt-workers", "2", "--tts-workers", "2")
-    pool.start()
-    yield pool
-    pool.stop()
+    yield from running_pool(tmp_path_factory, "--stt-workers", "2", "--tts-workers", "2")
 
 
 @pytest.mark.django_db(transaction=True)

@@ -561,12 +561,9 @@ class TestWhisperPoolBackend(TestWhisperBackend):
     @pytest.fixture(scope="class")
     @classmethod
     def pool(cls, tmp_path_factory):
-        from tests.speechpool_support import SpeechPoolProcess
+        from tests.speechpool_support import running_pool
 
-        pool = SpeechPoolProcess(tmp_path_factory.mktemp("pool") / "speech.sock", "--no-tts", "--stt-workers", "2")
-        pool.start()
-        yield pool
-        pool.stop()
+        yield from running_pool(tmp_path_factory, "--no-tts", "--stt-workers", "2")
 
     @pytest.fixture
     def backend(self, pool):

@@ -478,12 +478,9 @@ class TestPiperPoolBackend(TTSBackendContract):
     @pytest.fixture(scope="class")
     @classmethod
     def pool(cls, tmp_path_factory):
-        from tests.speechpool_support import SpeechPoolProcess
+        from tests.speechpool_support import running_pool
 
-        pool = SpeechPoolProcess(tmp_path_factory.mktemp("pool") / "speech.sock", "--no-stt", "--tts-workers", "2")
-        pool.start()
-        yield pool
-        pool.stop()
+        yield from running_pool(tmp_path_factory, "--no-stt", "--tts-workers", "2")
 
     @pytest.fixture
     def backend(self, pool):
