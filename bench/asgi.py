@@ -11,6 +11,11 @@ a few loopback-only HTTP endpoints expose the bench figures:
   cProfile of the event-loop thread (the thread these handlers run in) between
   the two calls, written to ``PATH`` as pstats data.
 
+``BENCH_CONSUMER=plain`` serves ``MediaStreamConsumer`` itself instead, for
+benches whose figures come from the client (``bench/ramp.py``): no per-frame
+recording in the server, so its CPU is the production consumer's; the stats
+then hold the event-loop probe only.
+
 Never deploy this module: the endpoints have no authentication.
 """
 
@@ -31,6 +36,8 @@ from django.urls import re_path
 from mediastream import daphne_frames
 from voicecall.conf import voicecall_settings
 
+from mediastream.consumers import MediaStreamConsumer
+
 from .consumer import PROBE, RECORDER, BenchConsumer, server_snapshot
 
 if os.environ.get("BENCH_DISPATCH") == "pump":  # what-if experiment, see bench/dispatch.py
@@ -50,6 +57,7 @@ def _bench_command(path: str, query: dict) -> tuple[int, dict]:
     if path == "/bench/stats":
         return 200, {"pid": os.getpid(), **RECORDER.summary("objects" in query), **PROBE.summary(), **server_snapshot()}
     if path == "/bench/reset":
+        PROBE.ensure_started()
         RECORDER.reset()
         PROBE.reset()
         return 200, {"pid": os.getpid(), "reset": True, **server_snapshot()}
@@ -88,10 +96,11 @@ async def http_app(scope, receive, send):
 
 
 _path = re.escape(voicecall_settings.STREAM_PATH.strip("/"))
+_consumer = MediaStreamConsumer if os.environ.get("BENCH_CONSUMER") == "plain" else BenchConsumer
 
 application = ProtocolTypeRouter(
     {
         "http": http_app,
-        "websocket": URLRouter([re_path(rf"^{_path}/?$", BenchConsumer.as_asgi())]),
+        "websocket": URLRouter([re_path(rf"^{_path}/?$", _consumer.as_asgi())]),
     }
 )

@@ -19,6 +19,12 @@ The server keeps the shipped admission guards (``MAX_PENDING_CONNECTIONS``,
 settings to the server's environment (e.g. ``CONN_MAX_AGE=0``, ``DB_POOL=0``),
 ``--override KEY=JSON`` a ``MEDIASTREAM`` setting (e.g. ``MAX_PENDING_CONNECTIONS_PER_IP=64``).
 The peak number of the server's PostgreSQL sessions is sampled too.
+
+The server runs ``MediaStreamConsumer`` itself and the callers send media as
+Twilio does (``BENCH_CONSUMER=plain``), so its CPU is production's; ``--lag``
+serves the bench consumer instead, which also times every inbound frame from
+the client's write to its handling (about an eighth more server CPU at 300
+streams).
 """
 
 from __future__ import annotations
@@ -148,7 +154,7 @@ async def ramp(server_url: str, args, server_stats=None) -> tuple[list[Attempt],
             signature = sign(self.auth_token, self.public_url.rstrip("/") + path, params)
             return await client.post(server_url + path, data=params, headers={"X-Twilio-Signature": signature})
 
-    gen = Generator(server_url, 0, 1, "silence")
+    gen = Generator(server_url, 0, 1, "silence", plain=not args.lag)
     loop = asyncio.get_running_loop()
     sources = [f"127.0.0.{2 + i}" for i in range(args.sources)]
     attempts = [Attempt(i, sources[i % len(sources)]) for i in range(args.streams)]
@@ -293,7 +299,7 @@ def start_profile(args, pid: int, workdir: Path):
         return None
     seconds = int(args.streams / args.rate + args.hold + 2)
     cmd = [args.py_spy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "200", "--threads",
-           "--format", "raw", "--output", str(workdir / "profile.txt"), "--nonblocking"]  # fmt: skip
+           "--format", "raw", "--output", str(workdir / "profile.txt"), "--nonblocking", "--gil"]  # fmt: skip
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -328,12 +334,15 @@ def main() -> None:
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the server's environment (repeatable)")
     parser.add_argument("--override", action="append", default=[], help="KEY=JSON: a MEDIASTREAM setting of the server (repeatable)")
     parser.add_argument("--py-spy", help="py-spy executable: profile daphne during the ramp and print where it spent its time")
+    parser.add_argument("--lag", action="store_true", help="time every inbound frame in the server (the bench consumer)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     parser.add_argument("--keep-logs", action="store_true", help="keep the daphne log (printed path)")
     args = parser.parse_args()
     for pair in args.env:
         key, _, value = pair.partition("=")
         os.environ[key] = value
+    if not args.lag:
+        os.environ["BENCH_CONSUMER"] = "plain"
     raise_nofile()
     prefix = f"benchramp{run_id()}"
     workdir = Path(tempfile.mkdtemp(prefix="bench-ramp-"))

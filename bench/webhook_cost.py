@@ -81,7 +81,7 @@ def measure(daphne: Daphne, args) -> dict:
 
         profiler = subprocess.Popen(
             [args.py_spy, "record", "--pid", str(daphne.pid), "--rate", "500", "--threads", "--format", "raw",
-             "--output", args.py_spy_out, "--nonblocking", "--duration", "600"],
+             "--output", args.py_spy_out, "--nonblocking", "--duration", "600", "--gil"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         time.sleep(1.0)

@@ -54,6 +54,8 @@ class Admitted:
     stream_id: int
     call_sid: str
     stream_sid: str
+    #: The call carries its own agent config (``place_call(agent=...)``).
+    own_agent: bool = False
 
 
 def admit_stream(
@@ -123,7 +125,9 @@ def admit_stream(
             fields.append("answered_at")
         call.save(update_fields=fields)
         _event(call, stream, "stream.started", {"stream_sid": stream_sid, "tracks": tracks})
-        return Admitted(call_id=call.pk, stream_id=stream.pk, call_sid=call_sid, stream_sid=stream_sid)
+        return Admitted(
+            call_id=call.pk, stream_id=stream.pk, call_sid=call_sid, stream_sid=stream_sid, own_agent=bool(call.agent)
+        )
 
 
 def _token_refusal(call: Call, token: str | None) -> Close | None:

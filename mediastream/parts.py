@@ -22,6 +22,7 @@ from . import heartbeat
 from .agents.base import BaseAgent, BaseSpeechAgent, CallContext
 from .announcer import Announcer
 from .backends import backends
+from .conf import app_settings
 from .db import Admitted
 from .dbgate import database
 from .metrics.meter import StreamMeter
@@ -122,15 +123,21 @@ class StreamParts:
         )
 
     async def _open_conversation(self, admitted: Admitted) -> None:
-        """Look up the call's agent and its history (one trip to the database)."""
+        """Look up the call's agent and its history (one trip to the database, when anything can choose one)."""
+        if not (admitted.own_agent or app_settings.AGENT or app_settings.AGENT_SELECTOR):
+            self._agent, self._history = None, []
+        else:
+            await self._look_up_agent(admitted)
+        self.speech_agent = isinstance(self._agent, BaseSpeechAgent)
+        # A speech agent speaks its greeting itself.
+        self.agent_greeting = self._agent.greeting if isinstance(self._agent, BaseAgent) else ""
+
+    async def _look_up_agent(self, admitted: Admitted) -> None:
         try:
             self._agent, self._history = await database.run(_agent_and_history, admitted)
         except DatabaseError:  # an outage right after admission: the call goes on without its agent
             logger.warning("Stream %s: the database is unavailable, no agent on this call", admitted.stream_sid)
             self._agent, self._history = None, []
-        self.speech_agent = isinstance(self._agent, BaseSpeechAgent)
-        # A speech agent speaks its greeting itself.
-        self.agent_greeting = self._agent.greeting if isinstance(self._agent, BaseAgent) else ""
 
     def _start_conversation(self, admitted: Admitted) -> None:
         from .agents.engine import ConversationRunner

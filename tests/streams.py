@@ -41,10 +41,10 @@ def signature(url: str | None = None) -> str:
     return RequestValidator(auth_token()).compute_signature(url or signed_url(), {})
 
 
-def make_call_sync(status: str = CallStatus.RINGING) -> tuple[Call, str]:
+def make_call_sync(status: str = CallStatus.RINGING, **fields) -> tuple[Call, str]:
     token, token_hash = mint_stream_token()
     call = Call.objects.create(
-        call_sid=new_sid("CA"), account_sid=new_sid("AC"), status=status, direction="inbound", stream_token_hash=token_hash
+        call_sid=new_sid("CA"), account_sid=new_sid("AC"), status=status, direction="inbound", stream_token_hash=token_hash, **fields
     )
     return call, token
 
@@ -112,9 +112,9 @@ async def receive_close(comm: WebsocketCommunicator, timeout: float = 3) -> dict
 
 
 @asynccontextmanager
-async def live_stream(**kwargs):
-    """An accepted stream for a fresh call: yields (communicator, call, stream_sid)."""
-    call, token = await make_call()
+async def live_stream(call_fields: dict | None = None, **kwargs):
+    """An accepted stream for a fresh call (with ``call_fields`` on its row): yields (communicator, call, stream_sid)."""
+    call, token = await make_call(**(call_fields or {}))
     comm = communicator(**kwargs)
     connected, _ = await comm.connect()
     assert connected

@@ -100,6 +100,30 @@ async def test_the_agent_greets_answers_a_turn_and_logs_every_step():
     assert agent_lines[0].startswith("Hello, thanks for calling Luigi's") and "noon to ten" in agent_lines[1]
 
 
+@pytest.mark.parametrize("default_agent", [None, {"BACKEND": "mediastream.agents.scripted.ScriptedAgent", "OPTIONS": {"GREETING": "Default agent here."}}])
+async def test_a_call_placed_with_its_own_agent_gets_it_with_or_without_a_default_agent(default_agent):
+    """``place_call(agent=...)`` stores the config on the call row; the stream reads it at admission."""
+    with agent_settings(agent=default_agent):
+        async with live_stream(call_fields={"agent": DEMO}) as (comm, call, stream_sid):
+            twilio = Twilio(comm, stream_sid)
+            greeting = await wait_for(
+                lambda: TranscriptSegment.objects.filter(call=call, speaker="agent").values_list("text", flat=True).first(), timeout=10
+            )
+            await twilio.stop()
+    assert greeting.startswith("Hello, thanks for calling Luigi's")
+
+
+async def test_no_agent_anywhere_leaves_the_call_to_signals_and_speak():
+    with agent_settings(agent=None):
+        async with live_stream() as (comm, call, stream_sid):
+            twilio = Twilio(comm, stream_sid)
+            await caller_says("Is anybody there?")
+            await wait_for(lambda: TranscriptSegment.objects.filter(call=call, speaker="caller").exists(), timeout=10)
+            await twilio.stop()
+    assert await events(call, "agent.turn.started") == []
+    assert twilio.frames == 0
+
+
 async def test_a_tool_books_the_table_and_the_reply_uses_its_result():
     with agent_settings():
         async with live_stream() as (comm, call, stream_sid):

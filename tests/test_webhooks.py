@@ -119,6 +119,38 @@ def test_voice_webhook_records_call_and_answers_connect_stream():
     assert list(call.events.values_list("type", flat=True)) == ["twilio.call.voice"]
 
 
+def test_voice_webhook_for_a_new_call_is_two_inserts_and_an_event(client, django_assert_num_queries):
+    """The first webhook of a call, 50 times a second in a ramp of calls: its receipt, the finished
+    call row (status and token hash in the INSERT), the event, the stored answer; one transaction.
+    Besides BEGIN/COMMIT, the two savepoints around the INSERTs that may meet an existing row."""
+    post(client, "/twilio/voice/", voice_params(CallSid="CA" + "9" * 32))  # the first request's one-time setup
+    with django_assert_num_queries(10) as captured:
+        response = post(client, "/twilio/voice/", voice_params())
+    statements = [q["sql"] for q in captured.captured_queries]
+    writes = [sql.split(" (")[0].split(" SET ")[0] for sql in statements if not sql.startswith(("SAVEPOINT", "RELEASE", "BEGIN", "COMMIT"))]
+    assert writes == [
+        'INSERT INTO "voicecall_webhookreceipt"',
+        'INSERT INTO "voicecall_call"',
+        'INSERT INTO "voicecall_callevent"',
+        'UPDATE "voicecall_webhookreceipt"',
+    ]
+    call = Call.objects.get(call_sid=CALL_SID)
+    assert call.status == CallStatus.RINGING
+    assert call.stream_token_hash == hash_stream_token(stream_token(parse_twiml(response)))
+
+
+def test_voice_webhook_for_a_call_placed_earlier_updates_its_row(client):
+    """A call whose row exists (placed through the REST API, or created by a status callback) is
+    locked and updated, not inserted again: its placed-call fields stay."""
+    placed = Call.objects.create(call_sid=CALL_SID, direction="outbound-api", to_number="+14155551212", status=CallStatus.QUEUED)
+    response = post(client, "/twilio/voice/", voice_params(Direction="outbound-api"))
+    call = Call.objects.get()
+    assert call.pk == placed.pk
+    assert call.status == CallStatus.RINGING
+    assert call.stream_token_hash == hash_stream_token(stream_token(parse_twiml(response)))
+    assert list(call.events.values_list("type", flat=True)) == ["twilio.call.voice"]
+
+
 @voicecall_overrides(GREETING="Hello, you are talking to a robot & friends.")
 def test_greeting_is_said_before_the_stream(client):
     root = parse_twiml(post(client, "/twilio/voice/", voice_params()))

@@ -25,7 +25,7 @@ from datetime import timezone as dt_timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -232,19 +232,36 @@ def apply_status(
     In-progress sets ``answered_at``; a terminal status sets ``ended_at`` and
     ``duration``, forgets the stream token hash and closes open streams.
     """
+    change, fields = _advance(call, status, sequence=sequence, at=at, duration=duration)
+    if fields:
+        call.save(update_fields=fields)
+    if change.applied and status in TERMINAL_STATUSES:
+        close_open_streams(call)
+    return change
+
+
+def _advance(
+    call: Call,
+    status: str,
+    *,
+    sequence: int | None = None,
+    at: datetime | None = None,
+    duration: int | None = None,
+) -> tuple[StatusChange, list[str]]:
+    """:func:`apply_status` on the ``call`` object only: the change, and the fields to save."""
     previous = call.status
     if call.is_terminal:
-        return StatusChange(False, previous, previous)
+        return StatusChange(False, previous, previous), []
     if sequence is not None:
         if call.last_sequence_number is not None and sequence <= call.last_sequence_number:
-            return StatusChange(False, previous, previous)
+            return StatusChange(False, previous, previous), []
     if STATUS_RANK.get(status, 0) < STATUS_RANK.get(previous, 0):
         # A late callback: the call already got further (perhaps from the voice
         # webhook or the media stream, which carry no SequenceNumber).
         if sequence is not None:
             call.last_sequence_number = sequence
-            call.save(update_fields=["last_sequence_number", "updated_at"])
-        return StatusChange(False, previous, previous)
+            return StatusChange(False, previous, previous), ["last_sequence_number", "updated_at"]
+        return StatusChange(False, previous, previous), []
 
     at = at or timezone.now()
     call.status = status
@@ -262,10 +279,7 @@ def apply_status(
         if duration is not None:
             call.duration = duration
             fields.append("duration")
-    call.save(update_fields=fields)
-    if status in TERMINAL_STATUSES:
-        close_open_streams(call)
-    return StatusChange(True, previous, status)
+    return StatusChange(True, previous, status), fields
 
 
 # --- One function per webhook ----------------------------------------------------------
@@ -277,9 +291,16 @@ def record_voice_webhook(call_sid: str, params: Mapping[str, Any]) -> VoiceOutco
     A live stream (a MediaStream row not stopped) keeps its call's token
     unminted: a new one would let whoever replayed the webhook open the next
     stream. The call row lock orders this against the stream's admission.
+
+    The usual case, the first webhook of an inbound call, is one INSERT of the
+    finished row (status and token hash included); a call that already has a row
+    (placed by us, or created by an earlier callback) is locked and updated.
     """
-    call, created = lock_call(call_sid, params)
     status = parse_status(params.get("CallStatus"))
+    outcome = _create_answered_call(call_sid, params, status)
+    if outcome is not None:
+        return outcome
+    call, created = lock_call(call_sid, params)
     change = apply_status(call, status) if status else None
     token = None
     live_stream = ""
@@ -295,6 +316,30 @@ def record_voice_webhook(call_sid: str, params: Mapping[str, Any]) -> VoiceOutco
     payload["answer"] = "stream" if token else ("live stream" if live_stream else "hangup")
     CallEvent.objects.create(call=call, type=TwilioEvent.CALL_VOICE, payload=payload)
     return VoiceOutcome(call=call, created=created, change=change, token=token, live_stream=live_stream)
+
+
+def _create_answered_call(call_sid: str, params: Mapping[str, Any], status: str | None) -> VoiceOutcome | None:
+    """Insert the row of a call first heard of in its voice webhook; None if it has one already.
+
+    The INSERT runs in a savepoint: a row that exists (or that another process
+    is inserting, which the unique index makes this one wait for) raises
+    IntegrityError, and the caller takes the locking path instead. A new row
+    holds no stream, so there is no live stream to look for.
+    """
+    call = Call(call_sid=call_sid, **_identity(params))
+    change = _advance(call, status)[0] if status else None
+    token = None
+    if not call.is_terminal:
+        token, call.stream_token_hash = mint_stream_token()
+    try:
+        with transaction.atomic():
+            call.save(force_insert=True)
+    except IntegrityError:
+        return None
+    payload = payload_from(params)
+    payload["answer"] = "stream" if token else "hangup"
+    CallEvent.objects.create(call=call, type=TwilioEvent.CALL_VOICE, payload=payload)
+    return VoiceOutcome(call=call, created=True, change=change, token=token)
 
 
 def record_call_status(call_sid: str, params: Mapping[str, Any]) -> StatusOutcome:

@@ -74,11 +74,36 @@ def prune_expired(now: datetime | None = None) -> int:
     return deleted
 
 
+def _claim(key: str, path: str) -> tuple[WebhookReceipt, bool]:
+    """The receipt for ``key``, locked, and whether this request is to be handled (not a replay).
+
+    The first request with a key inserts its receipt (one INSERT in a
+    savepoint). A key that exists is a replay if its receipt is within the
+    window; an expired one is taken over, with its clock restarted, as a new
+    request. Another process's receipt for the same key, still uncommitted,
+    makes the INSERT wait for its commit and then fail, so that request is
+    answered from the receipt.
+    """
+    try:
+        with transaction.atomic():
+            return WebhookReceipt.objects.create(key=key, path=path[:200]), True
+    except IntegrityError:
+        pass
+    receipt = WebhookReceipt.objects.select_for_update().filter(key=key).first()
+    if receipt is None:  # expired and pruned in between
+        return WebhookReceipt.objects.create(key=key, path=path[:200]), True
+    if receipt.created_at < _window_start():
+        receipt.created_at = timezone.now()
+        receipt.path = path[:200]
+        return receipt, True
+    return receipt, False
+
+
 def _store(receipt: WebhookReceipt, response: HttpResponse) -> None:
     receipt.status_code = response.status_code
     receipt.content_type = response.get("Content-Type", "")[:100]
     receipt.body = _fernet().encrypt(bytes(response.content)).decode("ascii")
-    receipt.save(update_fields=["status_code", "content_type", "body"])
+    receipt.save(update_fields=["status_code", "content_type", "body", "created_at", "path"])
 
 
 def _replayed(receipt: WebhookReceipt) -> HttpResponse | None:
@@ -105,12 +130,8 @@ def handle_once(
     processed normally.
     """
     with transaction.atomic():
-        WebhookReceipt.objects.filter(key=key, created_at__lt=_window_start()).delete()
-        try:
-            with transaction.atomic():
-                receipt = WebhookReceipt.objects.create(key=key, path=path[:200])
-        except IntegrityError:
-            receipt = WebhookReceipt.objects.select_for_update().get(key=key)
+        receipt, new = _claim(key, path)
+        if not new:
             replayed = _replayed(receipt)
             if replayed is not None:
                 logger.info("Replayed webhook %s answered from its receipt", sanitize(path))
