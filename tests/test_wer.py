@@ -87,25 +87,50 @@ async def _feed(session, mulaw: bytes) -> None:
         await asyncio.sleep(0)  # let call_soon callbacks run, as a stream's loop would
 
 
+#: The speculation's two triggers: the VAD's quiet (the default), and the energy's fall as well.
+TRIGGERS = pytest.mark.parametrize("options", [{}, {"SPECULATE_AFTER_QUIET_MS": 60}], ids=["vad-quiet", "energy-quiet"])
+
+
 @requires_speech
 @pytest.mark.asyncio
-async def test_the_final_is_the_transcription_started_in_the_pause():
+@TRIGGERS
+async def test_the_final_is_the_transcription_started_in_the_pause(options):
     from mediastream.transcription.whisper import WhisperBackend
 
     (clip,) = speech_set.human_clips(ids=["cmu-goforward"])
     rec = RecordingListener()
-    session = WhisperBackend().create_session(stream_sid="MZ1", call_sid="CA1", listener=rec.listener)
+    session = WhisperBackend(**options).create_session(stream_sid="MZ1", call_sid="CA1", listener=rec.listener)
     await session.connect()
     await _feed(session, clip.mulaw + af.silence(1000))
     (final,) = await rec.wait_count("final", timeout=20)
     assert score(clip.text, final[0]).errors <= 1, final
-    assert session.speculations == session.speculations_kept == 1
+    assert session.speculations_kept == 1
+    if not options:
+        assert session.speculations == 1
     await session.close()
 
 
 @requires_speech
 @pytest.mark.asyncio
-async def test_voice_after_the_pause_discards_the_speculation():
+async def test_a_dropped_transcription_skips_the_decoder():
+    """A speculation dropped while the encoder runs gives the executor back without decoding."""
+    import threading
+
+    from mediastream.transcription.whisper import WhisperBackend, _engines
+
+    (clip,) = speech_set.human_clips(ids=["cmu-goforward"])
+    backend = WhisperBackend()
+    await backend.load()
+    dropped = threading.Event()
+    assert backend._transcribe_blocking(_engines[backend.key], clip.mulaw, dropped) != ""
+    dropped.set()
+    assert backend._transcribe_blocking(_engines[backend.key], clip.mulaw, dropped) == ""
+
+
+@requires_speech
+@pytest.mark.asyncio
+@TRIGGERS
+async def test_voice_after_the_pause_discards_the_speculation(options):
     from mediastream.transcription.whisper import WhisperBackend
 
     # A pause shorter than the VAD hang time: one utterance, but a speculation starts in it.
@@ -114,7 +139,7 @@ async def test_voice_after_the_pause_discards_the_speculation():
     spoken_second = second.mulaw[max(0, second.onset_ms - 10) * 8 :]
     hang_ms = session_hang_ms()
     rec = RecordingListener()
-    session = WhisperBackend().create_session(stream_sid="MZ2", call_sid="CA2", listener=rec.listener)
+    session = WhisperBackend(**options).create_session(stream_sid="MZ2", call_sid="CA2", listener=rec.listener)
     await session.connect()
     await _feed(session, spoken_first + af.silence(hang_ms // 2) + spoken_second)
     (final,) = await rec.wait_count("final", timeout=20)
