@@ -36,9 +36,7 @@ from django.urls import re_path
 from mediastream import daphne_frames
 from voicecall.conf import voicecall_settings
 
-from mediastream.consumers import MediaStreamConsumer
-
-from .consumer import PROBE, RECORDER, BenchConsumer, server_snapshot
+from .consumer import PROBE, RECORDER, BenchConsumer, MediaStreamConsumer, server_snapshot
 
 if os.environ.get("BENCH_DISPATCH") == "pump":  # what-if experiment, see bench/dispatch.py
     from .dispatch import install

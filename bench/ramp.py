@@ -280,14 +280,20 @@ def report(attempts: list[Attempt], extra: dict, args) -> dict:
         f"its caller-audio frames late p99 {extra['generator'].get('late_p99')} ms; "
         f"load average before the run {server['load_average_before'][0]:.2f}"
     )
+    if admitted:
+        print(
+            f"server CPU per admitted call, everything included (webhook, handshake, admission, greeting, caller "
+            f"audio until the bench hangs up): {1000 * server['cpu_s'] / len(admitted):.0f} ms"
+        )
     lag = extra.get("server_lag") or {}
-    if lag.get("lag_ms"):
-        frames = lag["lag_ms"]
+    frames = lag.get("lag_ms") or {}
+    if frames.get("count"):  # --lag: the bench consumer timed every frame
         print(
             f"server: inbound media frames handled p50 {frames.get('p50')} / p99 {frames.get('p99')} / max "
-            f"{frames.get('max')} ms after they were written (from the ramp's start to its end + hold); "
-            f"event-loop stalls over {15} ms: {lag.get('stall_count')}, longest {lag.get('probe_max_ms')} ms"
+            f"{frames.get('max')} ms after they were written (from the ramp's start to its end + hold)"
         )
+    if "stall_count" in lag:
+        print(f"server: event-loop stalls over 15 ms: {lag['stall_count']}, longest {lag.get('probe_max_ms')} ms")
     errors = sorted({a.error for a in attempts if a.error})
     if errors:
         print("client errors: " + "; ".join(errors[:5]))
@@ -376,6 +382,7 @@ def main() -> None:
                 daphne.stop()
             extra["server"] = {
                 "cpu_pct": 100 * (cpu1 - cpu0) / (wall1 - wall0),
+                "cpu_s": cpu1 - cpu0,
                 "machine_pct": 100 * (busy1 - busy0) / max(1, total1 - total0),
                 "pg_sessions_peak": sessions.peak,
                 "log": daphne.log_counts(),
@@ -385,7 +392,7 @@ def main() -> None:
         redis_cleanup(prefix)
     summary = report(attempts, extra, args)
     if profile:
-        print(f"\n== where daphne spent the ramp (py-spy samples) ==\n{profile}")
+        print(f"\n== where daphne spent the ramp (py-spy, shares of the samples that held the GIL) ==\n{profile}")
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2, default=str))
     if args.keep_logs:

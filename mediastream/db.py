@@ -54,7 +54,8 @@ class Admitted:
     stream_id: int
     call_sid: str
     stream_sid: str
-    #: The call carries its own agent config (``place_call(agent=...)``).
+    #: The call carries its own agent config (``place_call(agent=...)``), as its row said at admission:
+    #: a config written after the stream started is not looked for.
     own_agent: bool = False
 
 

@@ -113,7 +113,11 @@ async def test_a_call_placed_with_its_own_agent_gets_it_with_or_without_a_defaul
     assert greeting.startswith("Hello, thanks for calling Luigi's")
 
 
-async def test_no_agent_anywhere_leaves_the_call_to_signals_and_speak():
+async def test_no_agent_anywhere_leaves_the_call_to_signals_and_speak(monkeypatch):
+    def no_lookup(admitted):
+        raise AssertionError("nothing can choose an agent: the database is not asked")
+
+    monkeypatch.setattr("mediastream.parts._agent_and_history", no_lookup)
     with agent_settings(agent=None):
         async with live_stream() as (comm, call, stream_sid):
             twilio = Twilio(comm, stream_sid)

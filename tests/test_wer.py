@@ -105,15 +105,39 @@ async def test_the_final_is_the_transcription_started_in_the_pause(options):
     (final,) = await rec.wait_count("final", timeout=20)
     assert score(clip.text, final[0]).errors <= 1, final
     assert session.speculations_kept == 1
-    if not options:
-        assert session.speculations == 1
+    if options:
+        assert session.speculations_on_quiet >= 1  # the energy's fall started one
+    else:
+        assert session.speculations == 1 and session.speculations_on_quiet == 0
     await session.close()
 
 
 @requires_speech
 @pytest.mark.asyncio
-async def test_a_dropped_transcription_skips_the_decoder():
-    """A speculation dropped while the encoder runs gives the executor back without decoding."""
+async def test_a_softer_phrase_after_the_pause_is_not_lost_to_an_energy_speculation():
+    """The second phrase 31 dB under the first: past the energy rule, but the VAD hears it, so the
+    speculation started on the energy's fall is dropped and the final holds both phrases."""
+    from mediastream.audio import ulaw_decode, ulaw_encode
+    from mediastream.transcription.whisper import WhisperBackend
+
+    first, second = af.speech_clip("Go forward", lead_ms=300, tail_ms=0), af.speech_clip("ten meters.", lead_ms=0)
+    spoken_first = first.mulaw[: (first.end_ms + 10) * 8]
+    soft = (ulaw_decode(second.mulaw[max(0, second.onset_ms - 10) * 8 :]).astype("float64") * 10 ** (-31 / 20)).astype("int16")
+    rec = RecordingListener()
+    session = WhisperBackend(SPECULATE_AFTER_QUIET_MS=60).create_session(stream_sid="MZ3", call_sid="CA3", listener=rec.listener)
+    await session.connect()
+    await _feed(session, spoken_first + af.silence(session_hang_ms() // 2) + ulaw_encode(soft) + af.silence(1000))
+    finals = await rec.wait_count("final", timeout=20)
+    await session.close()
+    assert session.speculations_on_quiet >= 1
+    words = normalize(" ".join(final[0] for final in finals))
+    assert words[0] == "go" and "meters" in words, (finals, session.speculations, session.speculations_kept, session.speculations_on_quiet, session.detector.voiced_until_ms)
+
+
+@requires_speech
+@pytest.mark.asyncio
+async def test_a_transcription_cancelled_while_its_encoder_runs_skips_the_decoder():
+    """A dropped speculation gives the executor back after the encoder: the decoder never runs."""
     import threading
 
     from mediastream.transcription.whisper import WhisperBackend, _engines
@@ -121,10 +145,39 @@ async def test_a_dropped_transcription_skips_the_decoder():
     (clip,) = speech_set.human_clips(ids=["cmu-goforward"])
     backend = WhisperBackend()
     await backend.load()
-    dropped = threading.Event()
-    assert backend._transcribe_blocking(_engines[backend.key], clip.mulaw, dropped) != ""
-    dropped.set()
-    assert backend._transcribe_blocking(_engines[backend.key], clip.mulaw, dropped) == ""
+    model = _engines[backend.key].model
+    encoding, release = threading.Event(), threading.Event()
+    decodes = []
+    real_encode, real_generate = model.encode, model.model.generate
+
+    def encode(features):  # CTranslate2's encoder, held until the test has cancelled the task
+        encoding.set()
+        release.wait(10)
+        return real_encode(features)
+
+    class Generator:  # CTranslate2's Whisper object, counting decoder runs
+        def __getattr__(self, name):
+            return getattr(real_whisper, name)
+
+        def generate(self, *args, **kwargs):
+            decodes.append(1)
+            return real_generate(*args, **kwargs)
+
+    real_whisper = model.model
+    model.encode, model.model = encode, Generator()
+    try:
+        task = asyncio.ensure_future(backend.transcribe(clip.mulaw))
+        assert await asyncio.to_thread(encoding.wait, 10)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        release.set()
+        finished = asyncio.ensure_future(backend.transcribe(clip.mulaw))  # queued behind the cancelled one
+        text = await asyncio.wait_for(finished, 30)
+    finally:
+        model.encode, model.model = real_encode, real_whisper
+    assert decodes == [1] and text  # only the second transcription decoded
+
+
 
 
 @requires_speech

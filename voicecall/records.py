@@ -294,12 +294,15 @@ def record_voice_webhook(call_sid: str, params: Mapping[str, Any]) -> VoiceOutco
 
     The usual case, the first webhook of an inbound call, is one INSERT of the
     finished row (status and token hash included); a call that already has a row
-    (placed by us, or created by an earlier callback) is locked and updated.
+    (placed by us, or created by an earlier callback) is locked and updated. A
+    call we placed (``Direction`` outbound) has its row already, so it goes
+    straight to the update.
     """
     status = parse_status(params.get("CallStatus"))
-    outcome = _create_answered_call(call_sid, params, status)
-    if outcome is not None:
-        return outcome
+    if not clean_param(params.get("Direction"), 32).startswith("outbound"):
+        outcome = _insert_new_call(call_sid, params, status)
+        if outcome is not None:
+            return outcome
     call, created = lock_call(call_sid, params)
     change = apply_status(call, status) if status else None
     token = None
@@ -318,7 +321,7 @@ def record_voice_webhook(call_sid: str, params: Mapping[str, Any]) -> VoiceOutco
     return VoiceOutcome(call=call, created=created, change=change, token=token, live_stream=live_stream)
 
 
-def _create_answered_call(call_sid: str, params: Mapping[str, Any], status: str | None) -> VoiceOutcome | None:
+def _insert_new_call(call_sid: str, params: Mapping[str, Any], status: str | None) -> VoiceOutcome | None:
     """Insert the row of a call first heard of in its voice webhook; None if it has one already.
 
     The INSERT runs in a savepoint: a row that exists (or that another process

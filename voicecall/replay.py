@@ -90,8 +90,13 @@ def _claim(key: str, path: str) -> tuple[WebhookReceipt, bool]:
     except IntegrityError:
         pass
     receipt = WebhookReceipt.objects.select_for_update().filter(key=key).first()
-    if receipt is None:  # expired and pruned in between
-        return WebhookReceipt.objects.create(key=key, path=path[:200]), True
+    if receipt is None:  # expired and pruned in between: the key is free again, unless a twin takes it first
+        try:
+            with transaction.atomic():
+                return WebhookReceipt.objects.create(key=key, path=path[:200]), True
+        except IntegrityError:
+            receipt = WebhookReceipt.objects.select_for_update().get(key=key)
+            return receipt, False
     if receipt.created_at < _window_start():
         receipt.created_at = timezone.now()
         receipt.path = path[:200]

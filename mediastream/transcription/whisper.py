@@ -16,14 +16,15 @@ so each session cuts the caller's audio into utterances with its own
   runs. If the VAD then ends the utterance with no voice heard in between, that
   result is the final, so the final comes about when the hang time ends instead
   of one transcription later. Voice in between discards it (``speculations``
-  and ``speculations_kept`` count both). A dropped speculation stops after the
-  encoder (the decoder is skipped), so the next utterance does not wait for it.
+  and ``speculations_kept`` count both). A transcription cancelled while its
+  encoder runs skips the decoder, so the next utterance waits less for it.
 * ``SPECULATE_AFTER_QUIET_MS`` (off by default): on a clean line the speech's
   energy falls away about 160 ms before the VAD's probability does; with it set,
-  audio ``QUIET_BELOW_PEAK_DB`` (30 dB) under the utterance's loudest 20 ms for
-  that long starts the speculation, which holds while no frame comes back
-  within 30 dB of that peak (a line whose noise is within 30 dB of the speech
-  falls back to the VAD's quiet). At 60 ms it brought the final's p50 from
+  audio ``QUIET_BELOW_PEAK_DB`` (30 dB) under the utterance's loudest chunk for
+  that long starts the speculation, which holds while no chunk comes back
+  within 30 dB of that peak and the VAD hears no voice past ``VAD_TRAIL_MS``
+  after it (a line whose noise is within 30 dB of the speech falls back to
+  the VAD's quiet). At 60 ms it brought the final's p50 from
   about 680 to 610 ms on this project's box, for 2.7 times the speculations:
   each pause inside an utterance costs an encoder pass (bench/README.md).
 * **short encoder window**: Whisper's encoder normally sees 30 s whatever the
@@ -273,6 +274,8 @@ class WhisperBackend(BaseTranscriptionBackend):
                 "WhisperBackend needs MAX_CONCURRENT >= 1, CPU_THREADS >= 0, BEAM_SIZE >= 1 "
                 "and MAX_UTTERANCE_SECONDS > 0"
             )
+        if (SPECULATE_AFTER_MS or 0) < 0 or (SPECULATE_AFTER_QUIET_MS or 0) < 0:
+            raise ValueError("WhisperBackend SPECULATE_AFTER_MS and SPECULATE_AFTER_QUIET_MS must be None or >= 0 ms")
         if MODEL_PATH is None and MODEL not in PINNED_MODELS:
             raise ValueError(f"WhisperBackend MODEL must be one of {sorted(PINNED_MODELS)} (or set MODEL_PATH)")
         if ENCODER_WINDOW_SECONDS is not None and not 1.0 <= ENCODER_WINDOW_SECONDS <= FULL_WINDOW_SECONDS:
@@ -345,7 +348,7 @@ class WhisperBackend(BaseTranscriptionBackend):
         try:
             return await loop.run_in_executor(engine.executor, self._transcribe_blocking, engine, mulaw, dropped)
         except asyncio.CancelledError:
-            dropped.set()  # a dropped speculation: the decode stops at its next step, freeing the executor
+            dropped.set()  # no longer wanted: if the encoder is still running, the decoder is skipped
             raise
 
     def _transcribe_blocking(self, engine: _Engine, mulaw: bytes, dropped: threading.Event | None = None) -> str:
@@ -359,6 +362,8 @@ class WhisperBackend(BaseTranscriptionBackend):
             text = self._decode_window(engine, audio, window, dropped)
             if text is not None:
                 return text
+        if dropped is not None and dropped.is_set():
+            return ""
         return self._decode_full(engine, audio)
 
     def _decode_window(
@@ -423,22 +428,27 @@ class _Speculation:
     """A transcription of the open utterance started during a pause."""
 
     utterance_start: int  # stream byte offset its audio begins at
-    voiced_until_ms: int  # the VAD's voiced_until_ms then: the result holds while it is unchanged
+    voiced_until_ms: int  # the VAD's voiced_until_ms then
     task: asyncio.Future[str]
-    #: Started on the energy's fall (not the VAD's quiet): holds while ``_Loudness.loud_until`` is this.
+    #: Started on the energy's fall (not the VAD's quiet): ``_Loudness.loud_until`` then.
     loud_until: int | None = None
+    #: Stream ms its audio ends at.
+    audio_end_ms: int = 0
 
 
-#: Audio this far under an utterance's loudest frame counts as the speech having stopped.
+#: Audio this far under an utterance's loudest chunk counts as the speech having stopped.
 QUIET_BELOW_PEAK_DB = 30.0
-#: Mean square of each mu-law byte's sample.
+#: How long the VAD may go on hearing voice after the energy fell (its probability trails the
+#: speech by ~160 ms here): voice past this means the caller is still talking, softly.
+VAD_TRAIL_MS = 250
+#: Each mu-law byte's sample, squared.
 _POWER = ulaw_decode(bytes(range(256))).astype(np.float64) ** 2
 
 
 class _Loudness:
     """How loud the open utterance has been, and since when it has been quiet (energy only)."""
 
-    __slots__ = ("peak", "loud_until", "quiet_bytes")
+    __slots__ = ("peak", "loud_until", "quiet_bytes", "trusted")
     _RATIO = 10 ** (-QUIET_BELOW_PEAK_DB / 10)
 
     def __init__(self) -> None:
@@ -448,6 +458,9 @@ class _Loudness:
         self.peak = 0.0
         self.loud_until = offset  # stream byte offset where the last loud chunk ended
         self.quiet_bytes = 0
+        #: False once the VAD heard voice in this utterance's energy quiet (a softer voice): the
+        #: energy says nothing more about it.
+        self.trusted = True
 
     def add(self, audio: bytes, end: int) -> None:
         power = float(_POWER[np.frombuffer(audio, dtype=np.uint8)].mean())
@@ -497,6 +510,8 @@ class WhisperSession(BaseTranscriptionSession):
         #: Speculative transcriptions started, and those whose result became the final.
         self.speculations = 0
         self.speculations_kept = 0
+        #: Of the speculations, those started on the energy's fall (``SPECULATE_AFTER_QUIET_MS``).
+        self.speculations_on_quiet = 0
 
     @property
     def speech_offset_ms(self) -> int:
@@ -522,7 +537,7 @@ class WhisperSession(BaseTranscriptionSession):
         try:
             self._buffer += audio
             self._received += len(audio)
-            if self._utterance_start is not None:
+            if self._utterance_start is not None and self.backend.speculate_after_quiet_ms is not None:
                 self._loudness.add(audio, self._received)
             for event in self.detector.feed(audio):
                 self._on_vad(event)
@@ -581,26 +596,38 @@ class WhisperSession(BaseTranscriptionSession):
             self._utterance_start = None
 
     def _still_valid(self, speculation: _Speculation) -> bool:
+        """No voice since the speculation began: for one started on the VAD's quiet, no voiced window;
+        for one started on the energy's fall, no chunk back within 30 dB of the peak and no voiced
+        window later than the VAD's trail."""
         if speculation.utterance_start != self._utterance_start:
             return False
-        if speculation.loud_until is not None:
-            return speculation.loud_until == self._loudness.loud_until
-        return speculation.voiced_until_ms == self.detector.voiced_until_ms
+        if speculation.loud_until is None:
+            return speculation.voiced_until_ms == self.detector.voiced_until_ms
+        return (
+            speculation.loud_until == self._loudness.loud_until
+            and self.detector.voiced_until_ms <= speculation.audio_end_ms + VAD_TRAIL_MS
+        )
 
     def _speculate(self) -> None:
         """Inside an utterance: start transcribing at a pause; drop that work when voice follows."""
-        after = self.backend.speculate_after_ms
-        if after is None or self._utterance_start is None:
+        if self._utterance_start is None:
             return
         speculation = self._speculation
         if speculation is not None and not self._still_valid(speculation):
+            if speculation.loud_until == self._loudness.loud_until:
+                self._loudness.trusted = False  # quiet by energy, yet voiced: a softer voice
             self._drop_speculation()
             speculation = None
         if speculation is not None:
             return
-        loudness, quiet_ms = self._loudness, self.backend.speculate_after_quiet_ms
-        by_energy = quiet_ms is not None and loudness.peak > 0 and loudness.quiet_bytes >= quiet_ms * _BYTES_PER_MS
-        if by_energy or self.detector.silence_ms >= after:
+        after, quiet_ms, loudness = self.backend.speculate_after_ms, self.backend.speculate_after_quiet_ms, self._loudness
+        by_energy = (
+            quiet_ms is not None
+            and loudness.trusted
+            and loudness.peak > 0
+            and loudness.quiet_bytes >= quiet_ms * _BYTES_PER_MS
+        )
+        if by_energy or (after is not None and self.detector.silence_ms >= after):
             task = self._start(bytes(self._buffer[self._utterance_start - self._buffer_start :]))
             if task is not None:
                 self.speculations += 1
@@ -609,7 +636,10 @@ class WhisperSession(BaseTranscriptionSession):
                     self.detector.voiced_until_ms,
                     task,
                     loud_until=loudness.loud_until if by_energy else None,
+                    audio_end_ms=self._received // _BYTES_PER_MS,
                 )
+                if by_energy:
+                    self.speculations_on_quiet += 1
 
     def _drop_speculation(self) -> None:
         if self._speculation is not None:
