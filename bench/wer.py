@@ -170,6 +170,7 @@ async def one_stream(backend: WhisperBackend, clips, index: int, results: list[f
         stats["kept"] += session.speculations_kept
         stats["utterances"] += 1
         stats["finals"] += len(fed.finals)
+        stats["streamed"] += score(clip.text, " ".join(fed.finals))
         if fed.final_at is not None:
             results.append((fed.final_at - fed.last_speech_sent) * 1000)
             if fed.ended_at is not None:
@@ -180,7 +181,7 @@ async def latency(name: str, backend: WhisperBackend, clips, *, hang: float, str
     vad = {"END_SILENCE_SECONDS": hang, **({"END_THRESHOLD": end_threshold} if end_threshold else {})}
     with override_settings(MEDIASTREAM={"VAD": vad}):
         results: list[float] = []
-        stats = {"speculations": 0, "kept": 0, "utterances": 0, "finals": 0, "missing": 0, "vad_end_ms": []}
+        stats = {"speculations": 0, "kept": 0, "utterances": 0, "finals": 0, "missing": 0, "vad_end_ms": [], "streamed": Score(0, 0)}
         per_stream = [clips[i::streams] for i in range(streams)]
         await asyncio.gather(*(one_stream(backend, part, i, results, stats) for i, part in enumerate(per_stream)))
     results.sort()
@@ -190,9 +191,11 @@ async def latency(name: str, backend: WhisperBackend, clips, *, hang: float, str
         f"  max {max(results or [0]):.0f}"
         f"  (n={len(results)}, finals/utterance {stats['finals'] / max(1, stats['utterances']):.2f},"
         f" speculations {stats['speculations']} kept {stats['kept']}, missing {stats['missing']};"
-        f" VAD end decision p50 {statistics.median(stats['vad_end_ms'] or [0]):.0f} ms after the last speech)"
+        f" VAD end decision p50 {statistics.median(stats['vad_end_ms'] or [0]):.0f} ms after the last speech;"
+        f" WER of these finals {100 * stats['streamed'].wer:.1f} % of {stats['streamed'].words} words)"
     )
-    return {"p50": p(50), "p90": p(90), "max": max(results or [0]), **stats}
+    streamed = stats.pop("streamed")
+    return {"p50": p(50), "p90": p(90), "max": max(results or [0]), "streamed_wer": streamed.wer, **stats}
 
 
 async def main() -> None:
