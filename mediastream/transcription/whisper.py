@@ -25,7 +25,7 @@ so each session cuts the caller's audio into utterances with its own
   within 30 dB of that peak and the VAD hears no voice past ``VAD_TRAIL_MS``
   after it (a line whose noise is within 30 dB of the speech falls back to
   the VAD's quiet). At 60 ms it brought the final's p50 from
-  about 680 to 610 ms on this project's box, for 2.7 times the speculations:
+  about 680 to 550 ms on this project's box, for 3 times the speculations:
   each pause inside an utterance costs an encoder pass (bench/README.md).
 * **short encoder window**: Whisper's encoder normally sees 30 s whatever the
   utterance length, and that fixed cost dominates a phone utterance. The audio
