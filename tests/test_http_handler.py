@@ -24,6 +24,7 @@ from django.urls import path
 from django.utils.deprecation import MiddlewareMixin
 
 from mediastream.http import OneHopASGIHandler
+from settings import MIDDLEWARE as DEMO_MIDDLEWARE  # the demo project's seven sync middlewares
 
 pytestmark = pytest.mark.asyncio
 
@@ -74,16 +75,7 @@ urlpatterns = [
 
 SETTINGS = override_settings(
     ROOT_URLCONF=__name__,
-    MIDDLEWARE=[
-        "django.middleware.security.SecurityMiddleware",
-        "django.contrib.sessions.middleware.SessionMiddleware",
-        "django.middleware.common.CommonMiddleware",
-        "django.middleware.csrf.CsrfViewMiddleware",
-        "django.contrib.auth.middleware.AuthenticationMiddleware",
-        "django.contrib.messages.middleware.MessageMiddleware",
-        "django.middleware.clickjacking.XFrameOptionsMiddleware",
-        f"{__name__}.RecordingMiddleware",
-    ],
+    MIDDLEWARE=[*DEMO_MIDDLEWARE, f"{__name__}.RecordingMiddleware"],
 )
 
 

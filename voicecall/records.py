@@ -315,10 +315,13 @@ def record_voice_webhook(call_sid: str, params: Mapping[str, Any]) -> VoiceOutco
     if not call.is_terminal and not live_stream:
         token, call.stream_token_hash = mint_stream_token()
         call.save(update_fields=["stream_token_hash", "updated_at"])
-    payload = payload_from(params)
-    payload["answer"] = "stream" if token else ("live stream" if live_stream else "hangup")
-    CallEvent.objects.create(call=call, type=TwilioEvent.CALL_VOICE, payload=payload)
+    _voice_event(call, params, "stream" if token else ("live stream" if live_stream else "hangup"))
     return VoiceOutcome(call=call, created=created, change=change, token=token, live_stream=live_stream)
+
+
+def _voice_event(call: Call, params: Mapping[str, Any], answer: str) -> None:
+    """The ``twilio.call.voice`` event: the webhook's params and what it answered."""
+    CallEvent.objects.create(call=call, type=TwilioEvent.CALL_VOICE, payload={**payload_from(params), "answer": answer})
 
 
 def _insert_new_call(call_sid: str, params: Mapping[str, Any], status: str | None) -> VoiceOutcome | None:
@@ -339,9 +342,7 @@ def _insert_new_call(call_sid: str, params: Mapping[str, Any], status: str | Non
             call.save(force_insert=True)
     except IntegrityError:
         return None
-    payload = payload_from(params)
-    payload["answer"] = "stream" if token else "hangup"
-    CallEvent.objects.create(call=call, type=TwilioEvent.CALL_VOICE, payload=payload)
+    _voice_event(call, params, "stream" if token else "hangup")
     return VoiceOutcome(call=call, created=True, change=change, token=token)
 
 

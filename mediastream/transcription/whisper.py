@@ -351,7 +351,7 @@ class WhisperBackend(BaseTranscriptionBackend):
             dropped.set()  # no longer wanted: if the encoder is still running, the decoder is skipped
             raise
 
-    def _transcribe_blocking(self, engine: _Engine, mulaw: bytes, dropped: threading.Event | None = None) -> str:
+    def _transcribe_blocking(self, engine: _Engine, mulaw: bytes, dropped: threading.Event) -> str:
         import soxr
 
         pcm = ulaw_decode(mulaw).astype(np.float32) * (1.0 / 32768.0)
@@ -362,13 +362,11 @@ class WhisperBackend(BaseTranscriptionBackend):
             text = self._decode_window(engine, audio, window, dropped)
             if text is not None:
                 return text
-        if dropped is not None and dropped.is_set():
+        if dropped.is_set():
             return ""
         return self._decode_full(engine, audio)
 
-    def _decode_window(
-        self, engine: _Engine, audio: np.ndarray, window: float, dropped: threading.Event | None = None
-    ) -> str | None:
+    def _decode_window(self, engine: _Engine, audio: np.ndarray, window: float, dropped: threading.Event) -> str | None:
         """One decode over a ``window``-second encoder input; None when it looped (redo on 30 s).
 
         ``dropped`` set while the encoder runs (the result is no longer wanted) skips the decoder: "".
@@ -384,7 +382,7 @@ class WhisperBackend(BaseTranscriptionBackend):
         # About 3 tokens per spoken second; the cap stops a loop early instead of at 448 tokens.
         max_length = min(model.max_length, len(prompt) + int(len(audio) / _WHISPER_RATE * 8) + 10)
         encoded = model.encode(features)
-        if dropped is not None and dropped.is_set():
+        if dropped.is_set():
             return ""
         result = model.model.generate(
             encoded,
@@ -614,7 +612,7 @@ class WhisperSession(BaseTranscriptionSession):
             return
         speculation = self._speculation
         if speculation is not None and not self._still_valid(speculation):
-            if speculation.loud_until == self._loudness.loud_until:
+            if speculation.loud_until is not None and speculation.loud_until == self._loudness.loud_until:
                 self._loudness.trusted = False  # quiet by energy, yet voiced: a softer voice
             self._drop_speculation()
             speculation = None
