@@ -121,10 +121,26 @@ async def live_stream(call_fields: dict | None = None, **kwargs):
     stream_sid = new_sid("MZ")
     await comm.send_to(text_data=start(call.call_sid, stream_sid, token))
     await wait_for(lambda: MediaStream.objects.filter(stream_sid=stream_sid).exists())
+    await reachable(call.call_sid)
     try:
         yield comm, call, stream_sid
     finally:
         await comm.disconnect()
+
+
+async def reachable(call_sid: str, timeout: float = 5.0) -> str:
+    """Wait until ``speak()`` can find the call's consumer (its directory entry comes just after the stream row)."""
+    import asyncio
+
+    from channels.layers import get_channel_layer
+
+    from mediastream.directory import for_layer
+
+    directory = for_layer(get_channel_layer())
+    async with asyncio.timeout(timeout):
+        while (channel := await directory.lookup(call_sid)) is None:
+            await asyncio.sleep(0.005)
+    return channel
 
 
 async def wait_for(predicate, timeout: float = 5.0, interval: float = 0.01):
