@@ -43,6 +43,16 @@ if os.environ.get("BENCH_DISPATCH") == "pump":  # what-if experiment, see bench/
 
     install()
 
+if os.environ.get("BENCH_SWITCH_INTERVAL"):  # what-if: how long a thread holds the GIL before the loop may take it
+    import sys
+
+    sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
+
+if os.environ.get("BENCH_DB_THREADS"):  # what-if: threads for the streams' database work
+    from mediastream.dbgate import database
+
+    database._threads = int(os.environ["BENCH_DB_THREADS"])
+
 # The frame fast path, as mediastream.asgi installs it (its other daphne fixes, the drain at
 # shutdown among them, are left out: the benches stop daphne with SIGTERM and do not wait).
 daphne_frames.install()

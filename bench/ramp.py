@@ -19,6 +19,11 @@ The server keeps the shipped admission guards (``MAX_PENDING_CONNECTIONS``,
 settings to the server's environment (e.g. ``CONN_MAX_AGE=0``, ``DB_POOL=0``),
 ``--override KEY=JSON`` a ``MEDIASTREAM`` setting (e.g. ``MAX_PENDING_CONNECTIONS_PER_IP=64``).
 The peak number of the server's PostgreSQL sessions is sampled too.
+``--webhooks separate`` serves the voice webhooks from a second daphne (the same
+database and Redis), as a deployment that routes Twilio's HTTP requests to
+other processes than its media streams would; the streams' daphne is the one
+measured. Each run prints the rate at which streams really started (a stream
+starts once its webhook has answered).
 
 The server runs ``MediaStreamConsumer`` itself and the callers send media as
 Twilio does (``BENCH_CONSUMER=plain``), so its CPU is production's; ``--lag``
@@ -120,7 +125,7 @@ class PostgresSessions:
                 self.peak = max(self.peak, row[0])
 
 
-async def ramp(server_url: str, args, server_stats=None) -> tuple[list[Attempt], dict]:
+async def ramp(server_url: str, args, server_stats=None, webhook_url: str | None = None) -> tuple[list[Attempt], dict]:
     from websockets.asyncio.client import connect
 
     from bench.loadgen import BenchStream, Generator
@@ -152,7 +157,7 @@ async def ramp(server_url: str, args, server_stats=None) -> tuple[list[Attempt],
 
         async def post(self, path: str, params: dict[str, str]) -> httpx.Response:
             signature = sign(self.auth_token, self.public_url.rstrip("/") + path, params)
-            return await client.post(server_url + path, data=params, headers={"X-Twilio-Signature": signature})
+            return await client.post((webhook_url or server_url) + path, data=params, headers={"X-Twilio-Signature": signature})
 
     gen = Generator(server_url, 0, 1, "silence", plain=not args.lag)
     loop = asyncio.get_running_loop()
@@ -234,6 +239,8 @@ def report(attempts: list[Attempt], extra: dict, args) -> dict:
     latencies = [a.latency_ms for a in admitted]
     webhooks = [a.webhook_s * 1000 for a in attempts if a.webhook_s is not None]
     fmt = lambda v: "-" if v is None else f"{v:.0f}"  # noqa: E731
+    starts = sorted(a.start_sent for a in attempts if a.start_sent is not None)
+    start_rate = (len(starts) - 1) / (starts[-1] - starts[0]) if len(starts) > 1 and starts[-1] > starts[0] else None
     summary = {
         "streams": len(attempts),
         "rate": args.rate,
@@ -241,6 +248,7 @@ def report(attempts: list[Attempt], extra: dict, args) -> dict:
         "admitted": len(admitted),
         "refused": refused,
         "webhook_ms": {"p50": pct(webhooks, 50), "p99": pct(webhooks, 99)},
+        "start_rate": start_rate,
         **extra,
     }
     summary["first_audio_ms"] = {
@@ -251,7 +259,10 @@ def report(attempts: list[Attempt], extra: dict, args) -> dict:
     }
     print(
         f"\n{len(attempts)} streams at {args.rate:g}/s from {args.sources} source addresses "
-        f"(ramp took {extra['ramp_s']:.1f}s), greeting {GREETING!r}\n"
+        f"(ramp took {extra['ramp_s']:.1f}s), greeting {GREETING!r}; voice webhooks served by "
+        f"{'a second daphne' if args.webhooks == 'separate' else 'the same daphne'}\n"
+        f"streams started (start written, after each webhook answered): {len(starts)} at "
+        f"{fmt(start_rate)}/s from the first to the last\n"
     )
     first = summary["first_audio_ms"]
     print(
@@ -273,7 +284,9 @@ def report(attempts: list[Attempt], extra: dict, args) -> dict:
     )
     server = extra["server"]
     print(
-        f"\nserver CPU during the ramp {server['cpu_pct']:.0f} % of one core; machine busy {server['machine_pct']:.0f} %; "
+        f"\nserver CPU during the ramp {server['cpu_pct']:.0f} % of one core"
+        + (f" (the webhook daphne {server['webhook_cpu_pct']:.0f} %)" if "webhook_cpu_pct" in server else "")
+        + f"; machine busy {server['machine_pct']:.0f} %; "
         f"peak PostgreSQL sessions of the server {server['pg_sessions_peak']}; "
         f"log: {server['log']['warnings']} warnings, {server['log']['errors']} errors; "
         f"bench process CPU {100 * extra['generator']['cpu_s'] / extra['generator']['wall_s']:.0f} %, "
@@ -340,6 +353,9 @@ def main() -> None:
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the server's environment (repeatable)")
     parser.add_argument("--override", action="append", default=[], help="KEY=JSON: a MEDIASTREAM setting of the server (repeatable)")
     parser.add_argument("--py-spy", help="py-spy executable: profile daphne during the ramp and print where it spent its time")
+    parser.add_argument("--webhooks", choices=["same", "separate"], default="same",
+                        help="serve the voice webhooks from the streams' daphne (default) or a second daphne, as a "
+                             "deployment that routes them to other processes would")  # fmt: skip
     parser.add_argument("--lag", action="store_true", help="time every inbound frame in the server (the bench consumer)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     parser.add_argument("--keep-logs", action="store_true", help="keep the daphne log (printed path)")
@@ -365,21 +381,30 @@ def main() -> None:
             database = database_url.rsplit("/", 1)[1]
             log(f"database {database}, Redis prefix {prefix}, log in {workdir}")
             daphne = Daphne(database_url=database_url, prefix=prefix, overrides=overrides, log_path=workdir / "daphne.log")
+            hooks = None
+            if args.webhooks == "separate":
+                hooks = Daphne(database_url=database_url, prefix=prefix, overrides=overrides, log_path=workdir / "webhooks.log")
             try:
                 daphne.get("/bench/stats")
                 load_before = os.getloadavg()
                 busy0, total0 = machine_cpu()
                 cpu0, wall0 = cpu_seconds(daphne.pid), time.monotonic()
+                hooks_cpu0 = cpu_seconds(hooks.pid) if hooks else 0.0
                 profiler = start_profile(args, daphne.pid, workdir)
                 with PostgresSessions(database) as sessions:
                     daphne.get("/bench/reset")
-                    attempts, extra = asyncio.run(ramp(daphne.http, args, lambda: daphne.get("/bench/stats")))
+                    attempts, extra = asyncio.run(
+                        ramp(daphne.http, args, lambda: daphne.get("/bench/stats"), hooks.http if hooks else None)
+                    )
                     busy1, total1 = machine_cpu()
                     cpu1, wall1 = cpu_seconds(daphne.pid), time.monotonic()
+                    hooks_cpu1 = cpu_seconds(hooks.pid) if hooks else 0.0
                 profile = finish_profile(profiler, workdir)
                 daphne.drain(30)
             finally:
                 daphne.stop()
+                if hooks:
+                    hooks.stop()
             extra["server"] = {
                 "cpu_pct": 100 * (cpu1 - cpu0) / (wall1 - wall0),
                 "cpu_s": cpu1 - cpu0,
@@ -388,6 +413,8 @@ def main() -> None:
                 "log": daphne.log_counts(),
                 "load_average_before": load_before,
             }
+            if hooks:
+                extra["server"]["webhook_cpu_pct"] = 100 * (hooks_cpu1 - hooks_cpu0) / (wall1 - wall0)
     finally:
         redis_cleanup(prefix)
     summary = report(attempts, extra, args)

@@ -15,7 +15,13 @@ it to run) and joined by another new thread at the end. This handler:
 * runs each request's thread-sensitive work on a thread borrowed from a small
   pool of idle ones (``ThreadSensitiveContext(executor=...)``, asgiref 3.10+),
   one request at a time per thread as under a WSGI server; a thread still busy
-  when its request ends (a view that outlived its client) is not reused.
+  when its request ends (a view that outlived its client) is not reused;
+* runs at most ``MEDIASTREAM["HTTP_THREADS"]`` sync views at once (the others
+  wait their turn, as under a WSGI server with that many workers): every
+  thread running Python competes with the event loop for the GIL, and a burst
+  of voice webhooks on unbounded threads starves the loop that carries the live
+  calls' audio (``bench/ramp.py``, 300 calls at 50/s: first greeting audio p99
+  3.0-5.2 s uncapped, 1.6-1.8 s with 8).
 
 Responses, signals (``request_started``/``request_finished`` on the request's
 thread, which closes its database connection), exceptions and middleware are
@@ -24,6 +30,7 @@ Django's own.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -92,6 +99,7 @@ class OneHopASGIHandler(ASGIHandler):
         self.sync_handler.load_middleware(is_async=False)
         self._sync_get_response = sync_to_async(self.sync_handler.get_response, thread_sensitive=True)
         self._threads = _RequestThreads()
+        self._slots: tuple[tuple[asyncio.AbstractEventLoop, int], asyncio.Semaphore] | None = None
 
     async def __call__(self, scope, receive, send):
         if not _EXECUTOR_CONTEXTS or scope["type"] != "http":
@@ -106,7 +114,23 @@ class OneHopASGIHandler(ASGIHandler):
     async def get_response_async(self, request):
         if _view_is_async(request):
             return await super().get_response_async(request)
-        return await self._sync_get_response(request)
+        slots = self._sync_slots()
+        if slots is None:
+            return await self._sync_get_response(request)
+        async with slots:
+            return await self._sync_get_response(request)
+
+    def _sync_slots(self) -> asyncio.Semaphore | None:
+        """The cap on sync views running at once, for the running loop (None: no cap)."""
+        from .conf import app_settings
+
+        limit = app_settings.HTTP_THREADS
+        if not limit:
+            return None
+        key = (asyncio.get_running_loop(), limit)
+        if self._slots is None or self._slots[0] != key:  # a semaphore belongs to one loop
+            self._slots = (key, asyncio.Semaphore(limit))
+        return self._slots[1]
 
 
 def _view_is_async(request) -> bool:

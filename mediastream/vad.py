@@ -49,6 +49,7 @@ onset of Piper-spoken test sentences.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import threading
@@ -158,6 +159,7 @@ _SILENT_WINDOW = np.zeros(WINDOW_SAMPLES, dtype=np.float32)
 _NO_EVENTS: list = []  # returned, never appended to
 
 
+@functools.lru_cache(maxsize=8)  # one gate per process in practice: built once, not per stream
 def quiet_codes_below(amplitude: float) -> bytes:
     """The mu-law codes whose sample magnitude is below ``amplitude`` (int16 scale)."""
     decoded = ulaw_decode(bytes(range(256))).astype(np.int32)

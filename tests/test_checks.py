@@ -151,3 +151,12 @@ def test_a_layer_without_the_stream_directory_warns(backend, warned):
     with override_settings(CHANNEL_LAYERS={"default": {"BACKEND": backend}}):
         found = [m.id for m in mediastream_checks.check_channel_layers()]
     assert found == (["mediastream.W015"] if warned else [])
+
+
+@pytest.mark.parametrize("value, ok", [(8, True), (None, True), (1, True), (0, False), (2.5, False), (True, False)])
+def test_manage_py_check_names_a_wrong_http_threads(value, ok):
+    from mediastream.checks import check_settings
+
+    with ms(HTTP_THREADS=value):
+        wrong = [e.msg for e in check_settings() if e.id == "mediastream.E001" and "HTTP_THREADS" in e.msg]
+    assert wrong == ([] if ok else [f"MEDIASTREAM['HTTP_THREADS'] must be a whole number of at least 1, or None, got {value!r}."])

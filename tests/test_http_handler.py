@@ -159,3 +159,28 @@ async def test_a_thread_still_running_a_view_whose_client_left_serves_no_other_r
     assert (status, body) == (200, b"sync")
     assert SEEN["sync_view"][0] != SEEN["blocking_view"][0]
     RELEASE.set()
+
+
+async def test_at_most_http_threads_sync_views_run_at_once_and_async_views_do_not_wait_for_them(handler):
+    # A burst of webhooks on unbounded threads would starve the event loop that carries the calls' audio.
+    from .support import mediastream_settings
+
+    with mediastream_settings(HTTP_THREADS=2):
+        apps = [ApplicationCommunicator(handler, scope("/block/")) for _ in range(3)]
+        for app in apps:
+            await app.send_input({"type": "http.request", "body": b"", "more_body": False})
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while len(SEEN.get("blocking_view", ())) < 2 or not (handler._slots and handler._slots[1]._waiters):
+            assert loop.time() < deadline, f"expected two views running and one waiting, saw {SEEN.get('blocking_view')}"
+            await asyncio.sleep(0.01)
+        assert len(SEEN["blocking_view"]) == 2  # the third waits for a slot
+        status, _, body = await get(handler, "/async/")  # the health check is not queued behind them
+        assert (status, body) == (200, b"async")
+        RELEASE.set()
+        for app in apps:
+            start = await app.receive_output(5)
+            assert start["status"] == 200
+            assert (await app.receive_output(5))["body"] == b"late"
+        assert len(SEEN["blocking_view"]) == 3
+
