@@ -29,6 +29,9 @@ HUMAN_IDS = ["librivox-0880", "librivox-0930", "cmu-goforward", "fsdd-jackson", 
         ("I'd like the 12th, it's $340.", "i would like the twelfth it is three hundred forty dollars"),
         ("Dr. Patel can't - OK, 20 minutes", "doctor patel can not okay twenty minutes"),
         ("Um, the zip is 94107", "the zip is nine four one zero seven"),
+        ("It says three hundred and forty dollars", "it says three hundred forty dollars"),
+        ("The meeting starts at 9.15 tomorrow, not 9.75", "the meeting starts at nine fifteen tomorrow not nine seven five"),
+        ("Fish and chips, one and two", "fish and chips one and two"),  # "and" outside a number stays
     ],
 )
 def test_the_scorer_compares_spoken_words(text, words):

@@ -3,7 +3,8 @@
 Whisper writes "555-1234", "7:30", "Dr. Patel" and "20 minutes" where the
 reference says the words that were spoken. Both sides go through
 :func:`normalize` (lower case, no punctuation, digits, times and ordinals
-spelled out, common contractions and titles expanded, fillers dropped) and
+spelled out, common contractions and titles expanded, fillers and the "and"
+inside a number dropped) and
 are then compared word by word (Levenshtein distance over words).
 """
 
@@ -40,6 +41,8 @@ _WORDS = {
 }  # fmt: skip
 
 _FILLERS = {"um", "uh", "erm", "hmm", "mm", "ah"}
+_SCALES = {"hundred", "thousand"}
+_NUMBER_WORDS = set(_ONES) | set(_TENS[2:])
 
 
 def _cardinal(n: int) -> str:
@@ -72,7 +75,12 @@ def _digits(run: str) -> str:
 
 
 def _time(match: re.Match[str]) -> str:
-    hour, minute = int(match.group(1)), match.group(2)
+    return _time_of(match.group(1), match.group(2))
+
+
+def _time_of(hour_digits: str, minute: str) -> str:
+    """A clock time as said: "9:15" and, after "at", the British "9.15" are "nine fifteen"."""
+    hour = int(hour_digits)
     if minute == "00":
         return _cardinal(hour)
     if minute.startswith("0"):
@@ -101,6 +109,7 @@ def normalize(text: str) -> list[str]:
     t = text.lower().replace("\u2019", "'")
     t = re.sub(r"\$(\d[\d,]*)(?:\.(\d\d))?", _money, t)
     t = re.sub(r"\b(\d{1,2}):(\d\d)\b", _time, t)
+    t = re.sub(r"\b(at|by|until|from) (\d{1,2})\.([0-5]\d)\b", lambda m: f"{m.group(1)} {_time_of(m.group(2), m.group(3))}", t)
     t = re.sub(r"\b(\d+)(st|nd|rd|th)\b", lambda m: _ordinal(int(m.group(1))), t)
     # Digit groups joined by separators ("555-1234", "386 001 7") are one number read out.
     t = re.sub(r"\d+(?:[-.\s]\d+)+", lambda m: _digits(re.sub(r"\D", "", m.group(0))), t)
@@ -120,7 +129,11 @@ def normalize(text: str) -> list[str]:
                 piece = piece.strip("'")
                 if piece and piece not in _FILLERS:
                     words.append(piece)
-    return words
+    # "three hundred and forty" and "three hundred forty" are the same number said.
+    return [
+        w for i, w in enumerate(words)
+        if not (w == "and" and 0 < i < len(words) - 1 and words[i - 1] in _SCALES and words[i + 1] in _NUMBER_WORDS)
+    ]  # fmt: skip
 
 
 def _edit_distance(ref: list[str], hyp: list[str]) -> int:
