@@ -382,9 +382,12 @@ def main() -> None:
             log(f"database {database}, Redis prefix {prefix}, log in {workdir}")
             daphne = Daphne(database_url=database_url, prefix=prefix, overrides=overrides, log_path=workdir / "daphne.log")
             hooks = None
-            if args.webhooks == "separate":
-                hooks = Daphne(database_url=database_url, prefix=prefix, overrides=overrides, log_path=workdir / "webhooks.log")
             try:
+                if args.webhooks == "separate":
+                    hooks = Daphne(
+                        database_url=database_url, prefix=prefix, overrides=overrides, log_path=workdir / "webhooks.log"
+                    )
+                    hooks.get("/bench/stats")
                 daphne.get("/bench/stats")
                 load_before = os.getloadavg()
                 busy0, total0 = machine_cpu()

@@ -48,12 +48,13 @@ DEFAULTS: dict[str, Any] = {
     # On SIGTERM (or SIGINT) a process stops admitting, lets its streams run this
     # long, then closes the rest (4013 "Server shutting down") and exits.
     "DRAIN_GRACE_SECONDS": 25.0,
-    # Sync Django views (the voice webhooks, the admin) running at once in one process, as a
-    # WSGI server's worker threads; the others wait their turn. Each running view competes
-    # with the event loop that carries the live calls' audio for the GIL: uncapped, a burst
-    # of webhooks starves it (bench/ramp.py). None: no cap. Async views are not counted.
-    # Served by mediastream.asgi / mediastream.http.get_asgi_application.
-    "HTTP_THREADS": 8,
+    # Sync Django views (the voice webhooks, the admin) running at once in one process under
+    # mediastream.asgi (mediastream.http), as a WSGI server's workers; the others wait their
+    # turn (async views are not counted). Each running view competes for the GIL with the
+    # event loop that carries the live calls' audio: uncapped, a burst of webhooks starves it
+    # (bench/README.md, "A cap on sync views"); capped, the webhooks wait instead. A sync view
+    # that waits for another request to this process can wait out its own cap. None: no cap.
+    "MAX_SYNC_VIEWS": 8,
     # The health view (mediastream.health) answers 503 when the database does not answer within this.
     "HEALTH_DATABASE_TIMEOUT": 1.0,
     # Peers whose X-Forwarded-For is believed (IPs or CIDR networks).

@@ -16,12 +16,13 @@ it to run) and joined by another new thread at the end. This handler:
   pool of idle ones (``ThreadSensitiveContext(executor=...)``, asgiref 3.10+),
   one request at a time per thread as under a WSGI server; a thread still busy
   when its request ends (a view that outlived its client) is not reused;
-* runs at most ``MEDIASTREAM["HTTP_THREADS"]`` sync views at once (the others
-  wait their turn, as under a WSGI server with that many workers): every
-  thread running Python competes with the event loop for the GIL, and a burst
-  of voice webhooks on unbounded threads starves the loop that carries the live
-  calls' audio (``bench/ramp.py``, 300 calls at 50/s: first greeting audio p99
-  3.0-5.2 s uncapped, 1.6-1.8 s with 8).
+* runs at most ``MEDIASTREAM["MAX_SYNC_VIEWS"]`` sync views (with their
+  middleware) at once, the others wait their turn as under a WSGI server with
+  that many workers; a view holds its slot until it returns, even when its
+  client has left. Every thread running Python competes with the event loop
+  for the GIL, and a burst of voice webhooks all running at once starves the
+  loop that carries the live calls' audio (``bench/README.md``, "A cap on sync
+  views"). The cost is that waiting: webhooks answer later under a burst.
 
 Responses, signals (``request_started``/``request_finished`` on the request's
 thread, which closes its database connection), exceptions and middleware are
@@ -117,15 +118,19 @@ class OneHopASGIHandler(ASGIHandler):
         slots = self._sync_slots()
         if slots is None:
             return await self._sync_get_response(request)
-        async with slots:
-            return await self._sync_get_response(request)
+        await slots.acquire()
+        # The slot is the view's until it returns: a client that leaves cancels this
+        # request, not the view running in its thread.
+        view = asyncio.ensure_future(self._sync_get_response(request))
+        view.add_done_callback(lambda done: (slots.release(), done.cancelled() or done.exception()))
+        return await asyncio.shield(view)
 
     def _sync_slots(self) -> asyncio.Semaphore | None:
         """The cap on sync views running at once, for the running loop (None: no cap)."""
         from .conf import app_settings
 
-        limit = app_settings.HTTP_THREADS
-        if not limit:
+        limit = app_settings.MAX_SYNC_VIEWS
+        if limit is None:
             return None
         key = (asyncio.get_running_loop(), limit)
         if self._slots is None or self._slots[0] != key:  # a semaphore belongs to one loop

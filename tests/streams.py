@@ -137,9 +137,12 @@ async def reachable(call_sid: str, timeout: float = 5.0) -> str:
     from mediastream.directory import for_layer
 
     directory = for_layer(get_channel_layer())
-    async with asyncio.timeout(timeout):
-        while (channel := await directory.lookup(call_sid)) is None:
-            await asyncio.sleep(0.005)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (channel := await directory.lookup(call_sid)) is None:
+        if loop.time() > deadline:
+            raise AssertionError(f"call {call_sid} not in the stream directory within {timeout}s")
+        await asyncio.sleep(0.005)
     return channel
 
 

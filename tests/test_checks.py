@@ -157,6 +157,6 @@ def test_a_layer_without_the_stream_directory_warns(backend, warned):
 def test_manage_py_check_names_a_wrong_http_threads(value, ok):
     from mediastream.checks import check_settings
 
-    with ms(HTTP_THREADS=value):
-        wrong = [e.msg for e in check_settings() if e.id == "mediastream.E001" and "HTTP_THREADS" in e.msg]
-    assert wrong == ([] if ok else [f"MEDIASTREAM['HTTP_THREADS'] must be a whole number of at least 1, or None, got {value!r}."])
+    with ms(MAX_SYNC_VIEWS=value):
+        wrong = [e.msg for e in check_settings() if e.id == "mediastream.E001" and "MAX_SYNC_VIEWS" in e.msg]
+    assert wrong == ([] if ok else [f"MEDIASTREAM['MAX_SYNC_VIEWS'] must be a whole number of at least 1, or None, got {value!r}."])

@@ -33,19 +33,17 @@ from pathlib import Path
 import httpx
 import pytest
 import pytest_asyncio
-from channels.layers import get_channel_layer
 from django.test import override_settings
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from mediastream.api import Outcome, aspeak
 from mediastream.conf import DEFAULTS
-from mediastream.directory import for_layer
 from mediastream.simulator import TwilioCall, TwilioStream, stream_urls
 from voicecall.models import MediaStream
 
 from .live import CONSTANT_TTS, DAPHNE, ROOT, Live, free_port, wait_until_listening
-from .streams import PUBLIC, auth_token, hang_up, wait_for
+from .streams import PUBLIC, auth_token, hang_up, reachable, wait_for
 
 DEPLOY = ROOT / "examples" / "deploy"
 NGINX_SITE = DEPLOY / "nginx" / "mediastream.conf"
@@ -140,12 +138,7 @@ async def signed_call_through(base: str, live: Live) -> None:
     await stream.start()
     await wait_for(lambda: MediaStream.objects.filter(stream_sid=stream.stream_sid).exists(), timeout=10)
     with override_settings(CHANNEL_LAYERS=live.channel_layers()):
-        # The row is written before the stream's channel is in the directory; speak once it is.
-        directory = for_layer(get_channel_layer())
-        deadline = time.monotonic() + 10
-        while await directory.lookup(call.call_sid) is None:
-            assert time.monotonic() < deadline, "the stream never reached the directory"
-            await asyncio.sleep(0.02)
+        await reachable(call.call_sid, timeout=10)  # the directory entry comes just after the row
         result = await aspeak(call.call_sid, "Through the front door.", wait=True, timeout=20)
     assert result.outcome is Outcome.PLAYED, result
     assert stream.media_frames

@@ -26,6 +26,8 @@ from django.utils.deprecation import MiddlewareMixin
 from mediastream.http import OneHopASGIHandler
 from settings import MIDDLEWARE as DEMO_MIDDLEWARE  # the demo project's seven sync middlewares
 
+from .support import mediastream_settings
+
 pytestmark = pytest.mark.asyncio
 
 SEEN: dict[str, list] = {}
@@ -162,10 +164,8 @@ async def test_a_thread_still_running_a_view_whose_client_left_serves_no_other_r
 
 
 async def test_at_most_http_threads_sync_views_run_at_once_and_async_views_do_not_wait_for_them(handler):
-    # A burst of webhooks on unbounded threads would starve the event loop that carries the calls' audio.
-    from .support import mediastream_settings
-
-    with mediastream_settings(HTTP_THREADS=2):
+    # A burst of webhooks all running at once would starve the event loop that carries the calls' audio.
+    with mediastream_settings(MAX_SYNC_VIEWS=2):
         apps = [ApplicationCommunicator(handler, scope("/block/")) for _ in range(3)]
         for app in apps:
             await app.send_input({"type": "http.request", "body": b"", "more_body": False})
@@ -182,5 +182,30 @@ async def test_at_most_http_threads_sync_views_run_at_once_and_async_views_do_no
             start = await app.receive_output(5)
             assert start["status"] == 200
             assert (await app.receive_output(5))["body"] == b"late"
+            await app.wait(5)
         assert len(SEEN["blocking_view"]) == 3
 
+
+async def test_a_view_whose_client_left_keeps_its_slot_until_it_returns(handler):
+    with mediastream_settings(MAX_SYNC_VIEWS=1):
+        first = ApplicationCommunicator(handler, scope("/block/"))
+        await first.send_input({"type": "http.request", "body": b"", "more_body": False})
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while "blocking_view" not in SEEN:
+            assert loop.time() < deadline, "the view never started"
+            await asyncio.sleep(0.01)
+        await first.send_input({"type": "http.disconnect"})  # Twilio gave up on a slow webhook
+        first.future.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await first.future
+        second = ApplicationCommunicator(handler, scope("/sync/"))
+        await second.send_input({"type": "http.request", "body": b"", "more_body": False})
+        while not (handler._slots and handler._slots[1]._waiters):  # the second waits for the slot
+            assert loop.time() < deadline, "the second request never reached the cap"
+            await asyncio.sleep(0.01)
+        assert "sync_view" not in SEEN  # the first view still runs in its thread: the slot is still its
+        RELEASE.set()
+        start = await second.receive_output(5)
+        assert start["status"] == 200 and (await second.receive_output(5))["body"] == b"sync"
+        await second.wait(5)

@@ -3,8 +3,8 @@
 Whisper writes "555-1234", "7:30", "Dr. Patel" and "20 minutes" where the
 reference says the words that were spoken. Both sides go through
 :func:`normalize` (lower case, no punctuation, digits, times and ordinals
-spelled out, common contractions and titles expanded, fillers and the "and"
-inside a number dropped) and
+spelled out, "at 9.15" read as a clock time, common contractions and titles
+expanded, fillers and the "and" inside a number dropped) and
 are then compared word by word (Levenshtein distance over words).
 """
 
@@ -109,7 +109,7 @@ def normalize(text: str) -> list[str]:
     t = text.lower().replace("\u2019", "'")
     t = re.sub(r"\$(\d[\d,]*)(?:\.(\d\d))?", _money, t)
     t = re.sub(r"\b(\d{1,2}):(\d\d)\b", _time, t)
-    t = re.sub(r"\b(at|by|until|from) (\d{1,2})\.([0-5]\d)\b", lambda m: f"{m.group(1)} {_time_of(m.group(2), m.group(3))}", t)
+    t = re.sub(r"\bat (\d{1,2})\.([0-5]\d)\b", lambda m: "at " + _time_of(m.group(1), m.group(2)), t)
     t = re.sub(r"\b(\d+)(st|nd|rd|th)\b", lambda m: _ordinal(int(m.group(1))), t)
     # Digit groups joined by separators ("555-1234", "386 001 7") are one number read out.
     t = re.sub(r"\d+(?:[-.\s]\d+)+", lambda m: _digits(re.sub(r"\D", "", m.group(0))), t)
