@@ -98,6 +98,20 @@ def scope(url: str) -> dict:
     }  # fmt: skip
 
 
+async def until(condition, failure: str, timeout: float = 5.0) -> None:
+    """Wait for ``condition()`` (a view started, a request queued); fail with ``failure`` after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, f"{failure} (seen: {SEEN})"
+        await asyncio.sleep(0.01)
+
+
+def waiting(handler) -> bool:
+    """A request is queued for a sync-view slot."""
+    return bool(handler._slots and handler._slots[1]._waiters)
+
+
 async def get(handler, url: str) -> tuple[int, dict, bytes]:
     app = ApplicationCommunicator(handler, scope(url))
     await app.send_input({"type": "http.request", "body": b"", "more_body": False})
@@ -146,11 +160,7 @@ async def test_an_unknown_path_is_djangos_404(handler):
 async def test_a_thread_still_running_a_view_whose_client_left_serves_no_other_request(handler):
     app = ApplicationCommunicator(handler, scope("/block/"))
     await app.send_input({"type": "http.request", "body": b"", "more_body": False})
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 5
-    while "blocking_view" not in SEEN:
-        assert loop.time() < deadline, "the view never started"
-        await asyncio.sleep(0.01)
+    await until(lambda: "blocking_view" in SEEN, "the view never started")
     await app.send_input({"type": "http.disconnect"})
     # Django goes on waiting (request_finished queues on the view's busy thread); daphne cancels
     # the application after its close timeout, as here. The view itself goes on in its thread.
@@ -163,17 +173,13 @@ async def test_a_thread_still_running_a_view_whose_client_left_serves_no_other_r
     RELEASE.set()
 
 
-async def test_at_most_http_threads_sync_views_run_at_once_and_async_views_do_not_wait_for_them(handler):
+async def test_at_most_max_sync_views_sync_views_run_at_once_and_async_views_do_not_wait_for_them(handler):
     # A burst of webhooks all running at once would starve the event loop that carries the calls' audio.
     with mediastream_settings(MAX_SYNC_VIEWS=2):
         apps = [ApplicationCommunicator(handler, scope("/block/")) for _ in range(3)]
         for app in apps:
             await app.send_input({"type": "http.request", "body": b"", "more_body": False})
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 5
-        while len(SEEN.get("blocking_view", ())) < 2 or not (handler._slots and handler._slots[1]._waiters):
-            assert loop.time() < deadline, f"expected two views running and one waiting, saw {SEEN.get('blocking_view')}"
-            await asyncio.sleep(0.01)
+        await until(lambda: len(SEEN.get("blocking_view", ())) >= 2 and waiting(handler), "two views running, one waiting")
         assert len(SEEN["blocking_view"]) == 2  # the third waits for a slot
         status, _, body = await get(handler, "/async/")  # the health check is not queued behind them
         assert (status, body) == (200, b"async")
@@ -190,20 +196,14 @@ async def test_a_view_whose_client_left_keeps_its_slot_until_it_returns(handler)
     with mediastream_settings(MAX_SYNC_VIEWS=1):
         first = ApplicationCommunicator(handler, scope("/block/"))
         await first.send_input({"type": "http.request", "body": b"", "more_body": False})
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 5
-        while "blocking_view" not in SEEN:
-            assert loop.time() < deadline, "the view never started"
-            await asyncio.sleep(0.01)
+        await until(lambda: "blocking_view" in SEEN, "the view never started")
         await first.send_input({"type": "http.disconnect"})  # Twilio gave up on a slow webhook
         first.future.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await first.future
         second = ApplicationCommunicator(handler, scope("/sync/"))
         await second.send_input({"type": "http.request", "body": b"", "more_body": False})
-        while not (handler._slots and handler._slots[1]._waiters):  # the second waits for the slot
-            assert loop.time() < deadline, "the second request never reached the cap"
-            await asyncio.sleep(0.01)
+        await until(lambda: waiting(handler), "the second request never reached the cap")
         assert "sync_view" not in SEEN  # the first view still runs in its thread: the slot is still its
         RELEASE.set()
         start = await second.receive_output(5)
