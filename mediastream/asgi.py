@@ -10,15 +10,17 @@ the project's settings, as for any Django project::
 Loading it also installs the daphne fixes (a shutdown that first drains the
 process, :mod:`mediastream.draining`, then tears down every stream; an access
 log without query strings; a fast path for plain text frames,
-:mod:`mediastream.daphne_frames`) and starts the startup probes
-(:mod:`mediastream.preflight`). The load balancer's health check is a Django
+:mod:`mediastream.daphne_frames`), starts the startup probes
+(:mod:`mediastream.preflight`), and last freezes the objects of start-up out of
+the garbage collector's passes (:mod:`mediastream.collector`). The load balancer's health check is a Django
 view, :mod:`mediastream.health`, for the project's URLs.
 
 No AuthMiddlewareStack or origin validator on the WebSocket side: Twilio sends
 neither cookies nor Origin; it is authenticated by X-Twilio-Signature and the
 per-call stream token instead. Projects that compose their own router use
 ``mediastream.routing.websocket_urlpatterns`` and call
-:func:`install_daphne_fixes` themselves.
+:func:`install_daphne_fixes` and, at the end of their ASGI module,
+:func:`mediastream.collector.freeze_startup_objects` themselves.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 
 from . import daphne_access, daphne_frames, daphne_shutdown, preflight  # noqa: E402
+from .collector import freeze_startup_objects  # noqa: E402
 from .routing import websocket_router  # noqa: E402
 
 __all__ = ["application", "django_asgi_app", "install_daphne_fixes"]
@@ -66,3 +69,5 @@ application = ProtocolTypeRouter(
         "websocket": websocket_router(),
     }
 )
+# Last: everything the process loaded to serve is alive now and stays so.
+freeze_startup_objects()

@@ -97,3 +97,10 @@ def test_licence_and_metadata():
 
 def test_the_test_extra_keeps_what_other_suites_need():
     assert {"hypothesis", "setuptools", "pytest-django"} <= declared("test")
+
+
+def test_redis_replies_are_parsed_by_hiredis():
+    """The channel layer's every command costs about a quarter less CPU with hiredis than with redis-py's own parser."""
+    from redis.utils import HIREDIS_AVAILABLE
+
+    assert "hiredis" in declared() and HIREDIS_AVAILABLE
