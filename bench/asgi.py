@@ -11,6 +11,10 @@ a few loopback-only HTTP endpoints expose the bench figures:
   cProfile of the event-loop thread (the thread these handlers run in) between
   the two calls, written to ``PATH`` as pstats data.
 
+Like ``mediastream.asgi`` it freezes the objects of start-up out of the
+garbage collector's passes (``BENCH_GC_FREEZE=0``: not); ``BENCH_HIREDIS=0``
+parses Redis replies as without the ``hiredis`` package.
+
 ``BENCH_CONSUMER=plain`` serves ``MediaStreamConsumer`` itself instead, for
 benches whose figures come from the client (``bench/ramp.py``): no per-frame
 recording in the server, so its CPU is the production consumer's; the stats
@@ -25,6 +29,11 @@ import re
 from urllib.parse import parse_qs
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
+
+if os.environ.get("BENCH_HIREDIS") == "0":  # what-if: redis-py's own reply parser, as without hiredis installed
+    import sys
+
+    sys.modules["hiredis"] = None  # an import of it now raises ImportError
 
 from mediastream.http import get_asgi_application  # as mediastream.asgi serves Django
 
@@ -84,6 +93,12 @@ def _bench_command(path: str, query: dict) -> tuple[int, dict]:
             _profiler.dump_stats(out)
         _profiler = None
         return 200, {"profiling": False, "out": out}
+    if path == "/bench/gc-types":  # what the collector walks: tracked objects by type, most first
+        import collections
+        import gc
+
+        counts = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
+        return 200, {"tracked": sum(counts.values()), "frozen": gc.get_freeze_count(), "top": counts.most_common(40)}
     return 404, {"error": "unknown bench endpoint"}
 
 
@@ -112,3 +127,7 @@ application = ProtocolTypeRouter(
         "websocket": URLRouter([re_path(rf"^{_path}/?$", _consumer.as_asgi())]),
     }
 )
+if os.environ.get("BENCH_GC_FREEZE", "1") != "0":  # as mediastream.asgi does; BENCH_GC_FREEZE=0: the what-if without
+    from mediastream.collector import freeze_startup_objects
+
+    freeze_startup_objects()

@@ -18,6 +18,7 @@ read and reset through ``bench.asgi``'s ``/bench/...`` endpoints.
 from __future__ import annotations
 
 import gc
+import os
 import time
 import weakref
 
@@ -178,8 +179,12 @@ class LoopProbe:
         self.max_ms = 0.0
 
     def ensure_started(self) -> None:
+        global STALL_SAMPLER
         if self.task is None:
             import asyncio
+
+            if os.environ.get("BENCH_STALL_STACKS") and STALL_SAMPLER is None:
+                STALL_SAMPLER = StallSampler()
 
             self.task = asyncio.get_running_loop().create_task(self._run(), name="bench-loop-probe")
 
@@ -188,6 +193,8 @@ class LoopProbe:
 
         while True:
             t = time.monotonic()
+            if STALL_SAMPLER is not None:
+                STALL_SAMPLER.beat = t
             await asyncio.sleep(self.INTERVAL)
             late = (time.monotonic() - t - self.INTERVAL) * 1000
             self.max_ms = max(self.max_ms, late)
@@ -195,7 +202,54 @@ class LoopProbe:
                 self.stalls.append((round(t - self.since, 3), round(late, 1)))
 
     def summary(self) -> dict:
-        return {"probe_max_ms": round(self.max_ms, 1), "stalls": self.stalls[:200], "stall_count": len(self.stalls)}
+        out = {"probe_max_ms": round(self.max_ms, 1), "stalls": self.stalls[:200], "stall_count": len(self.stalls)}
+        if STALL_SAMPLER is not None:
+            out["stall_stacks"] = STALL_SAMPLER.summary()
+        return out
+
+
+class StallSampler:
+    """What the event-loop thread is doing while the loop is late: its stack, sampled every 5 ms from another thread.
+
+    The probe says when the loop is behind; this says whether that is one long callback (the same stack in every
+    sample of a stall) or a backlog of short ones (stacks that change from sample to sample).
+    """
+
+    def __init__(self, beat_age_ms: float = 30.0) -> None:
+        import collections
+        import threading
+
+        self.beat = time.monotonic()
+        self.loop_thread = threading.get_ident()
+        self.beat_age = beat_age_ms / 1000
+        self.stacks: collections.Counter = collections.Counter()
+        self.leaves: collections.Counter = collections.Counter()
+        self.samples = 0
+        threading.Thread(target=self._run, name="bench-stall-sampler", daemon=True).start()
+
+    def _run(self) -> None:
+        import sys
+
+        while True:
+            time.sleep(0.005)
+            if time.monotonic() - self.beat < self.beat_age:
+                continue
+            frame = sys._current_frames().get(self.loop_thread)
+            names = []
+            while frame is not None and len(names) < 60:
+                code = frame.f_code
+                names.append(f"{code.co_filename.rsplit('/', 2)[-1]}:{code.co_name}")
+                frame = frame.f_back
+            self.samples += 1
+            self.leaves[names[0] if names else "?"] += 1
+            entry = next((i for i in range(1, len(names)) if names[i] == "events.py:_run"), len(names))
+            self.stacks[" < ".join(names[max(0, entry - 4) : entry])] += 1
+
+    def summary(self) -> dict:
+        return {"samples": self.samples, "leaves": self.leaves.most_common(25), "stacks": self.stacks.most_common(40)}
+
+
+STALL_SAMPLER = None
 
 
 PROBE = LoopProbe()

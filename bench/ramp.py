@@ -29,13 +29,18 @@ The server runs ``MediaStreamConsumer`` itself and the callers send media as
 Twilio does (``BENCH_CONSUMER=plain``), so its CPU is production's; ``--lag``
 serves the bench consumer instead, which also times every inbound frame from
 the client's write to its handling (about an eighth more server CPU at 300
-streams).
+streams). ``--stalls`` prints the server's event-loop stalls per second and
+what its loop thread was doing while late (sampled from another thread). This
+process runs without garbage-collector passes while it plays the callers, so
+its own pauses do not show up as the server's.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gc
 import heapq
 import json
 import math
@@ -307,10 +312,45 @@ def report(attempts: list[Attempt], extra: dict, args) -> dict:
         )
     if "stall_count" in lag:
         print(f"server: event-loop stalls over 15 ms: {lag['stall_count']}, longest {lag.get('probe_max_ms')} ms")
+        if args.stalls:
+            per_second: dict[int, list[float]] = {}
+            for at, late in lag["stalls"]:
+                per_second.setdefault(int(at), []).append(late)
+            for second, lates in sorted(per_second.items()):
+                print(f"  second {second:3d}: {len(lates):3d} stalls, {sum(lates):6.0f} ms late in all, longest {max(lates):.0f}")
+    if lag.get("gc"):
+        print(
+            "server: garbage-collector pauses "
+            + ", ".join(f"{g} {v['count']} runs, longest {v['max_ms']} ms" for g, v in sorted(lag["gc"].items()))
+        )
+    sampled = lag.get("stall_stacks")
+    if sampled:  # --stalls
+        print(f"server: the event-loop thread's stack while the loop was over 30 ms late, {sampled['samples']} samples:")
+        for name, count in sampled["leaves"]:
+            print(f"  {count:5d}  {name}")
+        for stack, count in sampled["stacks"]:
+            print(f"  {count:5d}  {stack}")
     errors = sorted({a.error for a in attempts if a.error})
     if errors:
         print("client errors: " + "; ".join(errors[:5]))
     return summary
+
+
+@contextlib.contextmanager
+def collector_paused():
+    """No garbage-collector pass in the bench's own process while it plays the callers (as ``timeit`` does).
+
+    A full pass over 300 callers' objects stalls the bench's loop for tens of milliseconds, and its callers' frames
+    and the first-audio timestamps would then be late by the bench's pause, not the server's.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.unfreeze()
 
 
 def start_profile(args, pid: int, workdir: Path):
@@ -358,8 +398,15 @@ def main() -> None:
                              "deployment that routes them to other processes would")  # fmt: skip
     parser.add_argument("--lag", action="store_true", help="time every inbound frame in the server (the bench consumer)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument(
+        "--stalls",
+        action="store_true",
+        help="print the event-loop stalls per second of the run and the loop thread's stacks while it was late",
+    )
     parser.add_argument("--keep-logs", action="store_true", help="keep the daphne log (printed path)")
     args = parser.parse_args()
+    if args.stalls:
+        os.environ["BENCH_STALL_STACKS"] = "1"
     for pair in args.env:
         key, _, value = pair.partition("=")
         os.environ[key] = value
@@ -394,7 +441,7 @@ def main() -> None:
                 cpu0, wall0 = cpu_seconds(daphne.pid), time.monotonic()
                 hooks_cpu0 = cpu_seconds(hooks.pid) if hooks else 0.0
                 profiler = start_profile(args, daphne.pid, workdir)
-                with PostgresSessions(database) as sessions:
+                with PostgresSessions(database) as sessions, collector_paused():
                     daphne.get("/bench/reset")
                     attempts, extra = asyncio.run(
                         ramp(daphne.http, args, lambda: daphne.get("/bench/stats"), hooks.http if hooks else None)
