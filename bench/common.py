@@ -299,6 +299,13 @@ def machine_cpu() -> tuple[float, float]:
     return total - idle, total
 
 
+def machine_steal() -> tuple[int, int]:
+    """(steal, total) jiffies over all CPUs: the time the hypervisor gave this VM's CPUs to others; diff two readings."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    return values[7], sum(values[:8])
+
+
 def fault_counts(pid: int) -> tuple[int, int]:
     """(minor, major) page faults of a process so far."""
     with open(f"/proc/{pid}/stat") as f:

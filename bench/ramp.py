@@ -68,6 +68,7 @@ from bench.common import (
     cpu_seconds,
     log,
     machine_cpu,
+    machine_steal,
     raise_nofile,
     redis_cleanup,
     run_id,
@@ -291,7 +292,7 @@ def report(attempts: list[Attempt], extra: dict, args) -> dict:
     print(
         f"\nserver CPU during the ramp {server['cpu_pct']:.0f} % of one core"
         + (f" (the webhook daphne {server['webhook_cpu_pct']:.0f} %)" if "webhook_cpu_pct" in server else "")
-        + f"; machine busy {server['machine_pct']:.0f} %; "
+        + f"; machine busy {server['machine_pct']:.0f} % (stolen by the hypervisor {server['steal_pct']:.1f} %); "
         f"peak PostgreSQL sessions of the server {server['pg_sessions_peak']}; "
         f"log: {server['log']['warnings']} warnings, {server['log']['errors']} errors; "
         f"bench process CPU {100 * extra['generator']['cpu_s'] / extra['generator']['wall_s']:.0f} %, "
@@ -438,6 +439,7 @@ def main() -> None:
                 daphne.get("/bench/stats")
                 load_before = os.getloadavg()
                 busy0, total0 = machine_cpu()
+                steal0, _ = machine_steal()
                 cpu0, wall0 = cpu_seconds(daphne.pid), time.monotonic()
                 hooks_cpu0 = cpu_seconds(hooks.pid) if hooks else 0.0
                 profiler = start_profile(args, daphne.pid, workdir)
@@ -447,6 +449,7 @@ def main() -> None:
                         ramp(daphne.http, args, lambda: daphne.get("/bench/stats"), hooks.http if hooks else None)
                     )
                     busy1, total1 = machine_cpu()
+                    steal1, _ = machine_steal()
                     cpu1, wall1 = cpu_seconds(daphne.pid), time.monotonic()
                     hooks_cpu1 = cpu_seconds(hooks.pid) if hooks else 0.0
                 profile = finish_profile(profiler, workdir)
@@ -459,6 +462,7 @@ def main() -> None:
                 "cpu_pct": 100 * (cpu1 - cpu0) / (wall1 - wall0),
                 "cpu_s": cpu1 - cpu0,
                 "machine_pct": 100 * (busy1 - busy0) / max(1, total1 - total0),
+                "steal_pct": 100 * (steal1 - steal0) / max(1, total1 - total0),
                 "pg_sessions_peak": sessions.peak,
                 "log": daphne.log_counts(),
                 "load_average_before": load_before,

@@ -7,16 +7,24 @@ bounded by :data:`SEND_TIMEOUT`. A send that fails marks the layer down for
 this stream: the messages of the next :data:`RETRY_AFTER` seconds are skipped
 without trying (counted), then one is tried again. One rate-limited line when
 the layer goes away, one when it is back with how many messages were skipped.
+
+Most calls have no one following them. On channels_redis' Redis layer a
+message for a group without members costs one round trip here (the expired
+members dropped and the rest counted, in one script) instead of
+``group_send``'s two; a group with members gets ``group_send`` as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from typing import Any
 
 from channels.layers import BaseChannelLayer
+
+from .directory import is_redis_core
 
 from .throttled import ThrottledLog
 
@@ -31,6 +39,13 @@ RETRY_AFTER = (0.5, 1.0, 2.0, 5.0)
 #: Messages waiting to be sent; past it the oldest is dropped (and counted as skipped).
 MAX_QUEUED = 256
 
+# What channels_redis' group_send does first (drop members older than the layer's group_expiry, then
+# read the rest), answering only how many are left.
+_COUNT_MEMBERS = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[1])
+return redis.call('ZCARD', KEYS[1])
+"""
+
 _down_log = ThrottledLog(logger, "%(count)d more streams could not broadcast events in the last %(seconds).0fs")
 _back_log = ThrottledLog(logger, "%(count)d more streams broadcast events again in the last %(seconds).0fs")
 
@@ -38,9 +53,12 @@ _back_log = ThrottledLog(logger, "%(count)d more streams broadcast events again 
 class GroupBroadcasts:
     def __init__(self, layer: BaseChannelLayer, group: str, label: str) -> None:
         self.layer = layer
+        self._count_first = is_redis_core(layer)
         self.group = group
         self.label = label
         self.sent = 0
+        #: Of those sent, how many went to a group without members (nothing was delivered).
+        self.unheard = 0
         self.skipped = 0
         self.down_since: float | None = None
         self._queue: deque[dict[str, Any]] = deque()
@@ -90,7 +108,7 @@ class GroupBroadcasts:
                 continue
             try:
                 async with asyncio.timeout(SEND_TIMEOUT):
-                    await self.layer.group_send(self.group, message)
+                    await self._group_send(message)
             except Exception as exc:  # includes TimeoutError: Redis hangs
                 self.skipped += 1
                 self._failed(loop.time(), exc)
@@ -105,6 +123,17 @@ class GroupBroadcasts:
                 )
                 self.down_since = None
                 self._failures = 0
+
+    async def _group_send(self, message: dict[str, Any]) -> None:
+        layer = self.layer
+        if self._count_first:
+            expired_before = int(time.time()) - layer.group_expiry
+            key = layer._group_key(self.group)
+            members = await layer.connection(layer.consistent_hash(self.group)).eval(_COUNT_MEMBERS, 1, key, expired_before)
+            if not members:
+                self.unheard += 1
+                return
+        await layer.group_send(self.group, message)
 
     def _failed(self, now: float, exc: BaseException) -> None:
         self._retry_at = now + RETRY_AFTER[min(self._failures, len(RETRY_AFTER) - 1)]

@@ -139,6 +139,7 @@ def install() -> bool:
     _install_send(WebSocketProtocol, Autobahn)
     _install_data_received(WebSocketProtocol)
     _install_direct_reads(WebSocketProtocol, Autobahn)
+    _install_quiet_handshake_log(WebSocketProtocol)
     return True
 
 
@@ -291,6 +292,35 @@ def _install_data_received(WebSocketProtocol) -> None:
 
     dataReceived._mediastream_patched = True
     WebSocketProtocol.dataReceived = dataReceived
+
+
+def _install_quiet_handshake_log(WebSocketProtocol) -> None:
+    """Skip the debug text autobahn builds for every new connection when debug logging is off.
+
+    Its ``_connectionMade`` pretty-prints the connection's thirty options
+    (``pprint.pformat``) as the argument of a ``log.debug`` that txaio then
+    drops: about half a millisecond of each handshake, on the event loop. The
+    module's ``pformat`` now returns "" while daphne's protocol logs no debug;
+    with debug on it is the real one. autobahn's other use of it,
+    ``Timings.__str__`` (not a log argument), keeps the real one.
+    """
+    import pprint
+
+    from autobahn.websocket import protocol as autobahn_protocol
+    from txaio.tx import _no_op
+
+    if getattr(autobahn_protocol.pformat, "_mediastream_patched", False):
+        return
+    real = pprint.pformat
+
+    def pformat(obj, *args, **kwargs) -> str:
+        if WebSocketProtocol.log.debug is _no_op:
+            return ""
+        return real(obj, *args, **kwargs)
+
+    pformat._mediastream_patched = True
+    autobahn_protocol.pformat = pformat
+    autobahn_protocol.Timings.__str__ = lambda self: real(self._timings)
 
 
 def _install_send(WebSocketProtocol, Autobahn) -> None:

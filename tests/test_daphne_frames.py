@@ -130,3 +130,26 @@ async def test_both_unmaskers_agree_with_the_protocol_s_definition():
         expected = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
         assert _xor_unmask(payload, mask) == expected
         assert _unmasker()(payload, mask) == expected
+
+
+async def test_no_debug_text_is_built_per_handshake_while_debug_is_off():
+    """autobahn pretty-prints thirty options for a debug line on every connection; with debug off it is dropped unbuilt."""
+    import pprint
+
+    import txaio
+    from autobahn.websocket import protocol
+
+    from mediastream import daphne_frames
+
+    assert daphne_frames.install()
+    options = [("openHandshakeTimeout", 5, "WebSocketFactory"), ("autoPingInterval", 0, "WebSocketFactory")]
+    assert protocol.pformat(options) == ""
+    level = txaio.get_global_log_level()
+    txaio.set_global_log_level("debug")
+    try:
+        assert protocol.pformat(options) == pprint.pformat(options)
+    finally:
+        txaio.set_global_log_level(level)
+    timings = protocol.Timings()
+    timings.track("onOpen")
+    assert "onOpen" in str(timings)  # not a log argument: the real text whatever the level
