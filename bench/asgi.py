@@ -11,8 +11,10 @@ a few loopback-only HTTP endpoints expose the bench figures:
   cProfile of the event-loop thread (the thread these handlers run in) between
   the two calls, written to ``PATH`` as pstats data.
 
-Like ``mediastream.asgi`` it freezes the objects of start-up out of the
-garbage collector's passes (``BENCH_GC_FREEZE=0``: not); ``BENCH_HIREDIS=0``
+Like ``mediastream.asgi`` it loads what streams use and starts the
+once-per-process work (reap, warm-up) when daphne serves (``BENCH_PREPARE=0``:
+at the first call) and freezes the objects of start-up out of the garbage
+collector's passes (``BENCH_GC_FREEZE=0``: not); ``BENCH_HIREDIS=0``
 parses Redis replies as without the ``hiredis`` package.
 
 ``BENCH_CONSUMER=plain`` serves ``MediaStreamConsumer`` itself instead, for
@@ -127,6 +129,12 @@ application = ProtocolTypeRouter(
         "websocket": URLRouter([re_path(rf"^{_path}/?$", _consumer.as_asgi())]),
     }
 )
+if os.environ.get("BENCH_PREPARE", "1") != "0":  # as mediastream.asgi does; BENCH_PREPARE=0: at the first call instead
+    from mediastream import startup
+
+    startup.prepare()
+    startup.start_when_serving()
+
 if os.environ.get("BENCH_GC_FREEZE", "1") != "0":  # as mediastream.asgi does; BENCH_GC_FREEZE=0: the what-if without
     from mediastream.collector import freeze_startup_objects
 

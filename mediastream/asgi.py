@@ -11,8 +11,11 @@ Loading it also installs the daphne fixes (a shutdown that first drains the
 process, :mod:`mediastream.draining`, then tears down every stream; an access
 log without query strings; a fast path for plain text frames,
 :mod:`mediastream.daphne_frames`), starts the startup probes
-(:mod:`mediastream.preflight`), and last freezes the objects of start-up out of
-the garbage collector's passes (:mod:`mediastream.collector`). The load balancer's health check is a Django
+(:mod:`mediastream.preflight`) and the once-per-process work (reaping streams of
+dead processes, warming the speech backends up: :mod:`mediastream.startup`)
+as soon as daphne serves, and last imports what streams use and freezes the
+objects of start-up out of the garbage collector's passes
+(:mod:`mediastream.collector`). The load balancer's health check is a Django
 view, :mod:`mediastream.health`, for the project's URLs.
 
 No AuthMiddlewareStack or origin validator on the WebSocket side: Twilio sends
@@ -44,7 +47,7 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 
-from . import daphne_access, daphne_frames, daphne_shutdown, preflight  # noqa: E402
+from . import daphne_access, daphne_frames, daphne_shutdown, preflight, startup  # noqa: E402
 from .collector import freeze_startup_objects  # noqa: E402
 from .routing import websocket_router  # noqa: E402
 
@@ -62,6 +65,7 @@ def install_daphne_fixes() -> None:
 
 install_daphne_fixes()
 preflight.start_when_serving()
+startup.start_when_serving()
 
 application = ProtocolTypeRouter(
     {
@@ -70,4 +74,5 @@ application = ProtocolTypeRouter(
     }
 )
 # Last: everything the process loaded to serve is alive now and stays so.
+startup.prepare()
 freeze_startup_objects()

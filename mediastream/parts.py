@@ -18,7 +18,7 @@ from typing import Any
 from channels.layers import BaseChannelLayer
 from django.db import DatabaseError
 
-from . import heartbeat
+from . import heartbeat, vad
 from .agents.base import BaseAgent, BaseSpeechAgent, CallContext
 from .announcer import Announcer
 from .backends import backends
@@ -84,6 +84,8 @@ class StreamParts:
         # The one wait (the database, for the agent and its history) comes before the
         # parts that report anything exist: the consumer holds them once this returns.
         await parts._open_conversation(admitted)
+        if vad_enabled:
+            await vad.model_loaded()  # the VAD is built below, on the event loop
         parts.player = StreamPlayer(
             stream_sid=admitted.stream_sid,
             send=parts._send_audio,

@@ -134,6 +134,11 @@ class _SharedModel:
     _unavailable = False
 
     @classmethod
+    def settled(cls) -> bool:
+        """Loaded, or known not to load: :meth:`session` answers without waiting."""
+        return cls._session is not None or cls._unavailable
+
+    @classmethod
     def session(cls) -> Any | None:
         """The shared session, loaded on first use; ``None`` without onnxruntime."""
         if cls._session is None and not cls._unavailable:
@@ -319,6 +324,17 @@ class _LiteScorer:
 def preload() -> bool:
     """Load the process-wide VAD model now; False when onnxruntime is missing (per-stream fallback)."""
     return _SharedModel.session() is not None
+
+
+async def model_loaded() -> None:
+    """Return once the process-wide model is loaded (or known not to load), waiting off the event loop.
+
+    The first calls of a process can arrive while the warm-up (``mediastream.startup``) loads the
+    model on a thread; a detector built then would wait for the model's lock on the event loop,
+    and every stream of the process would stall for the rest of the load.
+    """
+    if not _SharedModel.settled():
+        await asyncio.to_thread(_SharedModel.session)
 
 
 def _make_scorer(engine: Engine) -> _Scorer:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -94,3 +95,14 @@ async def test_shutdown_during_teardown_still_records_the_stop(daphne):
     row = await MediaStream.objects.aget(stream_sid=stream.stream_sid)
     assert row.stopped_at is not None
     assert row.close_reason == "Stream stopped"
+
+
+async def test_a_serving_process_warms_its_speech_backends_up_before_any_call(daphne, tmp_path):
+    marker = tmp_path / "warmed"
+    tts = {"BACKEND": "tests.warm_marker.MarkedWarmUpBackend", "OPTIONS": {"MARKER": str(marker), "SAMPLE_RATE": 8000}}
+    with daphne.start({"TTS": tts}, name="daphne-warm"):  # listening, and no call comes in
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 15
+        while not marker.exists():
+            assert loop.time() < deadline, "the backends were not warmed up within 15 s of the server listening"
+            await asyncio.sleep(0.05)
