@@ -22,8 +22,8 @@ No AuthMiddlewareStack or origin validator on the WebSocket side: Twilio sends
 neither cookies nor Origin; it is authenticated by X-Twilio-Signature and the
 per-call stream token instead. Projects that compose their own router use
 ``mediastream.routing.websocket_urlpatterns`` and call
-:func:`install_daphne_fixes` and, at the end of their ASGI module,
-:func:`mediastream.collector.freeze_startup_objects` themselves.
+:func:`install_daphne_fixes` and, last in their ASGI module,
+:func:`ready_to_serve` themselves.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from . import daphne_access, daphne_frames, daphne_shutdown, preflight, startup 
 from .collector import freeze_startup_objects  # noqa: E402
 from .routing import websocket_router  # noqa: E402
 
-__all__ = ["application", "django_asgi_app", "install_daphne_fixes"]
+__all__ = ["application", "django_asgi_app", "install_daphne_fixes", "ready_to_serve"]
 
 
 def install_daphne_fixes() -> None:
@@ -63,16 +63,21 @@ def install_daphne_fixes() -> None:
     daphne_frames.install()
 
 
-install_daphne_fixes()
-preflight.start_when_serving()
-startup.start_when_serving()
+def ready_to_serve() -> None:
+    """Call last in the ASGI module: once daphne serves, run the startup probes and warm the speech backends up;
+    now, import what streams use (so the first call does not import it on the event loop) and freeze everything
+    loaded so far out of the garbage collector's passes (it all lives as long as the process)."""
+    preflight.start_when_serving()
+    startup.start_when_serving()
+    startup.prepare()
+    freeze_startup_objects()
 
+
+install_daphne_fixes()
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": websocket_router(),
     }
 )
-# Last: everything the process loaded to serve is alive now and stays so.
-startup.prepare()
-freeze_startup_objects()
+ready_to_serve()

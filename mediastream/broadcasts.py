@@ -50,10 +50,17 @@ _down_log = ThrottledLog(logger, "%(count)d more streams could not broadcast eve
 _back_log = ThrottledLog(logger, "%(count)d more streams broadcast events again in the last %(seconds).0fs")
 
 
+def _redis_group_send():
+    from channels_redis.core import RedisChannelLayer
+
+    return RedisChannelLayer.group_send
+
+
 class GroupBroadcasts:
     def __init__(self, layer: BaseChannelLayer, group: str, label: str) -> None:
         self.layer = layer
-        self._count_first = is_redis_core(layer)
+        # Only channels_redis' own group_send: a subclass that overrides it (tracing, mirroring) gets every message.
+        self._count_first = is_redis_core(layer) and type(layer).group_send is _redis_group_send()
         self.group = group
         self.label = label
         self.sent = 0

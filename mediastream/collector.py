@@ -2,10 +2,11 @@
 
 CPython's full collection walks every tracked object of the process while the
 event loop waits, and a daphne process serving hundreds of streams also holds
-everything it imported: Django, the apps, Twisted, the speech backends. Those
-objects live as long as the process, so walking them finds nothing; frozen,
-they are left out of every later pass (:func:`gc.freeze`), and a full pass
-walks only what the calls themselves made.
+everything it imported: Django, the apps, Twisted, the channel layer's client.
+Those objects live as long as the process, so walking them finds nothing;
+frozen, they are left out of every later pass (:func:`gc.freeze`), and a full
+pass walks what was made after: the calls' objects, and what the speech
+backends' warm-up loads once daphne serves.
 """
 
 from __future__ import annotations

@@ -39,14 +39,19 @@ def prepare() -> None:
     The channel layer (its backend, Redis client and serializer: about eighty
     modules), the conversation engines and the end-of-turn module: at the first
     call that was tens of milliseconds during which no stream of the process
-    was served. Builds no connection.
+    was served. Builds no connection. A channel layer that cannot be built is
+    left to ``mediastream.preflight`` to report (one line naming
+    ``CHANNEL_LAYERS``); the server still starts and serves HTTP.
     """
     from channels.layers import get_channel_layer
 
     from . import endofturn  # noqa: F401
     from .agents import engine, speech_engine  # noqa: F401
 
-    get_channel_layer()
+    try:
+        get_channel_layer()
+    except Exception:
+        pass
 
 
 def start_when_serving() -> None:

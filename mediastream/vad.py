@@ -49,6 +49,7 @@ onset of Piper-spoken test sentences.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import logging
 import math
@@ -334,7 +335,14 @@ async def model_loaded() -> None:
     and every stream of the process would stall for the rest of the load.
     """
     if not _SharedModel.settled():
-        await asyncio.to_thread(_SharedModel.session)
+        await asyncio.get_running_loop().run_in_executor(_model_waiter(), _SharedModel.session)
+
+
+@functools.cache
+def _model_waiter() -> concurrent.futures.ThreadPoolExecutor:
+    """One thread for the streams that wait for the model (the first blocks on its lock, the rest then find it),
+    so a burst of calls during the load does not fill the loop's default executor."""
+    return concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mediastream-vad-wait")
 
 
 def _make_scorer(engine: Engine) -> _Scorer:

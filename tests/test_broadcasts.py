@@ -96,3 +96,21 @@ async def test_other_layers_get_group_send_itself():
     await _send_all(broadcasts, 0)
     assert (await asyncio.wait_for(layer.receive(follower), 5))["n"] == 0
     assert (broadcasts.sent, broadcasts.unheard) == (1, 0)
+
+
+@pytest.mark.asyncio
+async def test_a_layer_that_overrides_group_send_gets_every_message(redis_url):
+    class TracingLayer(RedisChannelLayer):
+        traced: list = []
+
+        async def group_send(self, group, message):
+            self.traced.append(message["n"])
+            await super().group_send(group, message)
+
+    layer = TracingLayer(hosts=[redis_url], prefix=f"broadcasts{uuid.uuid4().hex[:12]}")
+    try:
+        broadcasts = GroupBroadcasts(layer, GROUP, "MZ5")
+        await _send_all(broadcasts, 0, 1)  # no member, and still its group_send for each
+        assert TracingLayer.traced == [0, 1] and broadcasts.unheard == 0
+    finally:
+        await layer.close_pools()

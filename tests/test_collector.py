@@ -44,3 +44,17 @@ def test_garbage_of_start_up_is_collected_before_the_freeze_not_kept_forever():
         "print(gone() is None, alive() is kept, frozen == gc.get_freeze_count() > 0)\n"
     )
     assert out == "True True True"
+
+
+def test_a_channel_layer_that_cannot_be_built_does_not_stop_the_application_loading(tmp_path):
+    """It is the startup probe's to report (one line naming CHANNEL_LAYERS); HTTP and the health check still serve."""
+    (tmp_path / "broken_layer_settings.py").write_text(
+        "from settings import *  # noqa: F403\n"
+        'CHANNEL_LAYERS = {"default": {"BACKEND": "no_such_package.ChannelLayer"}}\n'
+    )
+    out = _python(
+        "import mediastream.asgi; print('loaded')",
+        DJANGO_SETTINGS_MODULE="broken_layer_settings",
+        PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}",
+    )
+    assert out.endswith("loaded")
