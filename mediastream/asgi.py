@@ -11,11 +11,10 @@ Loading it also installs the daphne fixes (a shutdown that first drains the
 process, :mod:`mediastream.draining`, then tears down every stream; an access
 log without query strings; a fast path for plain text frames,
 :mod:`mediastream.daphne_frames`), starts the startup probes
-(:mod:`mediastream.preflight`) and the once-per-process work (reaping streams of
-dead processes, warming the speech backends up: :mod:`mediastream.startup`)
-as soon as daphne serves, and last imports what streams use and freezes the
-objects of start-up out of the garbage collector's passes
-(:mod:`mediastream.collector`). The load balancer's health check is a Django
+(:mod:`mediastream.preflight`) and the speech backends' warm-up
+(:mod:`mediastream.startup`) as soon as daphne serves, and last imports what
+streams use and freezes the objects of start-up out of the garbage collector's
+passes (:mod:`mediastream.collector`): :func:`ready_to_serve`. The load balancer's health check is a Django
 view, :mod:`mediastream.health`, for the project's URLs.
 
 No AuthMiddlewareStack or origin validator on the WebSocket side: Twilio sends

@@ -25,7 +25,6 @@ from typing import Any
 from channels.layers import BaseChannelLayer
 
 from .directory import is_redis_core
-
 from .throttled import ThrottledLog
 
 __all__ = ["GroupBroadcasts"]
@@ -136,7 +135,8 @@ class GroupBroadcasts:
         if self._count_first:
             expired_before = int(time.time()) - layer.group_expiry
             key = layer._group_key(self.group)
-            members = await layer.connection(layer.consistent_hash(self.group)).eval(_COUNT_MEMBERS, 1, key, expired_before)
+            redis = layer.connection(layer.consistent_hash(self.group))
+            members = await redis.eval(_COUNT_MEMBERS, 1, key, expired_before)
             if not members:
                 self.unheard += 1
                 return
