@@ -135,6 +135,11 @@ if os.environ.get("BENCH_PREPARE", "1") != "0":  # as mediastream.asgi does; BEN
     startup.prepare()
     startup.start_when_serving()
 
+if os.environ.get("BENCH_GC_THRESHOLD"):  # what-if: gc.set_threshold(...), e.g. "10000,10,10"
+    import gc
+
+    gc.set_threshold(*(int(v) for v in os.environ["BENCH_GC_THRESHOLD"].split(",")))
+
 if os.environ.get("BENCH_GC_FREEZE", "1") != "0":  # as mediastream.asgi does; BENCH_GC_FREEZE=0: the what-if without
     from mediastream.collector import freeze_startup_objects
 
