@@ -9,7 +9,8 @@ a few loopback-only HTTP endpoints expose the bench figures:
 * ``GET /bench/reset``  - start a new measurement window;
 * ``GET /bench/profile/start`` and ``GET /bench/profile/stop?out=PATH`` -
   cProfile of the event-loop thread (the thread these handlers run in) between
-  the two calls, written to ``PATH`` as pstats data.
+  the two calls, written to ``PATH`` as pstats data;
+* ``GET /bench/gc-types`` - the objects the garbage collector walks, by type (and how many are frozen).
 
 Like ``mediastream.asgi`` it loads what streams use and starts the
 once-per-process work (reap, warm-up) when daphne serves (``BENCH_PREPARE=0``:

@@ -24,7 +24,6 @@ from typing import Any
 
 from channels.layers import BaseChannelLayer
 
-from .directory import is_redis_core
 from .throttled import ThrottledLog
 
 __all__ = ["GroupBroadcasts"]
@@ -49,17 +48,19 @@ _down_log = ThrottledLog(logger, "%(count)d more streams could not broadcast eve
 _back_log = ThrottledLog(logger, "%(count)d more streams broadcast events again in the last %(seconds).0fs")
 
 
-def _redis_group_send():
-    from channels_redis.core import RedisChannelLayer
-
-    return RedisChannelLayer.group_send
+def _counts_members_first(layer: BaseChannelLayer) -> bool:
+    """channels_redis' RedisChannelLayer with its own group_send (a subclass that overrides it gets every message)."""
+    try:
+        from channels_redis.core import RedisChannelLayer
+    except ImportError:
+        return False
+    return isinstance(layer, RedisChannelLayer) and type(layer).group_send is RedisChannelLayer.group_send
 
 
 class GroupBroadcasts:
     def __init__(self, layer: BaseChannelLayer, group: str, label: str) -> None:
         self.layer = layer
-        # Only channels_redis' own group_send: a subclass that overrides it (tracing, mirroring) gets every message.
-        self._count_first = is_redis_core(layer) and type(layer).group_send is _redis_group_send()
+        self._count_first = _counts_members_first(layer)
         self.group = group
         self.label = label
         self.sent = 0

@@ -143,10 +143,10 @@ def check_settings(app_configs=None, **kwargs) -> list:
             Error(f"MEDIASTREAM['PLAYBACK_LEAD_SECONDS'] must be zero or more, got {lead!r}.", id="mediastream.E001")
         )
     errors += _chunk_errors(app_settings.PLAYBACK_CHUNK_MS, lead)
-    threads = app_settings.MAX_SYNC_VIEWS
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+    views = app_settings.MAX_SYNC_VIEWS
+    if views is not None and (isinstance(views, bool) or not isinstance(views, int) or views < 1):
         errors.append(
-            Error(f"MEDIASTREAM['MAX_SYNC_VIEWS'] must be a whole number of at least 1, or None, got {threads!r}.", id="mediastream.E001")
+            Error(f"MEDIASTREAM['MAX_SYNC_VIEWS'] must be a whole number of at least 1, or None, got {views!r}.", id="mediastream.E001")
         )
     grace = app_settings.DRAIN_GRACE_SECONDS
     if isinstance(grace, bool) or not isinstance(grace, (int, float)) or grace < 0:

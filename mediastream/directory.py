@@ -26,7 +26,7 @@ import weakref
 
 from channels.layers import BaseChannelLayer
 
-__all__ = ["Directory", "for_layer", "is_redis_core"]
+__all__ = ["Directory", "for_layer"]
 
 #: Deletes the key only while it still names this stream's channel (a newer
 #: stream of the same call may have replaced it).
@@ -42,7 +42,7 @@ class Directory:
     def __init__(self, layer: BaseChannelLayer) -> None:
         self.layer = layer
         self.local: dict[str, str] = {}  # this process's streams
-        self.shared = is_redis_core(layer)
+        self.shared = _is_redis_core(layer)
 
     def key(self, call_sid: str) -> str:
         return f"{self.layer.prefix}:mediastream:stream:{call_sid}"
@@ -75,8 +75,7 @@ class Directory:
         return self.layer.connection(self.layer.consistent_hash(key))
 
 
-def is_redis_core(layer: BaseChannelLayer) -> bool:
-    """Whether ``layer`` is channels_redis' ``RedisChannelLayer``, whose Redis connections this app may use directly."""
+def _is_redis_core(layer: BaseChannelLayer) -> bool:
     try:
         from channels_redis.core import RedisChannelLayer
     except ImportError:

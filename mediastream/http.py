@@ -122,7 +122,13 @@ class OneHopASGIHandler(ASGIHandler):
         # The slot is the view's until it returns: a client that leaves cancels this
         # request, not the view running in its thread.
         view = asyncio.ensure_future(self._sync_get_response(request))
-        view.add_done_callback(lambda done: (slots.release(), done.cancelled() or done.exception()))
+
+        def view_returned(done: asyncio.Future) -> None:
+            slots.release()
+            if not done.cancelled():
+                done.exception()  # retrieved: the request that awaited it may have gone
+
+        view.add_done_callback(view_returned)
         return await asyncio.shield(view)
 
     def _sync_slots(self) -> asyncio.Semaphore | None:

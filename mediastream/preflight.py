@@ -183,13 +183,10 @@ def start() -> threading.Thread:
 def start_when_serving() -> None:
     """:func:`start` once daphne's reactor runs, so never in a process that only imports the
     application (a test, ``manage.py check``); at once when daphne is not installed."""
-    try:
-        import daphne.server  # noqa: F401  (installs the reactor daphne runs)
-        from twisted.internet import reactor
-    except ImportError:
+    from .startup import call_when_serving
+
+    if not call_when_serving(start):
         start()
-        return
-    reactor.callWhenRunning(start)
 
 
 def _report_quietly() -> None:

@@ -23,7 +23,7 @@ from . import db
 from .conf import app_settings
 from .dbgate import UNAVAILABLE
 
-__all__ = ["on_first_connection", "prepare", "start_when_serving"]
+__all__ = ["call_when_serving", "on_first_connection", "prepare", "start_when_serving"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,13 +63,19 @@ def start_when_serving() -> None:
     not start the connection pool's own retries (``mediastream.preflight``
     has said so in one line).
     """
+    call_when_serving(_start_warm_up)
+
+
+def call_when_serving(callback) -> bool:
+    """Call ``callback`` on the event loop once daphne's reactor runs; False (never called) without daphne."""
     try:
         import daphne.server  # noqa: F401  (installs the reactor daphne runs)
         from twisted.internet import reactor
     except ImportError:
-        return
-    # The startup triggers fire before the asyncio loop runs; the work needs it running.
-    reactor.callWhenRunning(lambda: reactor.callLater(0, _start_warm_up))
+        return False
+    # The startup triggers fire before the asyncio loop runs; callLater waits for it to run.
+    reactor.callWhenRunning(lambda: reactor.callLater(0, callback))
+    return True
 
 
 def on_first_connection() -> None:
